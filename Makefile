@@ -1,0 +1,53 @@
+# Every target installs what it needs: a clean clone on bare Debian 12 (python3, venv,
+# git, make, root) needs nothing else.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+APT_RUN  := libsystemd-dev pkg-config gcc python3-dev
+APT_TEST := $(APT_RUN) curl php-cli
+
+.PHONY: run test campaign bench apt-run apt-test clean
+
+run: $(BIN)/.installed-run
+	$(BIN)/vaultdrop run --sandbox
+
+test: $(BIN)/.installed-test
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+campaign: $(BIN)/.installed-test
+	$(BIN)/python -m pytest -m campaign tests/reliability $(PYTEST_ARGS)
+
+bench: $(BIN)/.installed-test
+	$(BIN)/python benchmarks/run.py
+
+# Install Debian packages only when one is missing (apt-get update once, first).
+define apt_ensure
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+endef
+
+apt-run:
+	$(call apt_ensure,$(APT_RUN))
+
+apt-test:
+	$(call apt_ensure,$(APT_TEST))
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(BIN)/.installed-run: pyproject.toml | $(BIN)/python
+	$(MAKE) apt-run
+	$(BIN)/pip install -q -e '.[sandbox]'
+	touch $@
+
+$(BIN)/.installed-test: pyproject.toml | $(BIN)/python
+	$(MAKE) apt-test
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@ $(BIN)/.installed-run
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info
