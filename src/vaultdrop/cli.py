@@ -3,26 +3,291 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import logging
+import os
 import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from . import logs
+from .config import DEFAULT_CONFIG_PATH, FolderSettings, Settings, load_config, settings_from_dict
+from .errors import ConfigError, VaultdropError
+from .journal import FileIdentity, Job, JobState, Journal
+
+DEMO_DIR = Path("vaultdrop-demo")
+
+
+def demo_settings(base: Path, url: str) -> Settings:
+    """The embedded default: a local drop folder, a local journal, the sandbox's credentials."""
+    from .sandbox.launcher import DEFAULT_PASSWORD, DEFAULT_USER
+
+    base = base.resolve()
+    for name in ("drop", "archive", "failed", "state"):
+        (base / name).mkdir(parents=True, exist_ok=True)
+    return settings_from_dict({
+        "daemon": {"state_dir": str(base / "state"), "concurrency": 2, "drain_timeout": 30, "rescan_interval": 60},
+        "vault": {"base_url": url, "user": DEFAULT_USER, "password": DEFAULT_PASSWORD, "poll_interval": 0.2,
+                  "max_attempts": 5},
+        "folders": [{"path": str(base / "drop"), "settle": 2, "after_upload": "archive",
+                     "archive_dir": str(base / "archive"), "failed_dir": str(base / "failed")}],
+    }, source="the built-in sandbox demo")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    if getattr(args, "sandbox", False):
+        return demo_settings(args.demo_dir, "http://127.0.0.1:1")
+    return load_config(args.config)
+
+
+# -- run -------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .daemon import Daemon
+
+    sandbox = None
+    if args.sandbox:
+        from .sandbox.launcher import spawn_sandbox
+
+        sandbox = spawn_sandbox(args.demo_dir.resolve() / "sandbox", port=args.port)
+        settings = demo_settings(args.demo_dir, sandbox.url)
+        print(
+            f"vaultdrop demo: sandbox vault at {sandbox.url}\n"
+            f"  drop files into   {settings.folders[0].path}\n"
+            f"  uploaded videos:  {sandbox.root}/storage\n"
+            f"  archived files:   {settings.folders[0].archive_dir}\n"
+            f"  watch progress:   .venv/bin/vaultdrop status --sandbox\n"
+            f"  stop with Ctrl-C (in-flight uploads drain first)",
+            flush=True,
+        )
+        reload_settings = None
+    else:
+        settings = load_config(args.config)
+        def reload_settings() -> Settings:
+            return load_config(args.config)
+    logs.setup(settings.daemon.log_level, settings.secrets())
+    try:
+        return asyncio.run(Daemon(settings, reload_settings).run())
+    finally:
+        if sandbox is not None:
+            sandbox.stop()
+
+
+# -- status and jobs --------------------------------------------------------------------
+
+
+def _journal(settings: Settings) -> Journal:
+    path = settings.daemon.journal_path
+    if not path.exists():
+        raise ConfigError(f"no journal at {path} yet: has the daemon run?")
+    return Journal(path, readonly=True)
+
+
+def _job_dict(job: Job) -> dict[str, Any]:
+    values = asdict(job)
+    values["state"] = job.state.value
+    return values
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    journal = _journal(_settings(args))
+    counts = journal.counts()
+    active = [j for s in (JobState.UPLOADING, JobState.CONFIRMING, JobState.S3_QUEUEING, JobState.S3_WAITING)
+              for j in journal.jobs(s, limit=1000)]
+    if args.json:
+        print(json.dumps({"counts": {s.value: n for s, n in counts.items()},
+                          "in_flight": [_job_dict(j) for j in active]}, indent=2))
+        return 0
+    print("  ".join(f"{state.value} {count}" for state, count in counts.items() if count) or "no jobs yet")
+    for job in active:
+        percent = 100 * job.bytes_sent / job.size if job.size else 100
+        extra = f" s3 request {job.s3_request_id} {job.s3_status or ''}" if job.s3_request_id else ""
+        print(f"  #{job.id} {job.state.value:<11} {percent:5.1f}%  {job.relpath}{extra}")
+    return 0
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if args.action == "list":
+        jobs = _journal(settings).jobs(JobState(args.state) if args.state else None, args.limit)
+        if args.json:
+            print(json.dumps([_job_dict(j) for j in jobs], indent=2))
+        for job in [] if args.json else jobs:
+            error = f"  ({job.last_error})" if job.last_error and job.state is not JobState.DONE else ""
+            print(f"#{job.id:<6} {job.state.value:<11} {job.size:>14,}  {job.relpath}{error}")
+        return 0
+    if args.id is None:
+        raise ConfigError(f"jobs {args.action} needs a job id")
+    if args.action == "show":
+        journal = _journal(settings)
+        job = journal.get(args.id)
+        if job is None:
+            print(f"no job {args.id}", file=sys.stderr)
+            return 1
+        print(json.dumps({**_job_dict(job), "history": journal.history(job.id)}, indent=2))
+        return 0
+    journal = Journal(settings.daemon.journal_path)
+    try:
+        if args.action == "retry":
+            journal.retry(args.id)
+            print(f"job {args.id} queued again")
+        else:
+            journal.forget(args.id)
+            print(f"job {args.id} forgotten")
+    except (KeyError, VaultdropError) as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    return 0
+
+
+# -- one-shot upload and delete ---------------------------------------------------------
+
+
+async def _upload_files(settings: Settings, files: list[Path]) -> int:
+    from .daemon import make_pipeline
+
+    journal = Journal(settings.daemon.state_dir / "oneshot.db")
+    folders: dict[str, FolderSettings] = {}
+    pipeline = make_pipeline(settings, journal, lambda job: folders.get(job.folder))
+    failures = 0
+    try:
+        for path in files:
+            path = path.resolve()
+            info = path.stat()
+            folder = folders.setdefault(str(path.parent), FolderSettings(path=path.parent, settle=0))
+            job = journal.enqueue(FileIdentity(str(folder.path), path.name, info.st_size, info.st_mtime_ns,
+                                               info.st_ino))
+            if job is None:
+                print(f"{path}: already uploaded by an earlier `vaultdrop upload`", file=sys.stderr)
+                continue
+            bar = asyncio.create_task(_progress_bar(journal, job.id)) if sys.stderr.isatty() else None
+            while job.state not in (JobState.DONE, JobState.FAILED, JobState.SKIPPED):
+                job = await pipeline.run(job)
+                if job.state not in (JobState.DONE, JobState.FAILED, JobState.SKIPPED):
+                    await asyncio.sleep(max(0.0, job.not_before - time.time()))
+            if bar is not None:
+                bar.cancel()
+            failures += job.state is JobState.FAILED
+            print(f"{path}: {job.state.value}" + (f" video {job.video_id}" if job.video_id else
+                                                  f" ({job.last_error})"))
+    finally:
+        await pipeline.aclose()
+        journal.close()
+    return 1 if failures else 0
+
+
+async def _progress_bar(journal: Journal, job_id: int) -> None:
+    started = time.monotonic()
+    while True:
+        job = journal.get(job_id)
+        if job is not None and job.size:
+            fraction = job.bytes_sent / job.size
+            rate = job.bytes_sent / max(time.monotonic() - started, 1e-3) / 1e6
+            filled = int(30 * fraction)
+            print(f"\r[{'#' * filled}{'.' * (30 - filled)}] {fraction:6.1%} {rate:7.1f} MB/s {job.relpath}",
+                  end="", file=sys.stderr, flush=True)
+        await asyncio.sleep(0.5)
+
+
+def cmd_upload(args: argparse.Namespace) -> int:
+    settings = load_config(args.config)
+    logs.setup(settings.daemon.log_level, settings.secrets())
+    return asyncio.run(_upload_files(settings, args.files))
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    from .vault import VaultClient
+
+    settings = load_config(args.config)
+
+    async def delete() -> bool:
+        client = VaultClient(settings.vault.base_url, settings.vault.user,
+                             settings.vault.password.get_secret_value(), timeout=settings.vault.timeout)
+        try:
+            return await client.delete(args.video_id)
+        finally:
+            await client.aclose()
+
+    if asyncio.run(delete()):
+        print(f"video {args.video_id} deleted")
+        return 0
+    print(f"video {args.video_id} not found", file=sys.stderr)
+    return 1
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    settings = load_config(args.config)
+    print(f"{args.config}: OK ({len(settings.folders)} folder(s), vault {settings.vault.base_url})")
+    return 0
+
+
+# -- parser -------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vaultdrop", description=__doc__)
+    parser = argparse.ArgumentParser(prog="vaultdrop", description="Folders in, videos in the vault, exactly once.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    from .sandbox.cli import add_sandbox_arguments
+    def with_config(name: str, help: str, demo: bool = False) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=help)
+        command.add_argument("--config", type=Path,
+                             default=Path(os.environ.get("VAULTDROP_CONFIG", DEFAULT_CONFIG_PATH)),
+                             help="TOML configuration (default %(default)s, or $VAULTDROP_CONFIG)")
+        if demo:
+            command.add_argument("--sandbox", action="store_true", help="use the built-in sandbox demo setup")
+            command.add_argument("--demo-dir", type=Path, default=DEMO_DIR,
+                                 help="where the demo keeps its folders (default ./%(default)s)")
+        return command
 
-    add_sandbox_arguments(sub.add_parser("sandbox", help="serve the local SesameVault + ScaleEngine sandbox"))
+    run = with_config("run", "run the daemon", demo=True)
+    run.add_argument("--port", type=int, default=8765, help="sandbox port with --sandbox (0 = any free)")
+    run.set_defaults(func=cmd_run)
+
+    from .sandbox.cli import add_sandbox_arguments, run_sandbox
+
+    sandbox = sub.add_parser("sandbox", help="serve the local SesameVault + ScaleEngine sandbox")
+    add_sandbox_arguments(sandbox)
+    sandbox.set_defaults(func=run_sandbox)
+
+    status = with_config("status", "job counts and uploads in flight", demo=True)
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
+
+    jobs = with_config("jobs", "list, show, retry or forget jobs", demo=True)
+    jobs.add_argument("action", choices=["list", "show", "retry", "forget"], nargs="?", default="list")
+    jobs.add_argument("id", type=int, nargs="?")
+    jobs.add_argument("--state", choices=[s.value for s in JobState])
+    jobs.add_argument("--limit", type=int, default=50)
+    jobs.add_argument("--json", action="store_true")
+    jobs.set_defaults(func=cmd_jobs)
+
+    upload = with_config("upload", "upload files once, now, with a progress bar")
+    upload.add_argument("files", type=Path, nargs="+")
+    upload.set_defaults(func=cmd_upload)
+
+    delete = with_config("delete", "delete a video from the vault")
+    delete.add_argument("video_id")
+    delete.set_defaults(func=cmd_delete)
+
+    check = with_config("check-config", "validate the configuration and exit")
+    check.set_defaults(func=cmd_check_config)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "sandbox":
-        from .sandbox.cli import run_sandbox
-
-        return run_sandbox(args)
-    return 2
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        logging.getLogger("vaultdrop").debug("configuration error", exc_info=True)
+        print(f"vaultdrop: configuration error: {exc}", file=sys.stderr)
+        return exc.exit_status
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

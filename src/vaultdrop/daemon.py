@@ -1,0 +1,297 @@
+"""The daemon: one asyncio loop wiring watch → settle → journal → pipeline → post-action.
+
+Signal handlers only set flags and wake the scheduler. The systemd watchdog is pinged
+from a loop task, so a ping proves the loop is alive. Stopping drains: no new uploads
+start, in-flight ones get `drain_timeout`, the rest stay resumable in the journal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+from . import logs
+from .config import FolderSettings, Settings
+from .errors import ConfigError
+from .journal import FileIdentity, Job, JobState, Journal
+from .logs import log
+from .pipeline import Pipeline
+from .service import Notifier
+from .settle import Settler
+from .throttle import Throttle
+from .vault import VaultClient
+from .watch import FolderWatch, OverflowHook, scan
+
+SCHEDULER_MAX_SLEEP = 5.0  # also how soon `vaultdrop jobs retry` from another process is noticed
+STATUS_INTERVAL = 5.0
+
+
+def make_pipeline(settings: Settings, journal: Journal,
+                  folder_for: Callable[[Job], FolderSettings | None]) -> Pipeline:
+    """A pipeline with its own vault connection pool (rebuilt on reload)."""
+    vault = VaultClient(settings.vault.base_url, settings.vault.user,
+                        settings.vault.password.get_secret_value(), timeout=settings.vault.timeout)
+    limit = settings.daemon.bandwidth_limit
+    s3 = None
+    if settings.scaleengine is not None:
+        from .s3 import S3Queue
+
+        s3 = S3Queue(settings, journal)
+    return Pipeline(journal, vault, settings, folder_for, throttle=Throttle(limit) if limit else None, s3=s3)
+
+
+def lock_state_dir(state_dir: Path) -> IO[str]:
+    """One daemon per journal: a second one would upload the same files twice."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    handle = (state_dir / "vaultdrop.lock").open("w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise ConfigError(f"another vaultdrop is already running on {state_dir}") from None
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+class Daemon:
+    def __init__(self, settings: Settings, reload_settings: Callable[[], Settings] | None = None) -> None:
+        self.settings = settings
+        self._reload_settings = reload_settings
+        self._notifier = Notifier()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._reload_requested = False
+        self._fatal: ConfigError | None = None
+        self._tasks: dict[int, asyncio.Task[Job]] = {}
+        self._small_lane: int | None = None
+        self._watches: dict[str, FolderWatch] = {}
+        self._folders: dict[str, FolderSettings] = {}
+        self._background: set[asyncio.Task[None]] = set()
+
+    # -- signals: flags only -------------------------------------------------------
+
+    def request_stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    def request_reload(self) -> None:
+        self._reload_requested = True
+        self._wake.set()
+
+    # -- life cycle ----------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        lock = lock_state_dir(self.settings.daemon.state_dir)
+        self.journal = Journal(self.settings.daemon.journal_path)
+        self._settler = Settler(loop, self._on_settled)
+        self._overflow = OverflowHook(loop, self._rescan_all)
+        self._overflow.install()
+        for signum, handler in ((signal.SIGTERM, self.request_stop), (signal.SIGINT, self.request_stop),
+                                (signal.SIGHUP, self.request_reload)):
+            loop.add_signal_handler(signum, handler)
+        self.pipeline = make_pipeline(self.settings, self.journal, self._folder_for)
+        try:
+            self._apply_folders(self.settings.folders)
+            self._notifier.ready(self._status_line())
+            log(logging.INFO, f"ready: watching {len(self._folders)} folder(s), journal "
+                f"{self.journal.path}", event="daemon_ready")
+            self._spawn(self._pinger())
+            self._spawn(self._periodic_rescan())
+            await self._schedule()
+            await self._drain()
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(signum)
+            for task in self._background:
+                task.cancel()
+            await asyncio.gather(*self._background, return_exceptions=True)
+            for watch in self._watches.values():
+                watch.stop()
+            self._overflow.remove()
+            self._settler.close()
+            await self.pipeline.aclose()
+            self.journal.close()
+            lock.close()
+        if self._fatal is not None:
+            log(logging.CRITICAL, f"stopping on a configuration error: {self._fatal}")
+            return self._fatal.exit_status
+        return 0
+
+    def _spawn(self, coroutine: object) -> None:
+        task = asyncio.ensure_future(coroutine)  # type: ignore[arg-type]
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- folders and discovery -----------------------------------------------------
+
+    def _folder_for(self, job: Job) -> FolderSettings | None:
+        return self._folders.get(job.folder)
+
+    def _apply_folders(self, folders: list[FolderSettings]) -> None:
+        """Start, replace or stop watchers so they match `folders` (start-up and reload)."""
+        loop = asyncio.get_running_loop()
+        wanted = {str(f.path): f for f in folders}
+        for key in list(self._watches):
+            if key not in wanted or wanted[key] != self._folders[key]:
+                self._watches.pop(key).stop()
+                self._settler.forget_folder(self._folders.pop(key))
+                log(logging.INFO, f"stopped watching {key}", folder=key)
+        for key, folder in wanted.items():
+            if key not in self._watches:
+                self._folders[key] = folder
+                self._watches[key] = FolderWatch.start(folder, loop, self._settler.touch, self._rescan)
+                self._rescan(folder)
+                log(logging.INFO, f"watching {key} ({folder.watcher}, settle {folder.settle:g} s, "
+                    f"after upload: {folder.after_upload})", folder=key)
+
+    def _rescan(self, folder: FolderSettings) -> None:
+        self._spawn(self._scan(folder))
+
+    def _rescan_all(self) -> None:
+        log(logging.WARNING, "file events were lost (inotify overflow): rescanning every folder")
+        for folder in self._folders.values():
+            self._rescan(folder)
+
+    async def _scan(self, folder: FolderSettings) -> None:
+        """Find files that arrived unseen (while down, or lost events); settle the new ones."""
+        found = await asyncio.to_thread(scan, folder)
+        if self._folders.get(str(folder.path)) is not folder:
+            return
+        known = self.journal.known_identities(str(folder.path))
+        for relpath, info in found:
+            if (relpath, info.st_size, info.st_mtime_ns, info.st_ino) not in known:
+                self._settler.touch(folder, relpath)
+
+    async def _periodic_rescan(self) -> None:
+        while True:
+            interval = self.settings.daemon.rescan_interval
+            await asyncio.sleep(interval if interval > 0 else 3600)
+            if interval > 0:
+                for folder in self._folders.values():
+                    await self._scan(folder)
+
+    def _on_settled(self, folder: FolderSettings, relpath: str, info: os.stat_result) -> None:
+        if info.st_size == 0:
+            return  # a placeholder, not a file: it is picked up again once written
+        job = self.journal.enqueue(
+            FileIdentity(str(folder.path), relpath, info.st_size, info.st_mtime_ns, info.st_ino)
+        )
+        if job is not None:
+            log(logging.INFO, f"queued: {relpath} ({info.st_size} bytes)", job_id=job.id,
+                folder=job.folder, file=relpath, stage="queued")
+            self._wake.set()
+
+    # -- scheduling ------------------------------------------------------------------
+
+    async def _schedule(self) -> None:
+        while not self._stopping:
+            if self._reload_requested:
+                self._reload_requested = False
+                await self._reload()
+            self._start_due_jobs()
+            due = self.journal.next_due(set(self._tasks))
+            sleep = SCHEDULER_MAX_SLEEP if due is None else min(SCHEDULER_MAX_SLEEP, max(0.0, due - time.time()))
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=sleep if sleep > 0 else 0.05)
+            except TimeoutError:
+                pass
+
+    def _start_due_jobs(self) -> None:
+        """Fill `concurrency` slots; one extra lane keeps small files moving past long uploads."""
+        concurrency = self.settings.daemon.concurrency
+        free = concurrency - (len(self._tasks) - (self._small_lane is not None))
+        lane_free = self._small_lane is None
+        if free <= 0 and not lane_free:
+            return
+        for job in self.journal.runnable(time.time(), set(self._tasks), limit=concurrency + 16):
+            if free > 0:
+                free -= 1
+            elif lane_free and job.size <= self.settings.daemon.small_file_size:
+                lane_free = False
+                self._small_lane = job.id
+            else:
+                continue
+            task = asyncio.create_task(self.pipeline.run(job), name=f"job-{job.id}")
+            self._tasks[job.id] = task
+            task.add_done_callback(lambda t, job_id=job.id: self._job_ended(job_id, t))
+            if free <= 0 and not lane_free:
+                return
+
+    def _job_ended(self, job_id: int, task: asyncio.Task[Job]) -> None:
+        self._tasks.pop(job_id, None)
+        if self._small_lane == job_id:
+            self._small_lane = None
+        if not task.cancelled():
+            error = task.exception()
+            if isinstance(error, ConfigError):
+                self._fatal = error
+                self.request_stop()
+            elif error is not None:
+                log(logging.ERROR, f"job {job_id} crashed: {error!r}", job_id=job_id,
+                    exc_info=False)
+        self._wake.set()
+
+    # -- reload, status, drain -----------------------------------------------------
+
+    async def _reload(self) -> None:
+        if self._reload_settings is None:
+            return
+        self._notifier.reloading()
+        try:
+            new = self._reload_settings()
+        except ConfigError as exc:
+            log(logging.ERROR, f"reload refused, keeping the running configuration: {exc}")
+            self._notifier.ready(self._status_line())
+            return
+        old_pipeline = self.pipeline
+        self.settings = new
+        logs.setup(new.daemon.log_level, new.secrets())
+        self.pipeline = make_pipeline(new, self.journal, self._folder_for)
+        self._spawn(self._close_when_idle(old_pipeline, list(self._tasks.values())))
+        self._apply_folders(new.folders)
+        self._notifier.ready(self._status_line())
+        log(logging.INFO, f"configuration reloaded: {len(new.folders)} folder(s)", event="config_reloaded")
+
+    @staticmethod
+    async def _close_when_idle(pipeline: Pipeline, tasks: list[asyncio.Task[Job]]) -> None:
+        """In-flight uploads keep the old connection pool until they end."""
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await pipeline.aclose()
+
+    def _status_line(self) -> str:
+        counts = self.journal.counts()
+        uploading = sum(counts[s] for s in (JobState.UPLOADING, JobState.CONFIRMING))
+        return (f"{uploading} uploading, {counts[JobState.QUEUED]:,} queued, {counts[JobState.DONE]:,} done, "
+                f"{counts[JobState.FAILED]:,} failed")
+
+    async def _pinger(self) -> None:
+        """Watchdog and STATUS= from the loop itself: a hung loop stops the pings."""
+        interval = self._notifier.watchdog_interval or STATUS_INTERVAL
+        while True:
+            self._notifier.watchdog()
+            self._notifier.status(self._status_line())
+            await asyncio.sleep(min(interval, STATUS_INTERVAL))
+
+    async def _drain(self) -> None:
+        self._notifier.stopping(f"draining {len(self._tasks)} upload(s)")
+        if not self._tasks:
+            return
+        deadline = self.settings.daemon.drain_timeout
+        log(logging.INFO, f"stopping: waiting up to {deadline:g} s for {len(self._tasks)} job(s)")
+        _, pending = await asyncio.wait(list(self._tasks.values()), timeout=deadline)
+        if pending:
+            log(logging.WARNING, f"drain timeout: {len(pending)} job(s) left resumable in the journal",
+                event="drain_timeout")
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)

@@ -1,0 +1,355 @@
+"""The durable SQLite journal: the single source of truth for every job.
+
+Every state change is one committed transaction (WAL, synchronous=FULL) made *before* the
+side effect that depends on it, so a crash at any instant resumes correctly. This class
+owns all SQL; nothing else in vaultdrop opens the database.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, VaultdropError
+
+
+class JobState(StrEnum):
+    """Where a job stands. A retry is attempts + not_before, never a state of its own."""
+
+    QUEUED = "queued"  # journalled; nothing sent yet
+    UPLOADING = "uploading"  # upload key committed; a POST may be (or have been) in flight
+    CONFIRMING = "confirming"  # POST answered; waiting for the vault's video_id
+    S3_QUEUEING = "s3_queueing"  # vault confirmed; asking the control API to queue to S3
+    S3_WAITING = "s3_waiting"  # S3 request id committed; following it through aws.status
+    FINISHING = "finishing"  # all remote work confirmed; local post-action pending
+    DONE = "done"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # same content already in the vault (sha256 dedupe)
+
+
+TERMINAL = frozenset({JobState.DONE, JobState.FAILED, JobState.SKIPPED})
+ACTIVE = tuple(s for s in JobState if s not in TERMINAL)
+
+ALLOWED: dict[JobState, frozenset[JobState]] = {
+    JobState.QUEUED: frozenset({JobState.UPLOADING, JobState.SKIPPED, JobState.FAILED}),
+    JobState.UPLOADING: frozenset({JobState.CONFIRMING, JobState.QUEUED, JobState.FAILED}),
+    JobState.CONFIRMING: frozenset(
+        {JobState.UPLOADING, JobState.QUEUED, JobState.S3_QUEUEING, JobState.FINISHING, JobState.FAILED}
+    ),
+    JobState.S3_QUEUEING: frozenset({JobState.S3_WAITING, JobState.FAILED}),
+    JobState.S3_WAITING: frozenset({JobState.FINISHING, JobState.FAILED}),
+    JobState.FINISHING: frozenset({JobState.DONE, JobState.FAILED}),
+    JobState.DONE: frozenset(),
+    JobState.FAILED: frozenset({JobState.QUEUED}),
+    JobState.SKIPPED: frozenset(),
+}
+
+
+class IllegalTransition(VaultdropError):
+    """A bug: code tried a state change the job's life cycle does not allow."""
+
+
+@dataclass(frozen=True)
+class FileIdentity:
+    """What makes a file *this* file: same identity means same upload."""
+
+    folder: str
+    relpath: str
+    size: int
+    mtime_ns: int
+    inode: int
+
+    @property
+    def path(self) -> Path:
+        return Path(self.folder) / self.relpath
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    folder: str
+    relpath: str
+    size: int
+    mtime_ns: int
+    inode: int
+    state: JobState
+    attempts: int
+    not_before: float
+    last_error: str | None
+    upload_key: str | None
+    video_id: str | None
+    bytes_sent: int
+    sha256: str | None
+    s3_request_id: int | None
+    s3_status: str | None
+    s3_since: float | None
+    created_at: float
+    updated_at: float
+
+    @property
+    def identity(self) -> FileIdentity:
+        return FileIdentity(self.folder, self.relpath, self.size, self.mtime_ns, self.inode)
+
+    @property
+    def path(self) -> Path:
+        return Path(self.folder) / self.relpath
+
+
+_JOB_COLUMNS = ", ".join(f.name for f in fields(Job))
+_UPDATABLE = frozenset(f.name for f in fields(Job)) - {"id", "folder", "relpath", "state", "created_at"}
+
+# Append-only: a migration is never edited once released, only added.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY,
+        folder TEXT NOT NULL,
+        relpath TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        inode INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        not_before REAL NOT NULL DEFAULT 0,
+        last_error TEXT,
+        upload_key TEXT,
+        video_id TEXT,
+        bytes_sent INTEGER NOT NULL DEFAULT 0,
+        sha256 TEXT,
+        s3_request_id INTEGER,
+        s3_status TEXT,
+        s3_since REAL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE UNIQUE INDEX jobs_identity ON jobs (folder, relpath, size, mtime_ns, inode);
+    CREATE INDEX jobs_state ON jobs (state, not_before);
+    CREATE INDEX jobs_sha256 ON jobs (sha256);
+    CREATE TABLE history (
+        id INTEGER PRIMARY KEY,
+        job_id INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        at REAL NOT NULL,
+        from_state TEXT,
+        to_state TEXT NOT NULL,
+        detail TEXT
+    );
+    CREATE INDEX history_job ON history (job_id);
+    """,
+)
+
+
+class Journal:
+    """One SQLite database; every method is one explicit transaction."""
+
+    def __init__(self, path: Path, clock: Callable[[], float] = time.time, readonly: bool = False) -> None:
+        self.path = path
+        self._clock = clock
+        try:
+            if readonly:
+                uri = f"file:{path}?mode=ro"
+                self._db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA busy_timeout = 10000")
+            self._db.execute("PRAGMA foreign_keys = ON")
+            if not readonly:
+                self._db.execute("PRAGMA journal_mode = WAL")
+                self._db.execute("PRAGMA synchronous = FULL")
+                self._migrate()
+        except sqlite3.Error as exc:
+            raise ConfigError(f"cannot open the journal {path}: {exc}") from None
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE: take the write lock up front so concurrent writers queue, not fail."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self._write() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > len(MIGRATIONS):
+                raise ConfigError(f"journal {self.path} has schema {version}, newer than this vaultdrop")
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                for statement in filter(str.strip, script.split(";")):
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version = {number}")
+
+    @staticmethod
+    def _job(row: sqlite3.Row) -> Job:
+        values = dict(row)
+        values["state"] = JobState(values["state"])
+        return Job(**values)
+
+    def _history(self, db: sqlite3.Connection, job_id: int, old: JobState | None, new: JobState, detail: str | None) -> None:
+        db.execute(
+            "INSERT INTO history (job_id, at, from_state, to_state, detail) VALUES (?, ?, ?, ?, ?)",
+            (job_id, self._clock(), old.value if old else None, new.value, detail),
+        )
+
+    # -- discovery -------------------------------------------------------------------
+
+    def enqueue(self, identity: FileIdentity) -> Job | None:
+        """Journal a settled file; None when this exact file is already known.
+
+        A still-queued job for the same path whose file changed is updated in place:
+        nothing was sent yet, so it simply uploads the newer content.
+        """
+        now = self._clock()
+        with self._write() as db:
+            known = db.execute(
+                "SELECT id FROM jobs WHERE folder=? AND relpath=? AND size=? AND mtime_ns=? AND inode=?",
+                (identity.folder, identity.relpath, identity.size, identity.mtime_ns, identity.inode),
+            ).fetchone()
+            if known:
+                return None
+            queued = db.execute(
+                "SELECT id FROM jobs WHERE folder=? AND relpath=? AND state=?",
+                (identity.folder, identity.relpath, JobState.QUEUED.value),
+            ).fetchone()
+            if queued:
+                db.execute(
+                    "UPDATE jobs SET size=?, mtime_ns=?, inode=?, updated_at=? WHERE id=?",
+                    (identity.size, identity.mtime_ns, identity.inode, now, queued["id"]),
+                )
+                job_id = queued["id"]
+            else:
+                job_id = db.execute(
+                    "INSERT INTO jobs (folder, relpath, size, mtime_ns, inode, state, created_at, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (identity.folder, identity.relpath, identity.size, identity.mtime_ns, identity.inode,
+                     JobState.QUEUED.value, now, now),
+                ).lastrowid
+                self._history(db, job_id, None, JobState.QUEUED, f"{identity.size} bytes")
+            row = db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return self._job(row)
+
+    def known_identities(self, folder: str) -> set[tuple[str, int, int, int]]:
+        """(relpath, size, mtime_ns, inode) of every job in a folder, for fast rescans."""
+        rows = self._db.execute(
+            "SELECT relpath, size, mtime_ns, inode FROM jobs WHERE folder=?", (folder,)
+        ).fetchall()
+        return {tuple(r) for r in rows}
+
+    # -- scheduling ------------------------------------------------------------------
+
+    def runnable(self, now: float, exclude: set[int], limit: int) -> list[Job]:
+        """Active jobs due now, oldest first, skipping those this process already runs."""
+        placeholders = ",".join("?" * len(ACTIVE))
+        rows = self._db.execute(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state IN ({placeholders}) AND not_before <= ?"
+            " ORDER BY not_before, id LIMIT ?",
+            (*ACTIVE, now, limit + len(exclude)),
+        ).fetchall()
+        return [job for job in map(self._job, rows) if job.id not in exclude][:limit]
+
+    def next_due(self, exclude: set[int]) -> float | None:
+        """Earliest not_before among active jobs not running here (for the scheduler's sleep)."""
+        placeholders = ",".join("?" * len(ACTIVE))
+        rows = self._db.execute(
+            f"SELECT id, not_before FROM jobs WHERE state IN ({placeholders}) ORDER BY not_before LIMIT ?",
+            (*ACTIVE, len(exclude) + 1),
+        ).fetchall()
+        return next((r["not_before"] for r in rows if r["id"] not in exclude), None)
+
+    # -- state changes ---------------------------------------------------------------
+
+    def get(self, job_id: int) -> Job | None:
+        row = self._db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return self._job(row) if row else None
+
+    def transition(self, job: Job, state: JobState, detail: str | None = None, **changes: Any) -> Job:
+        """Move a job to `state` (and set `changes`) in one committed transaction."""
+        if state not in ALLOWED[job.state]:
+            raise IllegalTransition(f"job {job.id}: {job.state} -> {state} is not allowed")
+        return self._save(job, state, detail, changes)
+
+    def update(self, job: Job, **changes: Any) -> Job:
+        """Record facts about a job (key, bytes sent, a retry) without changing its state."""
+        return self._save(job, None, None, changes)
+
+    def _save(self, job: Job, state: JobState | None, detail: str | None, changes: dict[str, Any]) -> Job:
+        unknown = set(changes) - _UPDATABLE
+        if unknown:
+            raise ValueError(f"not journal columns: {sorted(unknown)}")
+        changes["updated_at"] = self._clock()
+        if state is not None:
+            changes["state"] = state.value
+        assignments = ", ".join(f"{name}=?" for name in changes)
+        with self._write() as db:
+            current = db.execute("SELECT state FROM jobs WHERE id=?", (job.id,)).fetchone()
+            if current is None or current["state"] != job.state.value:
+                raise IllegalTransition(f"job {job.id} changed under us (now {current and current['state']})")
+            db.execute(f"UPDATE jobs SET {assignments} WHERE id=?", (*changes.values(), job.id))
+            if state is not None:
+                self._history(db, job.id, job.state, state, detail)
+            row = db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id=?", (job.id,)).fetchone()
+        return self._job(row)
+
+    def find_done_by_sha256(self, sha256: str, exclude_id: int) -> Job | None:
+        row = self._db.execute(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE sha256=? AND id<>? AND state IN (?, ?, ?)"
+            " ORDER BY id LIMIT 1",
+            (sha256, exclude_id, JobState.DONE.value, JobState.FINISHING.value, JobState.S3_WAITING.value),
+        ).fetchone()
+        return self._job(row) if row else None
+
+    # -- operator commands -----------------------------------------------------------
+
+    def retry(self, job_id: int) -> Job:
+        """Operator asked to try a failed job again: fresh attempts, due now."""
+        job = self._require(job_id)
+        return self.transition(job, JobState.QUEUED, "retry requested", attempts=0, not_before=0,
+                               last_error=None, upload_key=None, video_id=None, bytes_sent=0)
+
+    def forget(self, job_id: int) -> None:
+        """Drop a finished job so an identical file would be uploaded again."""
+        job = self._require(job_id)
+        if job.state not in TERMINAL:
+            raise IllegalTransition(f"job {job_id} is {job.state}; only finished jobs can be forgotten")
+        with self._write() as db:
+            db.execute("DELETE FROM jobs WHERE id=?", (job_id,))
+
+    def _require(self, job_id: int) -> Job:
+        job = self.get(job_id)
+        if job is None:
+            raise KeyError(f"no job {job_id}")
+        return job
+
+    # -- reporting -------------------------------------------------------------------
+
+    def counts(self) -> dict[JobState, int]:
+        rows = self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
+        found = {JobState(r[0]): r[1] for r in rows}
+        return {state: found.get(state, 0) for state in JobState}
+
+    def jobs(self, state: JobState | None = None, limit: int = 50) -> list[Job]:
+        if state is None:
+            rows = self._db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs ORDER BY id DESC LIMIT ?", (limit,))
+        else:
+            rows = self._db.execute(
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state=? ORDER BY id DESC LIMIT ?", (state.value, limit)
+            )
+        return [self._job(r) for r in rows.fetchall()]
+
+    def history(self, job_id: int) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT at, from_state, to_state, detail FROM history WHERE job_id=? ORDER BY id", (job_id,)
+        ).fetchall()
+        return [dict(r) for r in rows]

@@ -1,0 +1,118 @@
+"""Logging: structured journald records under systemd, readable lines in a terminal.
+
+Every record may carry operator-facing fields (JOB_ID, FOLDER, FILE, STAGE, ...) passed
+as `extra={"fields": {...}}`; journald stores them as fields, the console appends them as
+key=value. A redaction filter is the safety net that keeps secrets out of every line.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+logger = logging.getLogger("vaultdrop")
+
+# Fixed MESSAGE_IDs for key events, explained by deploy/vaultdrop.catalog.
+MESSAGE_IDS = {
+    "job_done": "5b8a4d3f0c2e4e51a1d7e3b9f2c60a11",
+    "job_failed": "9e2f7c1a4b3d4c6e8f0a2b4c6d8e0f12",
+    "config_reloaded": "3c1d5e7f9a0b4c2d8e6f1a3b5c7d9e13",
+    "daemon_ready": "7a9c1e3f5b7d4f0a2c4e6a8c0e2f4a14",
+    "drain_timeout": "1f3e5d7c9b1a4e2c6a8e0c2a4f6d8b15",
+}
+
+
+def log(level: int, message: str, *, event: str | None = None, exc_info: bool = False, **fields: Any) -> None:
+    """Log with structured fields (upper-cased for journald); `event` adds its MESSAGE_ID."""
+    structured = {key.upper(): value for key, value in fields.items() if value is not None}
+    if event is not None:
+        structured["MESSAGE_ID"] = MESSAGE_IDS[event]
+    logger.log(level, message, extra={"fields": structured}, exc_info=exc_info)
+
+
+class _Redact(logging.Filter):
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__()
+        self.secrets = [s for s in secrets if s]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            message = record.getMessage()
+            if any(s in message for s in self.secrets):
+                for secret in self.secrets:
+                    message = message.replace(secret, "[redacted]")
+                record.msg, record.args = message, None
+        return True
+
+
+class _ConsoleFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields: Mapping[str, Any] = getattr(record, "fields", {})
+        shown = " ".join(f"{k.lower()}={v}" for k, v in fields.items() if k != "MESSAGE_ID")
+        return f"{line} {shown}" if shown else line
+
+
+class _JournalHandler(logging.Handler):
+    """Send straight to journald with the record's fields (systemd-python's sendv)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from systemd import journal
+
+        self._send = journal.send
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fields: Mapping[str, Any] = getattr(record, "fields", {})
+            message = self.format(record)
+            self._send(
+                message,
+                PRIORITY=_priority(record.levelno),
+                SYSLOG_IDENTIFIER="vaultdrop",
+                LOGGER=record.name,
+                CODE_FILE=record.pathname,
+                CODE_LINE=record.lineno,
+                CODE_FUNC=record.funcName,
+                **{k: str(v) for k, v in fields.items()},
+            )
+        except Exception:  # noqa: BLE001 - logging must never take the daemon down
+            self.handleError(record)
+
+
+def _priority(levelno: int) -> int:
+    if levelno >= logging.CRITICAL:
+        return 2
+    if levelno >= logging.ERROR:
+        return 3
+    if levelno >= logging.WARNING:
+        return 4
+    if levelno >= logging.INFO:
+        return 6
+    return 7
+
+
+def journald_available() -> bool:
+    """Under systemd, stderr is connected to the journal (JOURNAL_STREAM says so)."""
+    return bool(os.environ.get("JOURNAL_STREAM")) and os.path.exists("/run/systemd/journal/socket")
+
+
+def setup(level: str = "info", secrets: Iterable[str] = (), force_journal: bool | None = None) -> None:
+    """Configure the vaultdrop logger once per process (re-callable on reload)."""
+    use_journal = journald_available() if force_journal is None else force_journal
+    handler: logging.Handler
+    if use_journal:
+        handler = _JournalHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_ConsoleFormatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S"))
+    handler.addFilter(_Redact(secrets))
+    for old in list(logger.handlers):
+        logger.removeHandler(old)
+    logger.addHandler(handler)
+    logger.setLevel(level.upper())
+    logger.propagate = False

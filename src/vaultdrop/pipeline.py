@@ -1,0 +1,269 @@
+"""The pipeline stages that carry one job from `queued` to `done` (or `failed`).
+
+Each stage commits the state it reaches before the side effect that depends on it, so a
+job picked up after a crash resumes from the journal alone. Errors decide what happens
+next: RetryLater schedules the job again (attempts + not_before, persisted), JobFailed
+ends it in failed_dir, ConfigError propagates and stops the daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Protocol
+
+from . import postaction
+from .config import FolderSettings, Settings
+from .errors import ClockSkew, JobFailed, RetryLater
+from .journal import TERMINAL, Job, JobState, Journal
+from .logs import log
+from .throttle import Throttle
+from .vault import FileChanged, KeyUsed, UnknownKey, VaultClient
+
+PROGRESS_WRITE_INTERVAL = 1.0
+
+
+class S3Stage(Protocol):
+    """The optional S3 queueing stages (see s3.py)."""
+
+    async def queue(self, job: Job, folder: FolderSettings) -> Job: ...
+
+    async def follow(self, job: Job, folder: FolderSettings) -> Job: ...
+
+    async def aclose(self) -> None: ...
+
+
+def backoff(attempt: int, base: float, cap: float, rng: random.Random) -> float:
+    """Exponential backoff with full jitter: spreads retries after an outage."""
+    return rng.uniform(base / 2, min(cap, base * 2 ** max(0, attempt - 1)))
+
+
+def sha256_of(path: Path) -> str:
+    """Blocking: run in a worker thread."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class Pipeline:
+    def __init__(
+        self,
+        journal: Journal,
+        vault: VaultClient,
+        settings: Settings,
+        folder_for: Callable[[Job], FolderSettings | None],
+        *,
+        throttle: Throttle | None = None,
+        s3: S3Stage | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.journal = journal
+        self.vault = vault
+        self.settings = settings
+        self._folder_for = folder_for
+        self._throttle = throttle
+        self._s3 = s3
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+
+    async def aclose(self) -> None:
+        await self.vault.aclose()
+        if self._s3 is not None:
+            await self._s3.aclose()
+
+    async def run(self, job: Job) -> Job:
+        """Drive one job until it ends or waits for a retry."""
+        resumed = job.state is not JobState.QUEUED
+        started = time.monotonic()
+        while job.state not in TERMINAL:
+            folder = self._folder_for(job)
+            try:
+                job = await self._step(job, folder, resumed)
+            except RetryLater as exc:
+                return await self._retry(job, folder, exc)
+            except JobFailed as exc:
+                return await self._fail(job, folder, str(exc))
+            if job.not_before > self._clock():
+                return job  # a stage asked to be looked at again later (S3 status polling)
+            resumed = False
+        if job.state is JobState.DONE:
+            seconds = time.monotonic() - started
+            log(logging.INFO,
+                f"done: {job.relpath} ({job.size} bytes in {seconds:.1f} s, "
+                f"{job.size / max(seconds, 1e-6) / 1e6:.1f} MB/s) video {job.video_id}",
+                event="job_done", **_fields(job), bytes=job.size, duration_ms=int(seconds * 1000))
+        return job
+
+    async def _step(self, job: Job, folder: FolderSettings | None, resumed: bool) -> Job:
+        if job.state is JobState.QUEUED:
+            return await self._start(job, folder)
+        if job.state is JobState.UPLOADING:
+            return await self._upload(job, check_first=resumed)
+        if job.state is JobState.CONFIRMING:
+            return await self._confirm(job, folder)
+        if job.state in (JobState.S3_QUEUEING, JobState.S3_WAITING):
+            if self._s3 is None or folder is None or folder.s3 is None:
+                raise JobFailed("job needs the S3 step but its folder has no [folders.s3] any more")
+            if job.state is JobState.S3_QUEUEING:
+                return await self._s3.queue(job, folder)
+            return await self._s3.follow(job, folder)
+        return await self._finish(job, folder)
+
+    # -- stages ----------------------------------------------------------------------
+
+    async def _start(self, job: Job, folder: FolderSettings | None) -> Job:
+        info = self._stat(job)
+        if info.st_size == 0:
+            raise RetryLater("the file is empty now")
+        if (info.st_size, info.st_mtime_ns, info.st_ino) != (job.size, job.mtime_ns, job.inode):
+            job = self.journal.update(job, size=info.st_size, mtime_ns=info.st_mtime_ns, inode=info.st_ino)
+        if self.settings.daemon.dedupe == "sha256":
+            digest = await asyncio.to_thread(sha256_of, job.path)
+            twin = self.journal.find_done_by_sha256(digest, job.id)
+            if twin is not None:
+                job = self.journal.transition(job, JobState.SKIPPED, f"same content as job {twin.id}",
+                                              sha256=digest, video_id=twin.video_id)
+                log(logging.INFO, f"skipped: {job.relpath} has the same content as job {twin.id}",
+                    **_fields(job))
+                if folder is not None:
+                    await postaction.finish(folder, job.relpath, job.id)
+                return job
+        key = await self.vault.new_upload_key()
+        job = self.journal.transition(job, JobState.UPLOADING, f"upload key {key}", upload_key=key, bytes_sent=0)
+        log(logging.INFO, f"uploading: {job.relpath}", **_fields(job), stage="upload", attempt=job.attempts + 1)
+        return await self._upload(job, check_first=False)
+
+    async def _upload(self, job: Job, *, check_first: bool) -> Job:
+        assert job.upload_key is not None
+        if check_first:
+            try:
+                progress = await self.vault.progress(job.upload_key)
+            except UnknownKey:
+                return self.journal.transition(job, JobState.QUEUED, "upload key unknown to the vault: new key",
+                                               upload_key=None, bytes_sent=0)
+            if progress.video_id:
+                return self.journal.transition(job, JobState.CONFIRMING, "vault already has the video")
+        info = self._stat(job)
+        if (info.st_size, info.st_mtime_ns, info.st_ino) != (job.size, job.mtime_ns, job.inode):
+            job = self.journal.update(job, size=info.st_size, mtime_ns=info.st_mtime_ns, inode=info.st_ino)
+        last_write = time.monotonic()
+        latest = 0
+
+        def on_progress(sent: int) -> None:
+            nonlocal job, last_write, latest
+            latest = sent
+            if time.monotonic() - last_write >= PROGRESS_WRITE_INTERVAL:
+                last_write = time.monotonic()
+                job = self.journal.update(job, bytes_sent=sent)
+
+        try:
+            digest = await self.vault.upload(
+                job.upload_key, job.path, size=job.size, on_progress=on_progress, throttle=self._throttle
+            )
+        except KeyUsed:
+            return self.journal.transition(job, JobState.CONFIRMING, "key already used: confirming")
+        except FileChanged as exc:
+            self.journal.update(job, bytes_sent=latest)
+            raise RetryLater(str(exc)) from None
+        return self.journal.transition(job, JobState.CONFIRMING, "upload sent", sha256=digest, bytes_sent=job.size)
+
+    async def _confirm(self, job: Job, folder: FolderSettings | None) -> Job:
+        """Poll progress until the vault names the video and holds every byte."""
+        assert job.upload_key is not None
+        deadline = self._clock() + self.settings.vault.confirm_timeout
+        while True:
+            try:
+                progress = await self.vault.progress(job.upload_key)
+            except UnknownKey:
+                return self.journal.transition(job, JobState.QUEUED, "vault lost the upload key: new key",
+                                               upload_key=None, bytes_sent=0)
+            if progress.video_id:
+                break
+            if self._clock() >= deadline:
+                return self.journal.transition(
+                    job, JobState.UPLOADING, "no video id after the upload: sending again on the same key"
+                )
+            await self._sleep(self.settings.vault.poll_interval)
+        if progress.size != job.size or progress.received != job.size:
+            return await self._discard(job, progress.video_id,
+                                       f"vault holds {progress.size} bytes, the file has {job.size}")
+        info = self._stat_or_none(job)
+        if info is not None and (info.st_size, info.st_mtime_ns, info.st_ino) != (job.size, job.mtime_ns, job.inode):
+            return await self._discard(job, progress.video_id, "file changed during upload")
+        sha256 = job.sha256
+        if sha256 is None and info is not None:
+            sha256 = await asyncio.to_thread(sha256_of, job.path)
+        next_state = JobState.S3_QUEUEING if folder is not None and folder.s3 is not None else JobState.FINISHING
+        job = self.journal.transition(job, next_state, f"video {progress.video_id} confirmed",
+                                      video_id=progress.video_id, sha256=sha256, s3_since=self._clock())
+        log(logging.INFO, f"confirmed: {job.relpath} is video {job.video_id}", **_fields(job), stage="confirm")
+        return job
+
+    async def _discard(self, job: Job, video_id: str, reason: str) -> Job:
+        """The vault's copy is not this file: delete it (idempotent), then start over."""
+        log(logging.WARNING, f"{job.relpath}: {reason}; deleting video {video_id} and starting over",
+            **_fields(job), video_id=video_id)
+        await self.vault.delete(video_id)
+        job = self.journal.transition(job, JobState.QUEUED, reason, upload_key=None, video_id=None,
+                                      bytes_sent=0, sha256=None)
+        raise RetryLater(reason)
+
+    async def _finish(self, job: Job, folder: FolderSettings | None) -> Job:
+        outcome = await postaction.finish(folder, job.relpath, job.id) if folder is not None else "kept"
+        return self.journal.transition(job, JobState.DONE, outcome, last_error=None)
+
+    # -- outcomes --------------------------------------------------------------------
+
+    async def _retry(self, job: Job, folder: FolderSettings | None, exc: RetryLater) -> Job:
+        """Persist attempts + not_before so the backoff survives a restart."""
+        current = self.journal.get(job.id) or job
+        attempts = current.attempts + 1
+        if attempts >= self.settings.vault.max_attempts:
+            current = self.journal.update(current, attempts=attempts)
+            return await self._fail(current, folder, f"gave up after {attempts} attempts: {exc}")
+        delay = backoff(attempts, self.settings.vault.backoff_base, self.settings.vault.backoff_max, self._rng)
+        if isinstance(exc, ClockSkew):
+            log(logging.WARNING, f"server refused our clock: {exc}; check NTP on this machine", **_fields(current))
+        log(logging.WARNING, f"retry in {delay:.1f} s: {current.relpath}: {exc}",
+            **_fields(current), attempt=attempts)
+        return self.journal.update(current, attempts=attempts, not_before=self._clock() + delay, last_error=str(exc))
+
+    async def _fail(self, job: Job, folder: FolderSettings | None, error: str) -> Job:
+        current = self.journal.get(job.id) or job
+        outcome = "no folder" if folder is None else await postaction.fail(
+            folder, current.relpath, current.id,
+            {"job_id": current.id, "file": current.relpath, "error": error, "attempts": current.attempts,
+             "upload_key": current.upload_key, "video_id": current.video_id, "state": current.state.value},
+        )
+        job = self.journal.transition(current, JobState.FAILED, f"{error} ({outcome})", last_error=error)
+        log(logging.ERROR, f"failed: {job.relpath}: {error} ({outcome})", event="job_failed", **_fields(job))
+        return job
+
+    def _stat(self, job: Job) -> os.stat_result:
+        info = self._stat_or_none(job)
+        if info is None:
+            raise JobFailed("file vanished before it could be uploaded")
+        return info
+
+    @staticmethod
+    def _stat_or_none(job: Job) -> os.stat_result | None:
+        try:
+            return os.stat(job.path)
+        except OSError:
+            return None
+
+
+def _fields(job: Job) -> dict[str, object]:
+    return {"job_id": job.id, "folder": job.folder, "file": job.relpath,
+            "upload_key": job.upload_key, "video_id": job.video_id, "state": job.state.value}

@@ -1,0 +1,133 @@
+"""The optional S3 stages: queue the stored video to a bucket, then follow that request.
+
+Crash safety: `s3_status = "requesting"` is committed before aws.upload is sent. A job
+found in that state after a crash first looks for its request in aws.status and adopts
+it, so a request whose id was never committed is still not queued twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import PurePosixPath
+from typing import Any
+
+from .config import FolderSettings, Settings
+from .control import ControlClient
+from .errors import JobFailed
+from .journal import Job, JobState, Journal
+from .logs import log
+from .watch import SIDECAR_SUFFIX
+
+STATUS_PAGE = 100
+NOT_FOUND_GRACE = 120.0  # a fresh request may take a moment to be listed
+REQUESTING = "requesting"
+
+
+class S3Queue:
+    def __init__(self, settings: Settings, journal: Journal, clock: Callable[[], float] = time.time) -> None:
+        assert settings.scaleengine is not None
+        se = settings.scaleengine
+        self.client = ControlClient(se.api_url, se.api_key, se.api_secret.get_secret_value(), se.cdn,
+                                    timeout=se.timeout, clock=clock)
+        self._settings = settings
+        self._journal = journal
+        self._clock = clock
+        self._storage: str | None = None
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def _storage_name(self) -> str:
+        """files.getstorage, once per configuration (a reload builds a new S3Queue)."""
+        if self._storage is None:
+            self._storage = await self.client.get_storage()
+        return self._storage
+
+    async def request_fields(self, job: Job, folder: FolderSettings) -> dict[str, Any]:
+        s3 = folder.s3
+        assert s3 is not None and job.video_id is not None
+        relpath = PurePosixPath(job.relpath)
+        names = {
+            "relative_path": job.relpath, "filename": relpath.name, "stem": relpath.stem,
+            "ext": relpath.suffix.lstrip("."), "video_id": job.video_id, "sha256": job.sha256 or "",
+            "date": time.strftime("%Y-%m-%d", time.gmtime(job.created_at)),
+            "storage": await self._storage_name(), "user": self._settings.vault.user,
+        }
+        return {
+            "path": s3.source.format(**names), "destination_path": s3.destination.format(**names),
+            "metadata": {**s3.metadata, **self._sidecar(job)}, "acl": s3.acl, "bucket": s3.bucket,
+            "callback": s3.callback,
+        }
+
+    @staticmethod
+    def _sidecar(job: Job) -> dict[str, str]:
+        """FILE.json beside FILE: a JSON object merged over the folder's metadata."""
+        path = job.path.with_name(job.path.name + SIDECAR_SUFFIX)
+        if not path.exists():
+            return {}
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise JobFailed(f"metadata sidecar {path.name} is unreadable: {exc}") from None
+        if not isinstance(data, dict):
+            raise JobFailed(f"metadata sidecar {path.name} is not a JSON object")
+        return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in data.items()}
+
+    async def queue(self, job: Job, folder: FolderSettings) -> Job:
+        fields = await self.request_fields(job, folder)
+        if job.s3_status == REQUESTING:
+            found = await self._find(lambda r: _same_request(r, fields))
+            if found is not None:
+                return self._waiting(job, int(found["id"]), "adopted after restart")
+        job = self._journal.update(job, s3_status=REQUESTING)
+        request_id = await self.client.aws_upload(**fields)
+        return self._waiting(job, request_id, "queued")
+
+    def _waiting(self, job: Job, request_id: int, how: str) -> Job:
+        job = self._journal.transition(job, JobState.S3_WAITING, f"S3 request {request_id} {how}",
+                                       s3_request_id=request_id, s3_status="queued", s3_since=self._clock())
+        log(logging.INFO, f"S3 request {request_id} {how}: {job.relpath}", job_id=job.id, file=job.relpath,
+            folder=job.folder, video_id=job.video_id, s3_request_id=request_id, stage="s3_queue")
+        return job
+
+    async def follow(self, job: Job, folder: FolderSettings) -> Job:
+        """One look at the request; the pipeline comes back after status_poll_interval."""
+        assert self._settings.scaleengine is not None
+        record = await self._find(lambda r: r.get("id") == job.s3_request_id)
+        waited = self._clock() - (job.s3_since or job.updated_at)
+        if record is None:
+            if waited > NOT_FOUND_GRACE:
+                raise JobFailed(f"S3 request {job.s3_request_id} never appeared in aws.status")
+            status = job.s3_status or "queued"
+        else:
+            status = str(record.get("status"))
+        if status == "complete":
+            job = self._journal.transition(job, JobState.FINISHING, f"S3 request {job.s3_request_id} complete",
+                                           s3_status=status)
+            log(logging.INFO, f"S3 copy complete: {job.relpath}", job_id=job.id, file=job.relpath,
+                s3_request_id=job.s3_request_id, stage="s3_wait")
+            return job
+        if status == "failed":
+            raise JobFailed(f"S3 request {job.s3_request_id} failed: {str(record.get('message', ''))[:200]}")
+        if waited > self._settings.scaleengine.status_timeout:
+            raise JobFailed(f"S3 request {job.s3_request_id} still {status} after {waited:.0f} s")
+        return self._journal.update(job, s3_status=status,
+                                    not_before=self._clock() + self._settings.scaleengine.status_poll_interval)
+
+    async def _find(self, match: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
+        """Page through aws.status (newest first) until a record matches or the list ends."""
+        offset = 0
+        while True:
+            page = await self.client.aws_status(STATUS_PAGE, offset)
+            found = next((r for r in page if match(r)), None)
+            if found is not None or len(page) < STATUS_PAGE:
+                return found
+            offset += STATUS_PAGE
+
+
+def _same_request(record: dict[str, Any], fields: dict[str, Any]) -> bool:
+    return all(record.get(k) == fields[k] for k in ("path", "destination_path", "bucket"))
+

@@ -1,0 +1,172 @@
+"""Watching folders: watchdog observers hand file events to the event loop.
+
+The observer thread never touches daemon state: it only calls
+`loop.call_soon_threadsafe(on_path, folder, relpath)`. Which paths count as candidates
+(temporary names, include/exclude globs, markers, sidecars) is decided here, once, for
+both live events and scans.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import logging
+import os
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
+
+from .config import FolderSettings
+
+TEMP_SUFFIXES = (".part", ".tmp", ".crdownload", ".filepart")
+SIDECAR_SUFFIX = ".json"
+PathCallback = Callable[[FolderSettings, str], None]
+
+
+def is_temporary(name: str) -> bool:
+    """Names writers use while a file is incomplete; they count once renamed."""
+    return name.startswith((".", "~")) or name.lower().endswith(TEMP_SUFFIXES)
+
+
+def is_sidecar(name: str) -> bool:
+    """`clip.mov.json` is clip.mov's metadata sidecar; a plain `notes.json` is a file."""
+    return name.endswith(SIDECAR_SUFFIX) and "." in name[: -len(SIDECAR_SUFFIX)].lstrip(".")
+
+
+def candidate_for(folder: FolderSettings, relpath: str) -> str | None:
+    """The relative path of the media file this event path is about, or None to ignore it.
+
+    A ready marker (`clip.mov.done`) stands for its file; so does a sidecar, whose late
+    arrival must not be missed in marker mode.
+    """
+    name = PurePosixPath(relpath).name
+    if folder.ready_marker and name.endswith(folder.ready_marker) and len(name) > len(folder.ready_marker):
+        relpath = relpath[: -len(folder.ready_marker)]
+        name = PurePosixPath(relpath).name
+    elif is_sidecar(name):
+        return None
+    if is_temporary(name) or any(part.startswith(".") for part in PurePosixPath(relpath).parts[:-1]):
+        return None
+    if not folder.recursive and "/" in relpath:
+        return None
+    if not any(_matches(relpath, name, pattern) for pattern in folder.include):
+        return None
+    if any(_matches(relpath, name, pattern) for pattern in folder.exclude):
+        return None
+    return relpath
+
+
+def _matches(relpath: str, name: str, pattern: str) -> bool:
+    return fnmatch.fnmatchcase(relpath, pattern) or fnmatch.fnmatchcase(name, pattern)
+
+
+def regular_file_stat(folder: FolderSettings, relpath: str) -> os.stat_result | None:
+    """stat() of a regular file inside the folder; None for FIFOs, devices, escaping symlinks."""
+    path = folder.path / relpath
+    try:
+        info = os.lstat(path)
+        if stat.S_ISLNK(info.st_mode):
+            target = path.resolve(strict=True)
+            if not target.is_relative_to(folder.path.resolve()):
+                logging.getLogger("vaultdrop.watch").warning(
+                    "not following symlink out of the folder: %s -> %s", path, target
+                )
+                return None
+            info = os.stat(path)
+    except (OSError, RuntimeError):
+        return None
+    return info if stat.S_ISREG(info.st_mode) else None
+
+
+def scan(folder: FolderSettings) -> list[tuple[str, os.stat_result]]:
+    """Every candidate regular file in a folder (blocking: run it in a worker thread)."""
+    found: list[tuple[str, os.stat_result]] = []
+    root = str(folder.path)
+    for directory, subdirs, files in os.walk(root):
+        subdirs[:] = [d for d in subdirs if not d.startswith(".")] if folder.recursive else []
+        for name in files:
+            relpath = os.path.relpath(os.path.join(directory, name), root).replace(os.sep, "/")
+            if candidate_for(folder, relpath) == relpath:
+                info = regular_file_stat(folder, relpath)
+                if info is not None:
+                    found.append((relpath, info))
+    return found
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, folder: FolderSettings, loop: asyncio.AbstractEventLoop, on_path: PathCallback,
+                 on_rescan: Callable[[FolderSettings], None]) -> None:
+        self._folder = folder
+        self._root = str(folder.path)
+        self._loop = loop
+        self._on_path = on_path
+        self._on_rescan = on_rescan
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in ("opened", "closed_no_write", "deleted"):
+            return
+        path = event.dest_path if event.event_type == "moved" else event.src_path
+        path = os.fsdecode(path)
+        if event.is_directory:
+            if event.event_type in ("moved", "created") and path != self._root:
+                self._loop.call_soon_threadsafe(self._on_rescan, self._folder)
+            return
+        relpath = os.path.relpath(path, self._root).replace(os.sep, "/")
+        if relpath.startswith("../"):
+            return
+        target = candidate_for(self._folder, relpath)
+        if target is not None:
+            self._loop.call_soon_threadsafe(self._on_path, self._folder, target)
+
+
+@dataclass
+class FolderWatch:
+    """One observer thread per folder, so folders can be added and removed on reload."""
+
+    folder: FolderSettings
+    observer: BaseObserver
+
+    @classmethod
+    def start(cls, folder: FolderSettings, loop: asyncio.AbstractEventLoop, on_path: PathCallback,
+              on_rescan: Callable[[FolderSettings], None]) -> FolderWatch:
+        observer: BaseObserver = (
+            PollingObserver(timeout=folder.poll_interval) if folder.watcher == "polling" else Observer()
+        )
+        observer.schedule(_Handler(folder, loop, on_path, on_rescan), str(folder.path), recursive=folder.recursive)
+        observer.daemon = True
+        observer.start()
+        return cls(folder, observer)
+
+    def stop(self) -> None:
+        self.observer.stop()
+        self.observer.join(timeout=5)
+
+
+class OverflowHook(logging.Handler):
+    """watchdog reports a lost-events overflow only as a log line: turn it into a rescan."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_overflow: Callable[[], None]) -> None:
+        super().__init__(logging.WARNING)
+        self._loop = loop
+        self._on_overflow = on_overflow
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "overflow" in record.getMessage().lower():
+            self._loop.call_soon_threadsafe(self._on_overflow)
+
+    def install(self) -> None:
+        logging.getLogger("watchdog.observers").addHandler(self)
+
+    def remove(self) -> None:
+        logging.getLogger("watchdog.observers").removeHandler(self)
+
+
+def folder_key(folder: FolderSettings) -> str:
+    """The folder's identity in the journal: its absolute path."""
+    return str(Path(folder.path))

@@ -1,0 +1,101 @@
+"""The journal is the source of truth: transitions are guarded, facts survive a reopen."""
+
+from pathlib import Path
+
+import pytest
+
+from vaultdrop.journal import ALLOWED, FileIdentity, IllegalTransition, JobState, Journal
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Journal:
+    j = Journal(tmp_path / "state" / "vaultdrop.db")
+    yield j
+    j.close()
+
+
+def identity(name: str = "clip.mov", size: int = 10, mtime: int = 1, inode: int = 7) -> FileIdentity:
+    return FileIdentity("/drop", name, size, mtime, inode)
+
+
+def test_same_file_is_journalled_once(journal: Journal) -> None:
+    assert journal.enqueue(identity()) is not None
+    assert journal.enqueue(identity()) is None
+    assert journal.counts()[JobState.QUEUED] == 1
+
+
+def test_rewritten_file_updates_its_queued_job(journal: Journal) -> None:
+    first = journal.enqueue(identity(size=10))
+    second = journal.enqueue(identity(size=20, mtime=2))
+    assert second is not None and second.id == first.id and second.size == 20
+
+
+def test_finished_file_with_new_content_is_a_new_job(journal: Journal) -> None:
+    job = journal.enqueue(identity())
+    job = journal.transition(job, JobState.UPLOADING, upload_key="k")
+    job = journal.transition(job, JobState.CONFIRMING)
+    job = journal.transition(job, JobState.FINISHING, video_id="k")
+    journal.transition(job, JobState.DONE)
+    again = journal.enqueue(identity(mtime=99))
+    assert again is not None and again.id != job.id
+
+
+def test_disallowed_transition_is_refused(journal: Journal) -> None:
+    job = journal.enqueue(identity())
+    with pytest.raises(IllegalTransition):
+        journal.transition(job, JobState.DONE)
+
+
+def test_stale_job_object_cannot_overwrite_newer_state(journal: Journal) -> None:
+    job = journal.enqueue(identity())
+    journal.transition(job, JobState.UPLOADING, upload_key="k")
+    with pytest.raises(IllegalTransition):
+        journal.transition(job, JobState.UPLOADING, upload_key="other")
+
+
+def test_upload_key_survives_reopen_and_history_is_kept(tmp_path: Path) -> None:
+    path = tmp_path / "vaultdrop.db"
+    journal = Journal(path)
+    job = journal.transition(journal.enqueue(identity()), JobState.UPLOADING, "key", upload_key="K1")
+    journal.close()
+    reopened = Journal(path)
+    resumed = reopened.get(job.id)
+    assert resumed.state is JobState.UPLOADING and resumed.upload_key == "K1"
+    assert [h["to_state"] for h in reopened.history(job.id)] == ["queued", "uploading"]
+    assert reopened.runnable(now=0, exclude=set(), limit=10)[0].id == job.id
+    reopened.close()
+
+
+def test_retry_is_not_before_not_a_state(journal: Journal) -> None:
+    job = journal.enqueue(identity())
+    journal.update(job, attempts=1, not_before=100.0, last_error="boom")
+    assert journal.runnable(now=50, exclude=set(), limit=10) == []
+    assert journal.next_due(set()) == 100.0
+    assert [j.id for j in journal.runnable(now=100, exclude=set(), limit=10)] == [job.id]
+
+
+def test_runnable_skips_jobs_already_running(journal: Journal) -> None:
+    a = journal.enqueue(identity("a"))
+    b = journal.enqueue(identity("b", inode=8))
+    assert [j.id for j in journal.runnable(0, {a.id}, 10)] == [b.id]
+
+
+def test_operator_retry_and_forget(journal: Journal) -> None:
+    job = journal.transition(journal.enqueue(identity()), JobState.FAILED, last_error="x")
+    retried = journal.retry(job.id)
+    assert retried.state is JobState.QUEUED and retried.attempts == 0
+    with pytest.raises(IllegalTransition):
+        journal.forget(job.id)
+    journal.forget(journal.transition(retried, JobState.FAILED).id)
+    assert journal.get(job.id) is None
+
+
+def test_every_active_state_can_fail() -> None:
+    for state, allowed in ALLOWED.items():
+        if state not in (JobState.DONE, JobState.FAILED, JobState.SKIPPED):
+            assert JobState.FAILED in allowed, state
+
+
+def test_journal_uses_wal_and_full_sync(journal: Journal) -> None:
+    assert journal._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert journal._db.execute("PRAGMA synchronous").fetchone()[0] == 2
