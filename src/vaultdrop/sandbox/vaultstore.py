@@ -11,7 +11,7 @@ import os
 import shutil
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +78,8 @@ class VaultStore:
         self._videos = {k: StoredVideo(**v) for k, v in state["videos"].items()}
 
     def _save(self) -> None:
-        keys = {k: {n: v for n, v in asdict(e).items() if n != "live"} for k, e in self._keys.items()}
+        # Not asdict(): it deep-copies `live`, which holds the streaming request's socket.
+        keys = {k: {f.name: getattr(e, f.name) for f in fields(e) if f.name != "live"} for k, e in self._keys.items()}
         save_json(self._state_path, {"keys": keys, "videos": {k: asdict(v) for k, v in self._videos.items()}})
 
     def issue_key(self) -> str:
