@@ -209,7 +209,8 @@ class Journal:
         """Journal a settled file; None when this exact file is already known.
 
         A still-queued job for the same path whose file changed is updated in place:
-        nothing was sent yet, so it simply uploads the newer content.
+        nothing was sent yet, so it simply uploads the newer content. A job already in
+        flight for the path checks the file itself before trusting its upload.
         """
         now = self._clock()
         with self._write() as db:
@@ -219,16 +220,19 @@ class Journal:
             ).fetchone()
             if known:
                 return None
-            queued = db.execute(
-                "SELECT id FROM jobs WHERE folder=? AND relpath=? AND state=?",
-                (identity.folder, identity.relpath, JobState.QUEUED.value),
+            placeholders = ",".join("?" * len(ACTIVE))
+            active = db.execute(
+                f"SELECT id, state FROM jobs WHERE folder=? AND relpath=? AND state IN ({placeholders})",
+                (identity.folder, identity.relpath, *ACTIVE),
             ).fetchone()
-            if queued:
+            if active and active["state"] != JobState.QUEUED.value:
+                return None  # in flight: its own stages notice the change and start over
+            if active:
                 db.execute(
                     "UPDATE jobs SET size=?, mtime_ns=?, inode=?, updated_at=? WHERE id=?",
-                    (identity.size, identity.mtime_ns, identity.inode, now, queued["id"]),
+                    (identity.size, identity.mtime_ns, identity.inode, now, active["id"]),
                 )
-                job_id = queued["id"]
+                job_id = active["id"]
             else:
                 job_id = db.execute(
                     "INSERT INTO jobs (folder, relpath, size, mtime_ns, inode, state, created_at, updated_at)"

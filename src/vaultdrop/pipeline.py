@@ -20,8 +20,8 @@ from typing import Protocol
 
 from . import postaction
 from .config import FolderSettings, Settings
-from .errors import ClockSkew, JobFailed, RetryLater
-from .journal import TERMINAL, Job, JobState, Journal
+from .errors import ClockSkew, ConfigError, JobFailed, RetryLater
+from .journal import TERMINAL, IllegalTransition, Job, JobState, Journal
 from .logs import log
 from .throttle import Throttle
 from .vault import FileChanged, KeyUsed, UnknownKey, VaultClient
@@ -94,6 +94,11 @@ class Pipeline:
                 return await self._retry(job, folder, exc)
             except JobFailed as exc:
                 return await self._fail(job, folder, str(exc))
+            except (ConfigError, IllegalTransition):
+                raise
+            except Exception as exc:  # noqa: BLE001 - a bug must cost one job an attempt, not the daemon
+                log(logging.ERROR, f"unexpected error on {job.relpath}: {exc!r}", exc_info=True, **_fields(job))
+                return await self._retry(job, folder, RetryLater(f"unexpected error: {exc!r}"))
             if job.not_before > self._clock():
                 return job  # a stage asked to be looked at again later (S3 status polling)
             resumed = False
@@ -213,7 +218,7 @@ class Pipeline:
     async def _discard(self, job: Job, video_id: str, reason: str) -> Job:
         """The vault's copy is not this file: delete it (idempotent), then start over."""
         log(logging.WARNING, f"{job.relpath}: {reason}; deleting video {video_id} and starting over",
-            **_fields(job), video_id=video_id)
+            **{**_fields(job), "video_id": video_id})
         await self.vault.delete(video_id)
         job = self.journal.transition(job, JobState.QUEUED, reason, upload_key=None, video_id=None,
                                       bytes_sent=0, sha256=None)

@@ -99,3 +99,10 @@ def test_every_active_state_can_fail() -> None:
 def test_journal_uses_wal_and_full_sync(journal: Journal) -> None:
     assert journal._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert journal._db.execute("PRAGMA synchronous").fetchone()[0] == 2
+
+
+def test_file_changing_under_an_upload_is_not_a_second_job(journal: Journal) -> None:
+    job = journal.transition(journal.enqueue(identity()), JobState.UPLOADING, upload_key="k")
+    assert journal.enqueue(identity(size=99, mtime=2)) is None
+    assert journal.counts()[JobState.UPLOADING] == 1 and journal.counts()[JobState.QUEUED] == 0
+    assert journal.get(job.id).size == 10

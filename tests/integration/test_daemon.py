@@ -1,0 +1,208 @@
+"""The main job end to end: files dropped into a folder reach the vault exactly once."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+from vaultdrop.journal import JobState
+
+from .harness import DaemonRunner, wait_for
+
+
+def write(path: Path, size: int) -> str:
+    data = os.urandom(size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_slow_writer_is_uploaded_once_and_complete(runner: DaemonRunner) -> None:
+    runner.start()
+    target = runner.drop / "slow.mov"
+    digest = hashlib.sha256()
+    with target.open("wb") as handle:
+        for _ in range(8):  # 8 writes over ~2.4 s, with settle = 0.5 s between each write's events
+            chunk = os.urandom(256 * 1024)
+            digest.update(chunk)
+            handle.write(chunk)
+            handle.flush()
+            time.sleep(0.3)
+    job = runner.wait_state("slow.mov", JobState.DONE)
+    videos = runner.uploads_of("slow.mov")
+    assert len(videos) == 1 and videos[0]["sha256"] == digest.hexdigest() == job.sha256
+    assert (runner.archive / "slow.mov").exists() and not target.exists()
+
+
+def test_rename_into_folder_and_temp_names(runner: DaemonRunner) -> None:
+    runner.start()
+    outside = runner.base / "outside.mov"
+    digest = write(outside, 100_000)
+    os.rename(outside, runner.drop / "moved.mov")
+    partial = runner.drop / "clip.mov.part"
+    part_digest = write(partial, 50_000)
+    runner.wait_state("moved.mov", JobState.DONE)
+    time.sleep(1.0)
+    assert "clip.mov.part" not in runner.job_states()
+    os.rename(partial, runner.drop / "clip.mov")
+    runner.wait_state("clip.mov", JobState.DONE)
+    assert [v["sha256"] for v in runner.uploads_of("moved.mov")] == [digest]
+    assert [v["sha256"] for v in runner.uploads_of("clip.mov")] == [part_digest]
+
+
+def test_marker_mode_waits_for_the_marker(runner: DaemonRunner) -> None:
+    runner.folder["ready_marker"] = ".done"
+    runner.start()
+    write(runner.drop / "a.mov", 10_000)
+    time.sleep(1.5)
+    assert runner.jobs() == []
+    (runner.drop / "a.mov.done").touch()
+    runner.wait_state("a.mov", JobState.DONE)
+    assert (runner.archive / "a.mov.done").exists(), "the marker follows its file"
+    assert len(runner.uploads_of("a.mov")) == 1
+
+
+def test_startup_scan_finds_files_that_arrived_while_down(runner: DaemonRunner) -> None:
+    digests = {f"day1/c{i}.mp4": write(runner.drop / "day1" / f"c{i}.mp4", 20_000 + i) for i in range(3)}
+    runner.start()
+    for name in digests:
+        runner.wait_state(name, JobState.DONE)
+    assert sorted(v["sha256"] for v in runner.sandbox.videos()) == sorted(digests.values())
+    assert (runner.archive / "day1" / "c0.mp4").exists()
+
+
+def test_keep_leaves_the_file_and_never_uploads_it_again(runner: DaemonRunner) -> None:
+    runner.folder.update(after_upload="keep")
+    runner.folder.pop("archive_dir")
+    runner.start()
+    write(runner.drop / "k.mov", 5000)
+    runner.wait_state("k.mov", JobState.DONE)
+    assert runner.stop() == 0
+    runner.start()  # the startup scan sees the kept file again
+    time.sleep(1.5)
+    assert (runner.drop / "k.mov").exists()
+    assert len(runner.uploads_of("k.mov")) == 1 and len(runner.jobs()) == 1
+
+
+def test_delete_removes_the_local_file_after_confirmation(runner: DaemonRunner) -> None:
+    runner.folder.update(after_upload="delete")
+    runner.folder.pop("archive_dir")
+    runner.start()
+    write(runner.drop / "d.mov", 5000)
+    (runner.drop / "d.mov.json").write_text("{}")
+    runner.wait_state("d.mov", JobState.DONE)
+    assert not (runner.drop / "d.mov").exists() and not (runner.drop / "d.mov.json").exists()
+    assert len(runner.uploads_of("d.mov")) == 1
+
+
+def test_retries_after_5xx_and_dropped_connections(runner: DaemonRunner) -> None:
+    runner.sandbox.add_fault(endpoint="upload", action="status", status=503, code="server_error", count=2)
+    runner.sandbox.add_fault(endpoint="upload", action="drop_after", bytes=20_000)
+    runner.start()
+    digest = write(runner.drop / "r.mov", 300_000)
+    job = runner.wait_state("r.mov", JobState.DONE)
+    assert job.attempts == 3
+    assert [v["sha256"] for v in runner.uploads_of("r.mov")] == [digest]
+    posts = [r for r in runner.sandbox.log() if r["endpoint"] == "upload"]
+    assert [r["status"] for r in posts][:2] == [503, 503] and len(posts) == 4
+    assert len({r["upload_key"] for r in posts}) == 1, "retries reuse the committed key"
+
+
+def test_permanent_failure_goes_to_failed_dir_and_does_not_block_others(runner: DaemonRunner) -> None:
+    runner.sandbox.add_fault(endpoint="upload", action="status", status=413, code="too_large")
+    runner.daemon["concurrency"] = 1
+    runner.start()
+    write(runner.drop / "big.mov", 10_000)
+    job = runner.wait_state("big.mov", JobState.FAILED)
+    write(runner.drop / "next.mov", 10_000)
+    runner.wait_state("next.mov", JobState.DONE)
+    report = json.loads((runner.failed / "big.mov.error.json").read_text())
+    assert "too_large" in report["error"] and report["job_id"] == job.id
+    assert (runner.failed / "big.mov").exists() and not (runner.drop / "big.mov").exists()
+
+
+def test_file_modified_during_upload_is_not_trusted(runner: DaemonRunner) -> None:
+    runner.daemon["bandwidth_limit"] = 1_000_000
+    runner.start()
+    target = runner.drop / "m.mov"
+    write(target, 2_000_000)
+    wait_for(lambda: any(r["endpoint"] == "upload" for r in runner.sandbox.log()), what="upload start")
+    time.sleep(0.5)
+    with target.open("ab") as handle:
+        handle.write(b"more footage")
+    final = hashlib.sha256(target.read_bytes()).hexdigest()
+    runner.wait_state("m.mov", JobState.DONE, timeout=60)
+    videos = runner.uploads_of("m.mov")
+    assert [v["sha256"] for v in videos] == [final], "only the final content stays in the vault"
+    assert any(r["endpoint"] == "delete" for r in runner.sandbox.log()) or len(
+        {r["upload_key"] for r in runner.sandbox.log() if r["endpoint"] == "upload"}) >= 1
+
+
+def test_kill9_mid_upload_then_restart_uploads_once(runner: DaemonRunner) -> None:
+    runner.daemon["bandwidth_limit"] = 1_000_000
+    runner.start()
+    digest = write(runner.drop / "k9.mov", 3_000_000)
+    wait_for(lambda: any(j.bytes_sent > 0 for j in runner.jobs()), what="journalled progress")
+    runner.kill9()
+    assert runner.jobs()[0].state is JobState.UPLOADING
+    runner.daemon["bandwidth_limit"] = 0
+    runner.start()
+    runner.wait_state("k9.mov", JobState.DONE)
+    assert [v["sha256"] for v in runner.uploads_of("k9.mov")] == [digest]
+    keys = {r["upload_key"] for r in runner.sandbox.log() if r["endpoint"] == "upload"}
+    assert len(keys) == 1, "the resumed job reuses its committed key"
+
+
+def test_kill9_after_upload_before_confirmation_does_not_upload_again(runner: DaemonRunner) -> None:
+    runner.sandbox.add_fault(endpoint="upload", action="late_video_id", seconds=3)
+    runner.start()
+    digest = write(runner.drop / "late.mov", 200_000)
+    runner.wait_state("late.mov", JobState.CONFIRMING)
+    runner.kill9()
+    runner.start()
+    runner.wait_state("late.mov", JobState.DONE)
+    assert [v["sha256"] for v in runner.uploads_of("late.mov")] == [digest]
+    assert len([r for r in runner.sandbox.log() if r["endpoint"] == "upload"]) == 1
+
+
+def test_small_files_pass_a_long_upload(runner: DaemonRunner) -> None:
+    runner.daemon.update(concurrency=1, bandwidth_limit=2_000_000, small_file_size=100_000)
+    runner.start()
+    write(runner.drop / "long.mov", 8_000_000)
+    runner.wait_state("long.mov", JobState.UPLOADING)
+    write(runner.drop / "small.mov", 10_000)
+    runner.wait_state("small.mov", JobState.DONE, timeout=3)
+    assert runner.job_states()["long.mov"] is JobState.UPLOADING
+
+
+def test_graceful_stop_leaves_unfinished_work_resumable(runner: DaemonRunner) -> None:
+    runner.daemon.update(bandwidth_limit=1_000_000, drain_timeout=0.5)
+    runner.start()
+    digest = write(runner.drop / "drain.mov", 4_000_000)
+    runner.wait_state("drain.mov", JobState.UPLOADING)
+    assert runner.stop() == 0
+    assert runner.saw("drain timeout")
+    assert (runner.drop / "drain.mov").exists()
+    runner.daemon["bandwidth_limit"] = 0
+    runner.start()
+    runner.wait_state("drain.mov", JobState.DONE)
+    assert [v["sha256"] for v in runner.uploads_of("drain.mov")] == [digest]
+
+
+def test_bad_config_exits_78_naming_the_key(runner: DaemonRunner) -> None:
+    runner.vault["colour"] = "blue"
+    runner.start(wait_ready=False)
+    assert runner.wait_exit() == 78
+    assert "vault.colour" in runner.output()
+
+
+def test_rejected_credentials_stop_the_daemon_with_78(runner: DaemonRunner) -> None:
+    runner.vault["password"] = "wrong-password"
+    runner.start()
+    write(runner.drop / "x.mov", 1000)
+    assert runner.wait_exit() == 78
+    assert "vault.password" in runner.output() and "wrong-password" not in runner.output()
+    assert (runner.drop / "x.mov").exists()
