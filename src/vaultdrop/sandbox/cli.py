@@ -53,6 +53,7 @@ def add_sandbox_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_sandbox(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s sandbox %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the callback outcome is logged by s3.py
     settings = SandboxSettings(
         root=args.root, host=args.host, port=args.port, user=args.user, password=args.password,
         api_key=args.api_key, api_secret=args.api_secret, cdn=args.cdn, storage=args.storage,
