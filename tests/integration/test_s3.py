@@ -1,0 +1,74 @@
+"""S3 queueing through the control API, followed to the end and crash-safe."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from vaultdrop.journal import JobState
+
+from .harness import DaemonRunner
+from .test_daemon import write
+
+
+def enable_s3(runner: DaemonRunner, **s3: object) -> None:
+    sandbox = runner.sandbox
+    runner.scaleengine = {"api_url": f"{sandbox.url}/stable/", "api_key": sandbox.api_key,
+                          "api_secret": sandbox.api_secret, "cdn": sandbox.cdn, "status_poll_interval": 0.2,
+                          "timeout": 10}
+    runner.s3 = {"bucket": "archive-bucket", "destination": "{date}/{stem}-{video_id}.{ext}",
+                 "metadata": {"team": "news", "source": "cam/1"}, **s3}
+
+
+def aws_uploads(runner: DaemonRunner) -> list[dict[str, object]]:
+    return [r for r in runner.sandbox.log() if r["command"] == "aws.upload"]
+
+
+def test_dropped_file_lands_in_the_bucket_with_metadata(runner: DaemonRunner) -> None:
+    enable_s3(runner)
+    runner.start()
+    digest = write(runner.drop / "news" / "clip.mov", 150_000)
+    (runner.drop / "news" / "clip.mov.json").write_text(json.dumps({"title": "Été 🎬", "source": "cam/2"}))
+    job = runner.wait_state("news/clip.mov", JobState.DONE)
+    assert job.s3_request_id and job.s3_status == "complete"
+    [obj] = runner.sandbox.s3_objects()
+    assert obj["bucket"] == "archive-bucket" and obj["sha256"] == digest
+    assert obj["destination_path"].endswith(f"/clip-{job.video_id}.mov")
+    assert obj["metadata"] == {"team": "news", "source": "cam/2", "title": "Été 🎬"}
+    assert (runner.archive / "news" / "clip.mov.json").exists(), "the sidecar follows its file"
+    assert [j.relpath for j in runner.jobs()] == ["news/clip.mov"], "a sidecar is never a job"
+
+
+def test_overload_and_unexpected_codes_are_retried(runner: DaemonRunner) -> None:
+    enable_s3(runner)
+    runner.sandbox.add_fault(endpoint="aws.upload", action="vendor_code", code="1000")
+    runner.sandbox.add_fault(endpoint="aws.upload", action="vendor_code", code="0004")
+    runner.start()
+    write(runner.drop / "busy.mov", 10_000)
+    runner.wait_state("busy.mov", JobState.DONE)
+    assert [r["code"] for r in aws_uploads(runner)] == ["1000", "0004", None]
+    assert len(runner.sandbox.s3_objects()) == 1
+
+
+def test_bad_signature_stops_with_a_config_error_naming_the_key(runner: DaemonRunner) -> None:
+    enable_s3(runner)
+    runner.scaleengine["api_secret"] = "not-the-secret"
+    runner.start()
+    write(runner.drop / "sig.mov", 10_000)
+    assert runner.wait_exit() == 78
+    assert "scaleengine.api_secret" in runner.output() and "not-the-secret" not in runner.output()
+    assert (runner.drop / "sig.mov").exists(), "the file stays until the S3 step can finish"
+
+
+def test_kill9_between_queue_and_status_does_not_queue_twice(runner: DaemonRunner) -> None:
+    enable_s3(runner)
+    runner.sandbox.add_fault(endpoint="aws.status", action="stall", seconds=5)
+    runner.start()
+    write(runner.drop / "k.mov", 10_000)
+    runner.wait_state("k.mov", JobState.S3_WAITING)
+    runner.kill9()
+    runner.start()
+    job = runner.wait_state("k.mov", JobState.DONE)
+    assert len(aws_uploads(runner)) == 1
+    day = time.strftime("%Y-%m-%d", time.gmtime(job.created_at))
+    assert [o["destination_path"] for o in runner.sandbox.s3_objects()] == [f"{day}/k-{job.video_id}.mov"]
