@@ -20,8 +20,8 @@ from .client import VaultClient, error_code, wait_for
 
 @pytest.fixture
 def fast(tmp_path: Path) -> Iterator[SandboxProcess]:
-    """A sandbox whose S3 queue steps every 0.1 s, with a non-default storage prefix."""
-    with spawn_sandbox(tmp_path / "fast", storage="sestore7", extra_args=["--s3-step", "0.1"]) as sandbox:
+    """A sandbox whose S3 queue steps every 0.2 s, with a non-default storage prefix."""
+    with spawn_sandbox(tmp_path / "fast", storage="sestore7", extra_args=["--s3-step", "0.2"]) as sandbox:
         yield sandbox
 
 

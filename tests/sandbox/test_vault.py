@@ -164,11 +164,12 @@ def test_too_large(tmp_path: Path) -> None:
 def test_broken_off_upload_leaves_key_reusable(sandbox: SandboxProcess, client: VaultClient) -> None:
     key = client.new_key()
     sandbox.add_fault(endpoint="upload", action="drop_after", bytes=10_000)
+    big = DATA * 64  # ~5 MiB: far more than the server buffers before it cuts the connection
     with pytest.raises(httpx.TransportError):
-        client.upload(key, DATA)
+        client.upload(key, big)
     dropped = [r for r in sandbox.log() if r["endpoint"] == "upload"][0]
     assert (dropped["status"], dropped["code"], dropped["fault"]) == (None, "dropped", "drop_after")
-    assert 10_000 <= dropped["bytes_in"] < len(DATA)
+    assert 10_000 <= dropped["bytes_in"] < len(big)
     assert client.progress(key) == (None, 0, 0)
     assert sandbox.videos() == []
     assert list(sandbox.root.joinpath("incoming").iterdir()) == []
@@ -260,7 +261,7 @@ def test_stall_then_normal_answer(sandbox: SandboxProcess, client: VaultClient) 
     assert time.monotonic() - started >= 1.0
     started = time.monotonic()
     client.progress(key)
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 1.0  # the fault fired once only
 
 
 def test_status_fault_fires_count_times(sandbox: SandboxProcess, client: VaultClient) -> None:

@@ -67,11 +67,11 @@ class VaultApi:
         key = query.get("upload_key")
         if not key:
             raise VaultError(400, "invalid_request", "upload_key missing")
-        attempt = self._store.begin(key, request.transport, request.content_length or 0)
+        attempt = self._store.begin(key, request.transport, request.content, request.content_length or 0)
         try:
             drop = fault_of(request, "drop_after")
             if drop is not None:
-                await self._read_then_drop(request, attempt, drop.bytes)
+                await self._read_then_drop(request, drop.bytes)
             filename, size, sha256 = await self._receive(request, attempt)
             late = fault_of(request, "late_video_id")
             self._store.complete(attempt, filename, size, sha256, late.seconds if late else 0.0)
@@ -85,10 +85,10 @@ class VaultApi:
             raise
         return xml_response(upload_key_document(key))
 
-    async def _read_then_drop(self, request: web.Request, attempt: Attempt, limit: int) -> None:
+    async def _read_then_drop(self, request: web.Request, limit: int) -> None:
         content = request.content
         while content.total_bytes < limit and await content.read(min(CHUNK, limit - content.total_bytes)):
-            attempt.received = content.total_bytes
+            pass
         if request.transport is not None:
             request.transport.abort()
         raise ConnectionDropped(f"dropped after {content.total_bytes} bytes")
@@ -105,17 +105,16 @@ class VaultApi:
         try:
             while (part := await reader.next()) is not None:
                 if stored is None and isinstance(part, BodyPartReader) and part.name == FILE_FIELD:
-                    stored = await self._store_part(request, attempt, part)
+                    stored = await self._store_part(attempt, part)
                 else:
                     await part.release()
-                attempt.received = request.content.total_bytes
         except ValueError as exc:  # aiohttp's word for a malformed multipart stream
             raise VaultError(400, "invalid_request", f"bad multipart body: {exc}") from None
         if stored is None:
             raise VaultError(400, "invalid_request", f"no {FILE_FIELD} part")
         return stored
 
-    async def _store_part(self, request: web.Request, attempt: Attempt, part: BodyPartReader) -> tuple[str, int, str]:
+    async def _store_part(self, attempt: Attempt, part: BodyPartReader) -> tuple[str, int, str]:
         max_size = self._settings.max_size
         digest = hashlib.sha256()
         size = 0
@@ -126,5 +125,4 @@ class VaultApi:
                     raise VaultError(413, "too_large", f"file over the {max_size} byte limit")
                 digest.update(chunk)
                 out.write(chunk)
-                attempt.received = request.content.total_bytes
         return safe_filename(part.filename), size, digest.hexdigest()

@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from aiohttp import StreamReader
+
 from .settings import SandboxSettings
 from .snapshot import load_json, save_json
 from .vaultxml import VaultError
@@ -34,8 +36,13 @@ class Attempt:
     key: str
     number: int
     transport: asyncio.BaseTransport | None
+    body: StreamReader
     size: int
-    received: int = 0
+
+    @property
+    def received(self) -> int:
+        """Request-body bytes arrived so far, read or still buffered: live, not per chunk."""
+        return self.body.total_bytes
 
 
 @dataclass
@@ -94,7 +101,7 @@ class VaultStore:
             raise VaultError(404, "unknown_key", "upload key unknown or expired")
         return entry
 
-    def begin(self, key: str, transport: asyncio.BaseTransport | None, size: int) -> Attempt:
+    def begin(self, key: str, transport: asyncio.BaseTransport | None, body: StreamReader, size: int) -> Attempt:
         """Start a POST on `key`; the newest POST wins, an older live one is cut off."""
         entry = self.lookup(key)
         if entry.completed is not None:
@@ -102,7 +109,7 @@ class VaultStore:
         if entry.live is not None and entry.live.transport is not None:
             entry.live.transport.abort()
         entry.attempts += 1
-        entry.live = Attempt(key=key, number=entry.attempts, transport=transport, size=size)
+        entry.live = Attempt(key=key, number=entry.attempts, transport=transport, body=body, size=size)
         return entry.live
 
     def temp_path(self, attempt: Attempt) -> Path:
