@@ -24,7 +24,7 @@ from .errors import ClockSkew, ConfigError, JobFailed, RetryLater
 from .journal import TERMINAL, IllegalTransition, Job, JobState, Journal
 from .logs import log
 from .throttle import Throttle
-from .vault import FileChanged, KeyUsed, UnknownKey, VaultClient
+from .vault import FileChanged, KeyUsed, Progress, UnknownKey, VaultClient
 
 PROGRESS_WRITE_INTERVAL = 1.0
 
@@ -128,11 +128,9 @@ class Pipeline:
     # -- stages ----------------------------------------------------------------------
 
     async def _start(self, job: Job, folder: FolderSettings | None) -> Job:
-        info = self._stat(job)
-        if info.st_size == 0:
+        job = self._refresh_identity(job)
+        if job.size == 0:
             raise RetryLater("the file is empty now")
-        if (info.st_size, info.st_mtime_ns, info.st_ino) != (job.size, job.mtime_ns, job.inode):
-            job = self.journal.update(job, size=info.st_size, mtime_ns=info.st_mtime_ns, inode=info.st_ino)
         if self.settings.daemon.dedupe == "sha256":
             digest = await asyncio.to_thread(sha256_of, job.path)
             twin = self.journal.find_done_by_sha256(digest, job.id)
@@ -152,16 +150,12 @@ class Pipeline:
     async def _upload(self, job: Job, *, check_first: bool) -> Job:
         assert job.upload_key is not None
         if check_first:
-            try:
-                progress = await self.vault.progress(job.upload_key)
-            except UnknownKey:
-                return self.journal.transition(job, JobState.QUEUED, "upload key unknown to the vault: new key",
-                                               upload_key=None, bytes_sent=0)
+            job, progress = await self._progress(job)
+            if progress is None:
+                return job
             if progress.video_id:
                 return self.journal.transition(job, JobState.CONFIRMING, "vault already has the video")
-        info = self._stat(job)
-        if (info.st_size, info.st_mtime_ns, info.st_ino) != (job.size, job.mtime_ns, job.inode):
-            job = self.journal.update(job, size=info.st_size, mtime_ns=info.st_mtime_ns, inode=info.st_ino)
+            job = self._refresh_identity(job)
         last_write = time.monotonic()
         latest = 0
 
@@ -185,14 +179,11 @@ class Pipeline:
 
     async def _confirm(self, job: Job, folder: FolderSettings | None) -> Job:
         """Poll progress until the vault names the video and holds every byte."""
-        assert job.upload_key is not None
         deadline = self._clock() + self.settings.vault.confirm_timeout
         while True:
-            try:
-                progress = await self.vault.progress(job.upload_key)
-            except UnknownKey:
-                return self.journal.transition(job, JobState.QUEUED, "vault lost the upload key: new key",
-                                               upload_key=None, bytes_sent=0)
+            job, progress = await self._progress(job)
+            if progress is None:
+                return job
             if progress.video_id:
                 break
             if self._clock() >= deadline:
@@ -204,7 +195,7 @@ class Pipeline:
             return await self._discard(job, progress.video_id,
                                        f"vault holds {progress.size} bytes, the file has {job.size}")
         info = self._stat_or_none(job)
-        if info is not None and (info.st_size, info.st_mtime_ns, info.st_ino) != (job.size, job.mtime_ns, job.inode):
+        if info is not None and _identity(info) != (job.size, job.mtime_ns, job.inode):
             return await self._discard(job, progress.video_id, "file changed during upload")
         sha256 = job.sha256
         if sha256 is None and info is not None:
@@ -214,6 +205,23 @@ class Pipeline:
                                       video_id=progress.video_id, sha256=sha256, s3_since=self._clock())
         log(logging.INFO, f"confirmed: {job.relpath} is video {job.video_id}", **_fields(job), stage="confirm")
         return job
+
+    async def _progress(self, job: Job) -> tuple[Job, Progress | None]:
+        """progress.xml for the job's key; a key the vault does not know sends the job back to QUEUED."""
+        assert job.upload_key is not None
+        try:
+            return job, await self.vault.progress(job.upload_key)
+        except UnknownKey:
+            job = self.journal.transition(job, JobState.QUEUED, "the vault does not know the upload key: new key",
+                                          upload_key=None, bytes_sent=0)
+            return job, None
+
+    def _refresh_identity(self, job: Job) -> Job:
+        """Upload what the file is now: a change before sending is not a reason to fail."""
+        info = self._stat(job)
+        if _identity(info) == (job.size, job.mtime_ns, job.inode):
+            return job
+        return self.journal.update(job, size=info.st_size, mtime_ns=info.st_mtime_ns, inode=info.st_ino)
 
     async def _discard(self, job: Job, video_id: str, reason: str) -> Job:
         """The vault's copy is not this file: delete it (idempotent), then start over."""
@@ -267,6 +275,10 @@ class Pipeline:
             return os.stat(job.path)
         except OSError:
             return None
+
+
+def _identity(info: os.stat_result) -> tuple[int, int, int]:
+    return info.st_size, info.st_mtime_ns, info.st_ino
 
 
 def _fields(job: Job) -> dict[str, object]:
