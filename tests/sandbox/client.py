@@ -74,7 +74,8 @@ class VaultClient:
     def control_raw(self, json_text: str) -> dict[str, Any]:
         response = self.http.post("/stable/", data={"json": json_text})
         assert response.status_code == 200, response.text
-        return response.json()
+        answer: dict[str, Any] = response.json()
+        return answer
 
 
 def error_code(response: httpx.Response) -> str | None:

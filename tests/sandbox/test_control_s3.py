@@ -36,11 +36,13 @@ def queue_upload(client: VaultClient, path: str, **fields: Any) -> int:
                "bucket": "bkt", "callback": "", **fields}
     answer = client.control("aws.upload", **request)
     assert answer["status"] == "success", answer
-    return answer["data"]
+    request_id: int = answer["data"]
+    return request_id
 
 
 def status_of(client: VaultClient, request_id: int) -> dict[str, Any]:
-    [record] = [r for r in client.control("aws.status", limit=100)["data"] if r["id"] == request_id]
+    records: list[dict[str, Any]] = client.control("aws.status", limit=100)["data"]
+    [record] = [r for r in records if r["id"] == request_id]
     return record
 
 

@@ -11,6 +11,7 @@ import json
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from vaultdrop.sandbox.launcher import SandboxProcess
@@ -107,11 +108,12 @@ def php_request(tmp_path: Path, sandbox: SandboxProcess, *, kind: str = "full", 
     return subprocess.run(["php", str(script), *args], capture_output=True, text=True, check=True, timeout=30).stdout
 
 
-def post_form(sandbox: SandboxProcess, json_text: str, multipart: bool = True) -> dict:
+def post_form(sandbox: SandboxProcess, json_text: str, multipart: bool = True) -> dict[str, Any]:
     form = ["--form-string", f"json={json_text}"] if multipart else ["--data-urlencode", f"json={json_text}"]
     status, body = curl(*form, f"{sandbox.url}/stable/")
     assert status == 200
-    return json.loads(body)
+    answer: dict[str, Any] = json.loads(body)
+    return answer
 
 
 def test_php_signed_requests_are_accepted(sandbox: SandboxProcess, tmp_path: Path) -> None:

@@ -66,7 +66,7 @@ async def peek_command(request: web.Request) -> str | None:
     try:
         text = (await request.post()).get("json")
         value = json.loads(text) if isinstance(text, str) else None
-    except ValueError:
+    except (ValueError, web.HTTPException):  # the handler meets the same body and answers it
         return None
     command = value.get("command") if isinstance(value, dict) else None
     return command if isinstance(command, str) else None

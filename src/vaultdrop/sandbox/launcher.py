@@ -54,13 +54,19 @@ class SandboxProcess:
         self._admin("DELETE", "faults")
 
     def log(self) -> list[dict[str, Any]]:
-        return self._admin("GET", "log")
+        """One record per API call, in arrival order (see the /_sandbox/log format)."""
+        records: list[dict[str, Any]] = self._admin("GET", "log")
+        return records
 
     def videos(self) -> list[dict[str, Any]]:
-        return self._admin("GET", "videos")
+        """Stored videos: video_id, filename, size, sha256, path."""
+        videos: list[dict[str, Any]] = self._admin("GET", "videos")
+        return videos
 
     def s3_objects(self) -> list[dict[str, Any]]:
-        return self._admin("GET", "s3")
+        """Objects in the fake S3: bucket, destination_path, size, sha256, metadata, acl."""
+        objects: list[dict[str, Any]] = self._admin("GET", "s3")
+        return objects
 
     def stop(self) -> None:
         """SIGTERM, wait, and kill if it does not stop in time."""

@@ -86,12 +86,12 @@ class VaultApi:
         return xml_response(upload_key_document(key))
 
     async def _read_then_drop(self, request: web.Request, limit: int) -> None:
-        content = request.content
-        while content.total_bytes < limit and await content.read(min(CHUNK, limit - content.total_bytes)):
-            pass
+        done = 0
+        while done < limit and (chunk := await request.content.read(min(CHUNK, limit - done))):
+            done += len(chunk)
         if request.transport is not None:
-            request.transport.abort()
-        raise ConnectionDropped(f"dropped after {content.total_bytes} bytes")
+            request.transport.abort()  # a real reset: no response, no FIN handshake
+        raise ConnectionDropped(f"dropped after reading {done} bytes")
 
     async def _receive(self, request: web.Request, attempt: Attempt) -> tuple[str, int, str]:
         """Stream the `upload_file` part to the attempt's temp file; drain any other parts."""

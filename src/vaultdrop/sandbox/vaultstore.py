@@ -35,7 +35,7 @@ class Attempt:
 
     key: str
     number: int
-    transport: asyncio.BaseTransport | None
+    transport: asyncio.Transport | None
     body: StreamReader
     size: int
 
@@ -101,7 +101,7 @@ class VaultStore:
             raise VaultError(404, "unknown_key", "upload key unknown or expired")
         return entry
 
-    def begin(self, key: str, transport: asyncio.BaseTransport | None, body: StreamReader, size: int) -> Attempt:
+    def begin(self, key: str, transport: asyncio.Transport | None, body: StreamReader, size: int) -> Attempt:
         """Start a POST on `key`; the newest POST wins, an older live one is cut off."""
         entry = self.lookup(key)
         if entry.completed is not None:
