@@ -51,7 +51,7 @@ class ControlClient:
             raise RetryLater(f"{command}: HTTP {response.status_code}")
         try:
             answer = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # RecursionError: nesting deeper than Python's stack
             raise ProtocolError(f"{command}: HTTP {response.status_code}, response is not JSON") from None
         if not isinstance(answer, dict) or answer.get("status") not in ("success", "failure"):
             raise ProtocolError(f"{command}: response without a success/failure status")
