@@ -21,7 +21,7 @@ from . import logs
 from .config import FolderSettings, Settings
 from .errors import ConfigError
 from .journal import FileIdentity, Job, JobState, Journal
-from .logs import log
+from .logs import log, log_change
 from .pipeline import Pipeline
 from .service import Notifier
 from .settle import Settler
@@ -31,6 +31,15 @@ from .watch import FolderWatch, OverflowHook, scan
 
 SCHEDULER_MAX_SLEEP = 5.0  # also how soon `vaultdrop jobs retry` from another process is noticed
 STATUS_INTERVAL = 5.0
+# Test hook: with this set to 1, SIGUSR2 blocks the event loop for good, so a test can
+# prove that systemd's watchdog kills and restarts a hung daemon. Never set it in production.
+HANG_HOOK_ENV = "VAULTDROP_TEST_HANG_ON_SIGUSR2"
+
+
+def _hang_forever() -> None:
+    log(logging.WARNING, "SIGUSR2: blocking the event loop (test hook)")
+    while True:
+        time.sleep(3600)
 
 
 def make_pipeline(settings: Settings, journal: Journal,
@@ -95,8 +104,11 @@ class Daemon:
         self._settler = Settler(loop, self._on_settled)
         self._overflow = OverflowHook(loop, self._rescan_all)
         self._overflow.install()
-        for signum, handler in ((signal.SIGTERM, self.request_stop), (signal.SIGINT, self.request_stop),
-                                (signal.SIGHUP, self.request_reload)):
+        handlers = {signal.SIGTERM: self.request_stop, signal.SIGINT: self.request_stop,
+                    signal.SIGHUP: self.request_reload}
+        if os.environ.get(HANG_HOOK_ENV) == "1":
+            handlers[signal.SIGUSR2] = _hang_forever
+        for signum, handler in handlers.items():
             loop.add_signal_handler(signum, handler)
         self.pipeline = make_pipeline(self.settings, self.journal, self._folder_for)
         try:
@@ -109,7 +121,7 @@ class Daemon:
             await self._schedule()
             await self._drain()
         finally:
-            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            for signum in handlers:
                 loop.remove_signal_handler(signum)
             for task in self._background:
                 task.cancel()
@@ -186,8 +198,7 @@ class Daemon:
             FileIdentity(str(folder.path), relpath, info.st_size, info.st_mtime_ns, info.st_ino)
         )
         if job is not None:
-            log(logging.INFO, f"queued: {relpath} ({info.st_size} bytes)", job_id=job.id,
-                folder=job.folder, file=relpath, stage="queued")
+            log_change(self.journal, job, logging.INFO, f"queued: {relpath} ({info.st_size} bytes)")
             self._wake.set()
 
     # -- scheduling ------------------------------------------------------------------

@@ -11,9 +11,13 @@ import logging
 import os
 import sys
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .journal import Job, Journal
 
 logger = logging.getLogger("vaultdrop")
+JOURNAL_SOCKET = "/run/systemd/journal/socket"
 
 # Fixed MESSAGE_IDs for key events, explained by deploy/vaultdrop.catalog.
 MESSAGE_IDS = {
@@ -31,6 +35,22 @@ def log(level: int, message: str, *, event: str | None = None, exc_info: bool = 
     if event is not None:
         structured["MESSAGE_ID"] = MESSAGE_IDS[event]
     logger.log(level, message, extra={"fields": structured}, exc_info=exc_info)
+
+
+def job_fields(job: Job) -> dict[str, Any]:
+    """What an operator filters a job's lines on (`journalctl JOB_ID=7`, `FILE=a.mov`)."""
+    return {"job_id": job.id, "folder": job.folder, "file": job.relpath, "upload_key": job.upload_key,
+            "video_id": job.video_id, "s3_request_id": job.s3_request_id, "stage": job.state.value,
+            "attempt": job.attempts + 1, "bytes": job.size}
+
+
+def log_change(journal: Journal, job: Job, level: int, message: str, *, event: str | None = None,
+               **fields: Any) -> None:
+    """The one line of a state change `job` just went through; DURATION_MS is the time it
+    spent in the previous state, from the journal's history (so it survives a restart)."""
+    history = journal.history(job.id)
+    spent = history[-1]["at"] - history[-2]["at"] if len(history) > 1 else 0.0
+    log(level, message, event=event, **{**job_fields(job), "duration_ms": int(spent * 1000), **fields})
 
 
 class _Redact(logging.Filter):
@@ -96,8 +116,14 @@ def _priority(levelno: int) -> int:
 
 
 def journald_available() -> bool:
-    """Under systemd, stderr is connected to the journal (JOURNAL_STREAM says so)."""
-    return bool(os.environ.get("JOURNAL_STREAM")) and os.path.exists("/run/systemd/journal/socket")
+    """Under systemd, stderr is a journal stream whose device:inode JOURNAL_STREAM names;
+    a child whose stderr was redirected inherits the variable but not the stream."""
+    try:
+        info = os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return (os.environ.get("JOURNAL_STREAM") == f"{info.st_dev}:{info.st_ino}"
+            and os.path.exists(JOURNAL_SOCKET))
 
 
 def setup(level: str = "info", secrets: Iterable[str] = (), force_journal: bool | None = None) -> None:

@@ -22,7 +22,7 @@ from . import postaction
 from .config import FolderSettings, Settings
 from .errors import ClockSkew, ConfigError, JobFailed, RetryLater
 from .journal import TERMINAL, IllegalTransition, Job, JobState, Journal
-from .logs import log
+from .logs import job_fields, log, log_change
 from .throttle import Throttle
 from .vault import FileChanged, KeyUsed, Progress, UnknownKey, VaultClient
 
@@ -97,17 +97,17 @@ class Pipeline:
             except (ConfigError, IllegalTransition):
                 raise
             except Exception as exc:  # noqa: BLE001 - a bug must cost one job an attempt, not the daemon
-                log(logging.ERROR, f"unexpected error on {job.relpath}: {exc!r}", exc_info=True, **_fields(job))
+                log(logging.ERROR, f"unexpected error on {job.relpath}: {exc!r}", exc_info=True, **job_fields(job))
                 return await self._retry(job, folder, RetryLater(f"unexpected error: {exc!r}"))
             if job.not_before > self._clock():
                 return job  # a stage asked to be looked at again later (S3 status polling)
             resumed = False
         if job.state is JobState.DONE:
             seconds = time.monotonic() - started
-            log(logging.INFO,
-                f"done: {job.relpath} ({job.size} bytes in {seconds:.1f} s, "
-                f"{job.size / max(seconds, 1e-6) / 1e6:.1f} MB/s) video {job.video_id}",
-                event="job_done", **_fields(job), bytes=job.size, duration_ms=int(seconds * 1000))
+            log_change(self.journal, job, logging.INFO,
+                       f"done: {job.relpath} ({job.size} bytes in {seconds:.1f} s, "
+                       f"{job.size / max(seconds, 1e-6) / 1e6:.1f} MB/s) video {job.video_id}",
+                       event="job_done", duration_ms=int(seconds * 1000))
         return job
 
     async def _step(self, job: Job, folder: FolderSettings | None, resumed: bool) -> Job:
@@ -137,14 +137,14 @@ class Pipeline:
             if twin is not None:
                 job = self.journal.transition(job, JobState.SKIPPED, f"same content as job {twin.id}",
                                               sha256=digest, video_id=twin.video_id)
-                log(logging.INFO, f"skipped: {job.relpath} has the same content as job {twin.id}",
-                    **_fields(job))
+                log_change(self.journal, job, logging.INFO,
+                           f"skipped: {job.relpath} has the same content as job {twin.id}")
                 if folder is not None:
                     await postaction.finish(folder, job.relpath, job.id)
                 return job
         key = await self.vault.new_upload_key()
         job = self.journal.transition(job, JobState.UPLOADING, f"upload key {key}", upload_key=key, bytes_sent=0)
-        log(logging.INFO, f"uploading: {job.relpath}", **_fields(job), stage="upload", attempt=job.attempts + 1)
+        log_change(self.journal, job, logging.INFO, f"uploading: {job.relpath}")
         return await self._upload(job, check_first=False)
 
     async def _upload(self, job: Job, *, check_first: bool) -> Job:
@@ -154,7 +154,7 @@ class Pipeline:
             if progress is None:
                 return job
             if progress.video_id:
-                return self.journal.transition(job, JobState.CONFIRMING, "vault already has the video")
+                return self._changed(job, JobState.CONFIRMING, logging.INFO, "vault already has the video")
             job = self._refresh_identity(job)
         last_write = time.monotonic()
         latest = 0
@@ -171,11 +171,11 @@ class Pipeline:
                 job.upload_key, job.path, size=job.size, on_progress=on_progress, throttle=self._throttle
             )
         except KeyUsed:
-            return self.journal.transition(job, JobState.CONFIRMING, "key already used: confirming")
+            return self._changed(job, JobState.CONFIRMING, logging.INFO, "key already used: confirming")
         except FileChanged as exc:
             self.journal.update(job, bytes_sent=latest)
             raise RetryLater(str(exc)) from None
-        return self.journal.transition(job, JobState.CONFIRMING, "upload sent", sha256=digest, bytes_sent=job.size)
+        return self._changed(job, JobState.CONFIRMING, logging.INFO, "upload sent", sha256=digest, bytes_sent=job.size)
 
     async def _confirm(self, job: Job, folder: FolderSettings | None) -> Job:
         """Poll progress until the vault names the video and holds every byte."""
@@ -187,9 +187,8 @@ class Pipeline:
             if progress.video_id:
                 break
             if self._clock() >= deadline:
-                return self.journal.transition(
-                    job, JobState.UPLOADING, "no video id after the upload: sending again on the same key"
-                )
+                return self._changed(job, JobState.UPLOADING, logging.WARNING,
+                                     "no video id after the upload: sending again on the same key")
             await self._sleep(self.settings.vault.poll_interval)
         if progress.size != job.size or progress.received != job.size:
             return await self._discard(job, progress.video_id,
@@ -203,7 +202,7 @@ class Pipeline:
         next_state = JobState.S3_QUEUEING if folder is not None and folder.s3 is not None else JobState.FINISHING
         job = self.journal.transition(job, next_state, f"video {progress.video_id} confirmed",
                                       video_id=progress.video_id, sha256=sha256, s3_since=self._clock())
-        log(logging.INFO, f"confirmed: {job.relpath} is video {job.video_id}", **_fields(job), stage="confirm")
+        log_change(self.journal, job, logging.INFO, f"confirmed: {job.relpath} is video {job.video_id}")
         return job
 
     async def _progress(self, job: Job) -> tuple[Job, Progress | None]:
@@ -212,8 +211,8 @@ class Pipeline:
         try:
             return job, await self.vault.progress(job.upload_key)
         except UnknownKey:
-            job = self.journal.transition(job, JobState.QUEUED, "the vault does not know the upload key: new key",
-                                          upload_key=None, bytes_sent=0)
+            job = self._changed(job, JobState.QUEUED, logging.WARNING, "the vault does not know the upload key: new key",
+                                upload_key=None, bytes_sent=0)
             return job, None
 
     def _refresh_identity(self, job: Job) -> Job:
@@ -225,11 +224,11 @@ class Pipeline:
 
     async def _discard(self, job: Job, video_id: str, reason: str) -> Job:
         """The vault's copy is not this file: delete it (idempotent), then start over."""
-        log(logging.WARNING, f"{job.relpath}: {reason}; deleting video {video_id} and starting over",
-            **{**_fields(job), "video_id": video_id})
         await self.vault.delete(video_id)
         job = self.journal.transition(job, JobState.QUEUED, reason, upload_key=None, video_id=None,
                                       bytes_sent=0, sha256=None)
+        log_change(self.journal, job, logging.WARNING,
+                   f"{job.relpath}: {reason}; deleted video {video_id}, starting over", video_id=video_id)
         raise RetryLater(reason)
 
     async def _finish(self, job: Job, folder: FolderSettings | None) -> Job:
@@ -247,9 +246,9 @@ class Pipeline:
             return await self._fail(current, folder, f"gave up after {attempts} attempts: {exc}")
         delay = backoff(attempts, self.settings.vault.backoff_base, self.settings.vault.backoff_max, self._rng)
         if isinstance(exc, ClockSkew):
-            log(logging.WARNING, f"server refused our clock: {exc}; check NTP on this machine", **_fields(current))
+            log(logging.WARNING, f"server refused our clock: {exc}; check NTP on this machine", **job_fields(current))
         log(logging.WARNING, f"retry in {delay:.1f} s: {current.relpath}: {exc}",
-            **_fields(current), attempt=attempts)
+            **{**job_fields(current), "attempt": attempts})
         return self.journal.update(current, attempts=attempts, not_before=self._clock() + delay, last_error=str(exc))
 
     async def _fail(self, job: Job, folder: FolderSettings | None, error: str) -> Job:
@@ -260,7 +259,14 @@ class Pipeline:
              "upload_key": current.upload_key, "video_id": current.video_id, "state": current.state.value},
         )
         job = self.journal.transition(current, JobState.FAILED, f"{error} ({outcome})", last_error=error)
-        log(logging.ERROR, f"failed: {job.relpath}: {error} ({outcome})", event="job_failed", **_fields(job))
+        log_change(self.journal, job, logging.ERROR, f"failed: {job.relpath}: {error} ({outcome})",
+                   event="job_failed")
+        return job
+
+    def _changed(self, job: Job, state: JobState, level: int, detail: str, **changes: object) -> Job:
+        """A state change whose journal detail is also its log line."""
+        job = self.journal.transition(job, state, detail, **changes)
+        log_change(self.journal, job, level, f"{state.value}: {job.relpath}: {detail}")
         return job
 
     def _stat(self, job: Job) -> os.stat_result:
@@ -279,8 +285,3 @@ class Pipeline:
 
 def _identity(info: os.stat_result) -> tuple[int, int, int]:
     return info.st_size, info.st_mtime_ns, info.st_ino
-
-
-def _fields(job: Job) -> dict[str, object]:
-    return {"job_id": job.id, "folder": job.folder, "file": job.relpath,
-            "upload_key": job.upload_key, "video_id": job.video_id, "state": job.state.value}

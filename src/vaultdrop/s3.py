@@ -18,7 +18,7 @@ from .config import FolderSettings, Settings
 from .control import ControlClient
 from .errors import JobFailed
 from .journal import Job, JobState, Journal
-from .logs import log
+from .logs import log_change
 from .watch import SIDECAR_SUFFIX
 
 STATUS_PAGE = 100
@@ -89,8 +89,7 @@ class S3Queue:
     def _waiting(self, job: Job, request_id: int, how: str) -> Job:
         job = self._journal.transition(job, JobState.S3_WAITING, f"S3 request {request_id} {how}",
                                        s3_request_id=request_id, s3_status="queued", s3_since=self._clock())
-        log(logging.INFO, f"S3 request {request_id} {how}: {job.relpath}", job_id=job.id, file=job.relpath,
-            folder=job.folder, video_id=job.video_id, s3_request_id=request_id, stage="s3_queue")
+        log_change(self._journal, job, logging.INFO, f"S3 request {request_id} {how}: {job.relpath}")
         return job
 
     async def follow(self, job: Job, folder: FolderSettings) -> Job:
@@ -107,8 +106,7 @@ class S3Queue:
         if status == "complete":
             job = self._journal.transition(job, JobState.FINISHING, f"S3 request {job.s3_request_id} complete",
                                            s3_status=status)
-            log(logging.INFO, f"S3 copy complete: {job.relpath}", job_id=job.id, file=job.relpath,
-                s3_request_id=job.s3_request_id, stage="s3_wait")
+            log_change(self._journal, job, logging.INFO, f"S3 copy complete: {job.relpath}")
             return job
         if status == "failed":
             raise JobFailed(f"S3 request {job.s3_request_id} failed: {str(record.get('message', ''))[:200]}")
