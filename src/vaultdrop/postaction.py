@@ -17,20 +17,34 @@ from typing import Any
 from .config import FolderSettings
 from .watch import SIDECAR_SUFFIX
 
+NAME_MAX = 255  # bytes in one file name on every Linux file system vaultdrop runs on
+ERROR_SUFFIX = ".error.json"
+
 
 def companions(folder: FolderSettings, path: Path) -> list[Path]:
     """The ready marker and metadata sidecar that belong to `path`, where present."""
     names = [path.name + SIDECAR_SUFFIX]
     if folder.ready_marker:
         names.append(path.name + folder.ready_marker)
-    return [p for p in (path.with_name(n) for n in names) if p.exists()]
+    return [p for p in (path.with_name(n) for n in names) if _fits(p.name) and p.exists()]
+
+
+def _fits(name: str) -> bool:
+    return len(os.fsencode(name)) <= NAME_MAX
+
+
+def _fit(stem: str, rest: str) -> str:
+    """stem + rest, the stem shortened so that a 255-byte name can still take a suffix."""
+    while stem and not _fits(stem + rest):
+        stem = stem[:-1]
+    return stem + rest
 
 
 def _free_destination(destination: Path, tag: str) -> Path:
     """Never overwrite an earlier archived file of the same name."""
     if not destination.exists():
         return destination
-    return destination.with_name(f"{destination.stem}~{tag}{destination.suffix}")
+    return destination.with_name(_fit(destination.stem, f"~{tag}{destination.suffix}"))
 
 
 def _move(source: Path, destination: Path) -> None:
@@ -66,8 +80,8 @@ def _fail(folder: FolderSettings, relpath: str, tag: str, report: dict[str, Any]
     if folder.failed_dir is None or not path.exists():
         return "left in place"
     target = _relocate(folder, relpath, folder.failed_dir, tag)
-    error_file = target.with_name(target.name + ".error.json")
-    tmp = error_file.with_name(error_file.name + ".tmp")
+    error_file = target.with_name(_fit(target.name, ERROR_SUFFIX))
+    tmp = target.with_name(f".{tag}{ERROR_SUFFIX}.tmp")
     tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
     os.replace(tmp, error_file)
     return f"moved to {target}"

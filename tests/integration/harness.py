@@ -65,6 +65,7 @@ class DaemonRunner:
                                        "archive_dir": str(self.archive), "failed_dir": str(self.failed)}
         self.s3: dict[str, Any] | None = None
         self.scaleengine: dict[str, Any] | None = None
+        self.command_prefix: list[str] = []  # e.g. setpriv, to run without root's permission override
         self.process: subprocess.Popen[bytes] | None = None
         self.lines: list[str] = []
         self.exit_status: int | None = None
@@ -84,7 +85,7 @@ class DaemonRunner:
         self.write_config()
         self.lines = []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "vaultdrop.cli", "run", "--config", str(self.config_path)],
+            [*self.command_prefix, sys.executable, "-m", "vaultdrop.cli", "run", "--config", str(self.config_path)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             env={k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "JOURNAL_STREAM")},
         )
