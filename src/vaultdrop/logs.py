@@ -53,6 +53,19 @@ def log_change(journal: Journal, job: Job, level: int, message: str, *, event: s
     log(level, message, event=event, **{**job_fields(job), "duration_ms": int(spent * 1000), **fields})
 
 
+def log_done(journal: Journal, job: Job) -> None:
+    """The summary line of a finished job, from its history (a job may span restarts and
+    S3 polls): size, time since it was queued, and the throughput of its last upload."""
+    history = journal.history(job.id)
+    total = history[-1]["at"] - history[0]["at"]
+    sends = [after["at"] - before["at"] for before, after in zip(history, history[1:])
+             if before["to_state"] == "uploading" and after["to_state"] == "confirming"]
+    rate = f", upload {job.size / sends[-1] / 1e6:.1f} MB/s" if sends and sends[-1] > 0 else ""
+    log_change(journal, job, logging.INFO,
+               f"done: {job.relpath} ({job.size:,} bytes in {total:.1f} s{rate}) video {job.video_id}",
+               event="job_done", duration_ms=int(total * 1000))
+
+
 class _Redact(logging.Filter):
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()

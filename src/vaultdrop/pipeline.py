@@ -22,7 +22,7 @@ from . import postaction
 from .config import FolderSettings, Settings
 from .errors import ClockSkew, ConfigError, JobFailed, RetryLater
 from .journal import TERMINAL, IllegalTransition, Job, JobState, Journal
-from .logs import job_fields, log, log_change
+from .logs import job_fields, log, log_change, log_done
 from .throttle import Throttle
 from .vault import FileChanged, KeyUsed, Progress, UnknownKey, VaultClient
 
@@ -85,7 +85,6 @@ class Pipeline:
     async def run(self, job: Job) -> Job:
         """Drive one job until it ends or waits for a retry."""
         resumed = job.state is not JobState.QUEUED
-        started = time.monotonic()
         while job.state not in TERMINAL:
             folder = self._folder_for(job)
             try:
@@ -103,11 +102,7 @@ class Pipeline:
                 return job  # a stage asked to be looked at again later (S3 status polling)
             resumed = False
         if job.state is JobState.DONE:
-            seconds = time.monotonic() - started
-            log_change(self.journal, job, logging.INFO,
-                       f"done: {job.relpath} ({job.size} bytes in {seconds:.1f} s, "
-                       f"{job.size / max(seconds, 1e-6) / 1e6:.1f} MB/s) video {job.video_id}",
-                       event="job_done", duration_ms=int(seconds * 1000))
+            log_done(self.journal, job)
         return job
 
     async def _step(self, job: Job, folder: FolderSettings | None, resumed: bool) -> Job:
