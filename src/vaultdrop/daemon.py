@@ -58,8 +58,11 @@ def make_pipeline(settings: Settings, journal: Journal,
 
 def lock_state_dir(state_dir: Path) -> IO[str]:
     """One daemon per journal: a second one would upload the same files twice."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    handle = (state_dir / "vaultdrop.lock").open("w")
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        handle = (state_dir / "vaultdrop.lock").open("w")
+    except OSError as exc:  # read-only or full disk, wrong owner: say so instead of a traceback
+        raise ConfigError(f"cannot use the state directory {state_dir}: {exc.strerror}") from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -194,9 +197,14 @@ class Daemon:
     def _on_settled(self, folder: FolderSettings, relpath: str, info: os.stat_result) -> None:
         if info.st_size == 0:
             return  # a placeholder, not a file: it is picked up again once written
-        job = self.journal.enqueue(
-            FileIdentity(str(folder.path), relpath, info.st_size, info.st_mtime_ns, info.st_ino)
-        )
+        try:
+            job = self.journal.enqueue(
+                FileIdentity(str(folder.path), relpath, info.st_size, info.st_mtime_ns, info.st_ino)
+            )
+        except ConfigError as exc:  # the journal cannot be written: stop, the file stays for next time
+            self._fatal = exc
+            self.request_stop()
+            return
         if job is not None:
             log_change(self.journal, job, logging.INFO, f"queued: {relpath} ({info.st_size} bytes)")
             self._wake.set()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from pathlib import Path
@@ -51,8 +51,40 @@ ALLOWED: dict[JobState, frozenset[JobState]] = {
 }
 
 
+def _to_db(value: Any) -> Any:
+    """A file name need not be UTF-8: Python carries its stray bytes as surrogates, which
+    SQLite TEXT refuses, so such a string is stored byte-exact as a BLOB instead."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "surrogateescape")
+    return value
+
+
+def _from_db(value: Any) -> Any:
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
+
+
+def _params(*values: Any) -> tuple[Any, ...]:
+    return tuple(map(_to_db, values))
+
+
 class IllegalTransition(VaultdropError):
     """A bug: code tried a state change the job's life cycle does not allow."""
+
+
+class JournalUnwritable(ConfigError):
+    """The journal's disk is full, read-only or failing. Every change is one transaction, so
+    nothing is lost: the daemon stops like on a config error, but exits 75 (EX_TEMPFAIL) so
+    that systemd starts it again, and it carries on once the disk takes writes."""
+
+    exit_status = 75
+
+
+# SQLite's primary result codes that mean "the disk refuses the write", not "a bug".
+_UNWRITABLE = frozenset({sqlite3.SQLITE_READONLY, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL,
+                         sqlite3.SQLITE_CANTOPEN})
 
 
 @dataclass(frozen=True)
@@ -173,13 +205,18 @@ class Journal:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE: take the write lock up front so concurrent writers queue, not fail."""
-        self._db.execute("BEGIN IMMEDIATE")
         try:
+            self._db.execute("BEGIN IMMEDIATE")
             yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
+            self._db.execute("COMMIT")
+        except BaseException as exc:
+            if self._db.in_transaction:
+                with suppress(sqlite3.Error):  # a disk that refused the write may refuse this too
+                    self._db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError) and exc.sqlite_errorcode & 0xFF in _UNWRITABLE:
+                raise JournalUnwritable(f"the journal {self.path} cannot be written: {exc}; "
+                                        "nothing was lost, make room or fix the disk") from None
             raise
-        self._db.execute("COMMIT")
 
     def _migrate(self) -> None:
         with self._write() as db:
@@ -193,14 +230,14 @@ class Journal:
 
     @staticmethod
     def _job(row: sqlite3.Row) -> Job:
-        values = dict(row)
+        values = {key: _from_db(value) for key, value in dict(row).items()}
         values["state"] = JobState(values["state"])
         return Job(**values)
 
     def _history(self, db: sqlite3.Connection, job_id: int, old: JobState | None, new: JobState, detail: str | None) -> None:
         db.execute(
             "INSERT INTO history (job_id, at, from_state, to_state, detail) VALUES (?, ?, ?, ?, ?)",
-            (job_id, self._clock(), old.value if old else None, new.value, detail),
+            _params(job_id, self._clock(), old.value if old else None, new.value, detail),
         )
 
     # -- discovery -------------------------------------------------------------------
@@ -216,14 +253,14 @@ class Journal:
         with self._write() as db:
             known = db.execute(
                 "SELECT id FROM jobs WHERE folder=? AND relpath=? AND size=? AND mtime_ns=? AND inode=?",
-                (identity.folder, identity.relpath, identity.size, identity.mtime_ns, identity.inode),
+                _params(identity.folder, identity.relpath, identity.size, identity.mtime_ns, identity.inode),
             ).fetchone()
             if known:
                 return None
             placeholders = ",".join("?" * len(ACTIVE))
             active = db.execute(
                 f"SELECT id, state FROM jobs WHERE folder=? AND relpath=? AND state IN ({placeholders})",
-                (identity.folder, identity.relpath, *ACTIVE),
+                _params(identity.folder, identity.relpath, *ACTIVE),
             ).fetchone()
             if active and active["state"] != JobState.QUEUED.value:
                 return None  # in flight: its own stages notice the change and start over
@@ -237,8 +274,8 @@ class Journal:
                 job_id = db.execute(
                     "INSERT INTO jobs (folder, relpath, size, mtime_ns, inode, state, created_at, updated_at)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (identity.folder, identity.relpath, identity.size, identity.mtime_ns, identity.inode,
-                     JobState.QUEUED.value, now, now),
+                    _params(identity.folder, identity.relpath, identity.size, identity.mtime_ns, identity.inode,
+                            JobState.QUEUED.value, now, now),
                 ).lastrowid
                 self._history(db, job_id, None, JobState.QUEUED, f"{identity.size} bytes")
             row = db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
@@ -247,9 +284,9 @@ class Journal:
     def known_identities(self, folder: str) -> set[tuple[str, int, int, int]]:
         """(relpath, size, mtime_ns, inode) of every job in a folder, for fast rescans."""
         rows = self._db.execute(
-            "SELECT relpath, size, mtime_ns, inode FROM jobs WHERE folder=?", (folder,)
+            "SELECT relpath, size, mtime_ns, inode FROM jobs WHERE folder=?", _params(folder)
         ).fetchall()
-        return {tuple(r) for r in rows}
+        return {(_from_db(r[0]), r[1], r[2], r[3]) for r in rows}
 
     # -- scheduling ------------------------------------------------------------------
 
@@ -300,7 +337,7 @@ class Journal:
             current = db.execute("SELECT state FROM jobs WHERE id=?", (job.id,)).fetchone()
             if current is None or current["state"] != job.state.value:
                 raise IllegalTransition(f"job {job.id} changed under us (now {current and current['state']})")
-            db.execute(f"UPDATE jobs SET {assignments} WHERE id=?", (*changes.values(), job.id))
+            db.execute(f"UPDATE jobs SET {assignments} WHERE id=?", _params(*changes.values(), job.id))
             if state is not None:
                 self._history(db, job.id, job.state, state, detail)
             row = db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id=?", (job.id,)).fetchone()
@@ -356,4 +393,4 @@ class Journal:
         rows = self._db.execute(
             "SELECT at, from_state, to_state, detail FROM history WHERE job_id=? ORDER BY id", (job_id,)
         ).fetchall()
-        return [dict(r) for r in rows]
+        return [{key: _from_db(value) for key, value in dict(r).items()} for r in rows]
