@@ -86,8 +86,8 @@ def test_aws_upload_copies_the_stored_video_to_s3(fast: SandboxProcess) -> None:
     ("path", "destination", "bucket"),
     [
         ("sestore7/demo/nope/clip.mp4", "out.mp4", "bkt"),
-        ("../vault-state.json", "out.mp4", "bkt"),
-        ("sestore7/demo/../../../vault-state.json", "out.mp4", "bkt"),
+        ("../vault-state.jsonl", "out.mp4", "bkt"),
+        ("sestore7/demo/../../../vault-state.jsonl", "out.mp4", "bkt"),
         ("/etc/passwd", "out.mp4", "bkt"),
         ("sestore7", "out.mp4", "bkt"),
         ("{real}", "../../escape.mp4", "bkt"),

@@ -20,6 +20,28 @@ def load_json(path: Path, default: Any) -> Any:
         return default
 
 
+def load_json_lines(path: Path) -> list[Any]:
+    """Every complete line of an append-only log; a torn last line is ignored."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    lines = text.split("\n")
+    changes = [json.loads(line) for line in lines[:-1] if line]
+    if lines[-1]:
+        try:
+            changes.append(json.loads(lines[-1]))
+        except json.JSONDecodeError:
+            pass
+    return changes
+
+
+def append_json_line(path: Path, value: Any) -> None:
+    """One write per line, so a killed process never leaves half a record."""
+    with path.open("a", encoding="utf-8") as stream:
+        stream.write(json.dumps(value, ensure_ascii=False) + "\n")
+
+
 def save_json(path: Path, value: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(value, ensure_ascii=False, indent=1), encoding="utf-8")

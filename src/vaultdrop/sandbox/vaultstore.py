@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import StreamReader
 
 from .settings import SandboxSettings
-from .snapshot import load_json, save_json
+from .snapshot import append_json_line, load_json_lines
 from .vaultxml import VaultError
 
 KEY_TTL_SECONDS = 24 * 3600
@@ -76,23 +76,41 @@ def safe_filename(raw: str | None) -> str:
 class VaultStore:
     def __init__(self, settings: SandboxSettings) -> None:
         self._settings = settings
-        self._state_path = settings.root / "vault-state.json"
+        self._state_path = settings.root / "vault-state.jsonl"
         self.incoming = settings.root / "incoming"
         shutil.rmtree(self.incoming, ignore_errors=True)  # leftovers of broken uploads
         self.incoming.mkdir(parents=True)
-        state = load_json(self._state_path, {"keys": {}, "videos": {}})
-        self._keys = {k: UploadKey(**v) for k, v in state["keys"].items()}
-        self._videos = {k: StoredVideo(**v) for k, v in state["videos"].items()}
+        self._keys: dict[str, UploadKey] = {}
+        self._videos: dict[str, StoredVideo] = {}
+        for change in load_json_lines(self._state_path):
+            self._apply(change)
 
-    def _save(self) -> None:
-        # Not asdict(): it deep-copies `live`, which holds the streaming request's socket.
-        keys = {k: {f.name: getattr(e, f.name) for f in fields(e) if f.name != "live"} for k, e in self._keys.items()}
-        save_json(self._state_path, {"keys": keys, "videos": {k: asdict(v) for k, v in self._videos.items()}})
+    def _apply(self, change: dict[str, Any]) -> None:
+        if "key" in change:
+            self._keys[change["key"]["key"]] = UploadKey(**change["key"])
+        if "video" in change:
+            self._videos[change["video"]["video_id"]] = StoredVideo(**change["video"])
+        if "forget" in change:
+            self._keys.pop(change["forget"], None)
+            self._videos.pop(change["forget"], None)
+
+    def _save(self, entry: UploadKey | None = None, video: StoredVideo | None = None, forget: str | None = None) -> None:
+        """Append one change to the state log: constant cost per call (rewriting the whole
+        state made 10,000 uploads cost time quadratic in the keys held)."""
+        change: dict[str, Any] = {}
+        if entry is not None:
+            # Not asdict(): it deep-copies `live`, which holds the streaming request's socket.
+            change["key"] = {f.name: getattr(entry, f.name) for f in fields(entry) if f.name != "live"}
+        if video is not None:
+            change["video"] = asdict(video)
+        if forget is not None:
+            change["forget"] = forget
+        append_json_line(self._state_path, change)
 
     def issue_key(self) -> str:
         key = str(uuid.uuid4())
         self._keys[key] = UploadKey(key=key, created=time.time())
-        self._save()
+        self._save(self._keys[key])
         return key
 
     def lookup(self, key: str) -> UploadKey:
@@ -140,7 +158,7 @@ class VaultStore:
         entry.completed, entry.visible_at, entry.stored_size, entry.live = now, now + delay, size, None
         video = StoredVideo(attempt.key, filename, size, sha256, str(target))
         self._videos[attempt.key] = video
-        self._save()
+        self._save(entry, video)
         return video
 
     def progress(self, key: str) -> tuple[str | None, int, int]:
@@ -159,7 +177,7 @@ class VaultStore:
             raise VaultError(404, "not_found", "no such video")
         shutil.rmtree(Path(video.path).parent, ignore_errors=True)
         self._keys.pop(video_id, None)
-        self._save()
+        self._save(forget=video_id)
 
     def videos(self) -> list[dict[str, Any]]:
         return [asdict(video) for video in self._videos.values()]
