@@ -4,9 +4,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 APT_RUN  := libsystemd-dev pkg-config gcc python3-dev
-APT_TEST := $(APT_RUN) curl php-cli
+APT_TEST := $(APT_RUN) curl php-cli systemd
 
-.PHONY: run test campaign bench apt-run apt-test clean
+.PHONY: run test campaign bench install apt-run apt-test clean
 
 run: $(BIN)/.installed-run
 	$(BIN)/vaultdrop run --sandbox
@@ -19,6 +19,11 @@ campaign: $(BIN)/.installed-test
 
 bench: $(BIN)/.installed-test
 	$(BIN)/python benchmarks/run.py
+
+# As root: the service under systemd (deploy/install.sh says what it does and what is next).
+install:
+	$(call apt_ensure,$(APT_RUN) python3-venv)
+	deploy/install.sh
 
 # Install Debian packages only when one is missing (apt-get update once, first).
 define apt_ensure

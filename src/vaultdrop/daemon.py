@@ -116,9 +116,9 @@ class Daemon:
         self.pipeline = make_pipeline(self.settings, self.journal, self._folder_for)
         try:
             self._apply_folders(self.settings.folders)
-            self._notifier.ready(self._status_line())
             log(logging.INFO, f"ready: watching {len(self._folders)} folder(s), journal "
                 f"{self.journal.path}", event="daemon_ready")
+            self._notifier.ready(self._status_line())
             self._spawn(self._pinger())
             self._spawn(self._periodic_rescan())
             await self._schedule()

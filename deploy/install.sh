@@ -1,0 +1,57 @@
+#!/bin/sh
+# Install vaultdrop as a systemd service on this host (Debian 12 or later), as root, from
+# a checkout: `make install` (which first installs the Debian build packages), or
+# `deploy/install.sh` directly. Safe to run again to upgrade: the configuration and the
+# secrets in /etc/vaultdrop are never overwritten.
+#
+#   PREFIX=/opt/vaultdrop   where the program's virtualenv goes (the unit's ExecStart)
+#   --no-venv               keep the program already in $PREFIX (service files only)
+set -eu
+
+SRC=$(cd "$(dirname "$0")/.." && pwd)
+PREFIX=${PREFIX:-/opt/vaultdrop}
+[ "$(id -u)" = 0 ] || { echo "install.sh: run as root" >&2; exit 1; }
+
+if [ "${1:-}" != "--no-venv" ]; then
+    echo "== program: $PREFIX"
+    python3 -m venv "$PREFIX"
+    "$PREFIX/bin/pip" install -q --upgrade pip
+    "$PREFIX/bin/pip" install -q "$SRC"
+    install -m 0644 "$SRC/README.md" "$PREFIX/README.md"
+fi
+
+echo "== user vaultdrop, folders under /srv/vaultdrop"
+install -D -m 0644 "$SRC/deploy/vaultdrop.sysusers" /etc/sysusers.d/vaultdrop.conf
+systemd-sysusers /etc/sysusers.d/vaultdrop.conf
+install -D -m 0644 "$SRC/deploy/vaultdrop.tmpfiles" /etc/tmpfiles.d/vaultdrop.conf
+systemd-tmpfiles --create /etc/tmpfiles.d/vaultdrop.conf
+
+echo "== configuration: /etc/vaultdrop"
+install -d -m 0750 -o root -g vaultdrop /etc/vaultdrop
+if [ ! -e /etc/vaultdrop/vaultdrop.toml ]; then
+    install -m 0640 -o root -g vaultdrop "$SRC/config.example.toml" /etc/vaultdrop/vaultdrop.toml
+fi
+
+echo "== unit and journal message catalog"
+install -D -m 0644 "$SRC/deploy/vaultdrop.service" /etc/systemd/system/vaultdrop.service
+install -D -m 0644 "$SRC/deploy/vaultdrop.catalog" /usr/local/lib/systemd/catalog/vaultdrop.catalog
+journalctl --update-catalog
+if [ -d /run/systemd/system ]; then
+    systemctl daemon-reload
+fi
+
+cat <<'NEXT'
+
+vaultdrop is installed. Next:
+  1. edit /etc/vaultdrop/vaultdrop.toml (vault user, base_url, folders);
+     folders outside /srv/vaultdrop also need `systemctl edit vaultdrop`:
+       [Service]
+       ReadWritePaths=/your/folder
+  2. store the vault password (read by the unit as the credential vault-password):
+       install -m 0600 /dev/stdin /etc/vaultdrop/vault-password   (type it, then Ctrl-D)
+  3. check and start:
+       CREDENTIALS_DIRECTORY=/etc/vaultdrop /opt/vaultdrop/bin/vaultdrop check-config
+       systemctl enable --now vaultdrop
+       journalctl -u vaultdrop -f
+  Operators who drop files: usermod -aG vaultdrop NAME
+NEXT

@@ -1,0 +1,144 @@
+"""vaultdrop as an operator runs it: the deploy/ files installed into a real systemd."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vaultdrop.journal import JobState
+from vaultdrop.logs import MESSAGE_IDS
+from vaultdrop.sandbox.launcher import SandboxProcess
+
+from ..integration.harness import DaemonRunner, toml_value, wait_for
+from ..integration.test_daemon import write
+from .container import BootedSystem, require_namespaces, shared_paths
+from .journald import require_root_and
+
+UNIT_STARTED = "39f53479d3a045ac8e11786248231fbf"  # systemd's own "Started <unit>" MESSAGE_ID
+
+
+@pytest.fixture
+def system(tmp_path: Path) -> Iterator[BootedSystem]:
+    require_root_and("/lib/systemd/systemd", "systemctl", "journalctl", "unshare", "nsenter", "/usr/sbin/pivot_root")
+    require_namespaces()
+    booted = BootedSystem(tmp_path / "system", shared_paths())
+    yield booted
+    if booted.unshare.poll() is None:
+        print(booted.run("journalctl", "--no-pager", "-n", "300", check=False).stdout)
+        booted.kill()
+
+
+def install(system: BootedSystem, sandbox: SandboxProcess) -> DaemonRunner:
+    """deploy/install.sh inside the system, the test's venv as /opt/vaultdrop, a config
+    pointing at the sandbox with the password as a credential file."""
+    root = system.root
+    repo = shared_paths()[0]
+    (root / "opt/vaultdrop").symlink_to(Path(sys.prefix).resolve())
+    system.run(str(repo / "deploy/install.sh"), "--no-venv")
+    password = root / "etc/vaultdrop/vault-password"
+    password.write_text(sandbox.password + "\n")
+    password.chmod(0o600)
+    dropin = ["[Service]", "WatchdogSec=5s", "RestartSec=1s", "Environment=VAULTDROP_TEST_HANG_ON_SIGUSR2=1"]
+    if any(p.is_relative_to(home) for p in shared_paths() for home in (Path("/home"), Path("/root"))):
+        dropin += ["ProtectHome=tmpfs", "BindReadOnlyPaths=" + " ".join(map(str, shared_paths()))]
+    (root / "etc/systemd/system/vaultdrop.service.d").mkdir(parents=True)
+    (root / "etc/systemd/system/vaultdrop.service.d/test.conf").write_text("\n".join(dropin) + "\n")
+    system.run("systemctl", "daemon-reload")
+
+    runner = DaemonRunner(root / "srv/vaultdrop", sandbox)
+    runner.state = system.upper / "var/lib/vaultdrop"
+    runner.config_path = root / "etc/vaultdrop/vaultdrop.toml"
+    runner.daemon.update(state_dir="/var/lib/vaultdrop", concurrency=1, small_file_size=0,
+                         bandwidth_limit=500_000, drain_timeout=30)
+    del runner.vault["password"]
+    runner.folder.update(path="/srv/vaultdrop/drop", archive_dir="/srv/vaultdrop/archive",
+                         failed_dir="/srv/vaultdrop/failed")
+    runner.write_config()
+    return runner
+
+
+def unit_journal(system: BootedSystem, *matches: str) -> list[dict[str, Any]]:
+    """`journalctl -u vaultdrop`: the service's lines and systemd's lines about it."""
+    return system.journal("-u", "vaultdrop", *matches)
+
+
+def test_lifecycle_under_systemd(system: BootedSystem, sandbox: SandboxProcess) -> None:
+    runner = install(system, sandbox)
+    root = system.root
+
+    # start: `systemctl start` returns once vaultdrop said READY=1, with its STATUS=
+    system.run("systemctl", "start", "vaultdrop")
+    unit = system.show("vaultdrop", "ActiveState", "MainPID", "StatusText", "User")
+    assert unit["ActiveState"] == "active" and unit["User"] == "vaultdrop"
+    assert unit["StatusText"] == "0 uploading, 0 queued, 0 done, 0 failed"
+    ids = [e.get("MESSAGE_ID") for e in unit_journal(system)]
+    assert ids.index(MESSAGE_IDS["daemon_ready"]) < ids.index(UNIT_STARTED), "active only after READY"
+
+    # a dropped file reaches the sandbox vault and is archived
+    digest = write(runner.drop / "first.mov", 200_000)
+    first = runner.wait_state("first.mov", JobState.DONE)
+    assert [v["sha256"] for v in runner.uploads_of("first.mov")] == [digest]
+    assert (runner.archive / "first.mov").exists()
+
+    # reload: a new folder is watched by the same process
+    drop2 = root / "srv/vaultdrop/drop2"
+    drop2.mkdir()
+    user = next(line.split(":") for line in (root / "etc/passwd").read_text().splitlines()
+                if line.startswith("vaultdrop:"))
+    os.chown(drop2, int(user[2]), int(user[3]))
+    with runner.config_path.open("a") as config:
+        config.write('\n[[folders]]\npath = "/srv/vaultdrop/drop2"\nsettle = 0.5\n')
+    system.run("systemctl", "reload", "vaultdrop")
+    digest2 = write(drop2 / "second.mov", 50_000)
+    runner.wait_state("second.mov", JobState.DONE)
+    assert [v["sha256"] for v in runner.uploads_of("second.mov")] == [digest2]
+    assert system.show("vaultdrop", "MainPID")["MainPID"] == unit["MainPID"], "reloaded, not restarted"
+    assert unit_journal(system, f"MESSAGE_ID={MESSAGE_IDS['config_reloaded']}")
+
+    # a hung event loop stops the watchdog pings: systemd kills and restarts vaultdrop
+    system.run("systemctl", "kill", "--kill-who=main", "--signal=SIGUSR2", "vaultdrop")
+    restarted = wait_for(lambda: (lambda u: u["NRestarts"] == "1" and u["ActiveState"] == "active" and u)(
+        system.show("vaultdrop", "NRestarts", "ActiveState", "MainPID")), timeout=60, interval=0.5,
+        what="watchdog restart")
+    assert restarted["MainPID"] != unit["MainPID"]
+    assert any("Watchdog timeout" in e["MESSAGE"] for e in unit_journal(system))
+
+    # stop drains: the running upload finishes, the queued file waits in the journal
+    big = write(runner.drop / "big.mov", 2_500_000)  # 5 s at bandwidth_limit
+    runner.wait_state("big.mov", JobState.UPLOADING)
+    write(runner.drop / "later.mov", 10_000)
+    runner.wait_state("later.mov", JobState.QUEUED)
+    system.run("systemctl", "stop", "vaultdrop")
+    stopped = system.show("vaultdrop", "ActiveState", "Result")
+    assert stopped == {"ActiveState": "inactive", "Result": "success"}
+    assert runner.job_states() == {"first.mov": JobState.DONE, "second.mov": JobState.DONE,
+                                   "big.mov": JobState.DONE, "later.mov": JobState.QUEUED}
+    assert [v["sha256"] for v in runner.uploads_of("big.mov")] == [big] and runner.uploads_of("later.mov") == []
+    assert any(e["MESSAGE"].startswith("stopping: waiting up to 30 s") for e in unit_journal(system))
+
+    # the operator's view: structured fields, and `journalctl -x` explains key events
+    lines = unit_journal(system, f"JOB_ID={first.id}")
+    assert [e["STAGE"] for e in lines] == ["queued", "uploading", "confirming", "finishing", "done"]
+    assert all(e["SYSLOG_IDENTIFIER"] == "vaultdrop" and e["FILE"] == "first.mov" for e in lines)
+    assert lines[-1]["VIDEO_ID"] == first.video_id and lines[-1]["MESSAGE_ID"] == MESSAGE_IDS["job_done"]
+    explained = system.run("journalctl", "-u", "vaultdrop", "-x", "--no-pager",
+                           f"MESSAGE_ID={MESSAGE_IDS['job_done']}", f"JOB_ID={first.id}").stdout
+    assert f"The file first.mov from /srv/vaultdrop/drop is in the vault as video {first.video_id}" in explained
+
+    # a configuration error: exit 78, and no restart loop
+    runner.vault["max_attempts"] = 0
+    runner.write_config()
+    restarts = system.show("vaultdrop", "NRestarts")["NRestarts"]
+    assert system.run("systemctl", "start", "vaultdrop", check=False).returncode != 0
+    failed = {"ActiveState": "failed", "ExecMainStatus": "78", "NRestarts": restarts}
+    assert system.show("vaultdrop", *failed) == failed
+    time.sleep(3)  # RestartSec=1s: a restart loop would have begun by now
+    assert system.show("vaultdrop", *failed) == failed
+
+    system.poweroff()
