@@ -19,6 +19,10 @@ from .signing import sign_control_request
 MAX_JSON_BYTES = 1024 * 1024
 
 
+class NoAnswer(RetryLater):
+    """The call may or may not have reached the server: its effect is unknown."""
+
+
 class ControlClient:
     def __init__(self, api_url: str, api_key: str, api_secret: str, cdn: int, *,
                  timeout: float = 60.0, clock: Callable[[], float] = time.time) -> None:
@@ -46,7 +50,7 @@ class ControlClient:
                     if len(body) > MAX_JSON_BYTES:
                         raise ProtocolError(f"{command}: response over {MAX_JSON_BYTES} bytes refused")
         except httpx.TransportError as exc:
-            raise RetryLater(f"{command}: {type(exc).__name__}: {exc}") from None
+            raise NoAnswer(f"{command}: {type(exc).__name__}: {exc}") from None
         if response.status_code >= 500 or response.status_code == 429:
             raise RetryLater(f"{command}: HTTP {response.status_code}")
         try:

@@ -35,18 +35,19 @@ class JobState(StrEnum):
 
 TERMINAL = frozenset({JobState.DONE, JobState.FAILED, JobState.SKIPPED})
 ACTIVE = tuple(s for s in JobState if s not in TERMINAL)
+UNCONFIRMED = (JobState.QUEUED, JobState.UPLOADING, JobState.CONFIRMING)
 
 ALLOWED: dict[JobState, frozenset[JobState]] = {
-    JobState.QUEUED: frozenset({JobState.UPLOADING, JobState.SKIPPED, JobState.FAILED}),
+    JobState.QUEUED: frozenset({JobState.UPLOADING, JobState.FINISHING, JobState.FAILED}),
     JobState.UPLOADING: frozenset({JobState.CONFIRMING, JobState.QUEUED, JobState.FAILED}),
     JobState.CONFIRMING: frozenset(
         {JobState.UPLOADING, JobState.QUEUED, JobState.S3_QUEUEING, JobState.FINISHING, JobState.FAILED}
     ),
     JobState.S3_QUEUEING: frozenset({JobState.S3_WAITING, JobState.FAILED}),
     JobState.S3_WAITING: frozenset({JobState.FINISHING, JobState.FAILED}),
-    JobState.FINISHING: frozenset({JobState.DONE, JobState.FAILED}),
+    JobState.FINISHING: frozenset({JobState.DONE, JobState.SKIPPED, JobState.FAILED}),
     JobState.DONE: frozenset(),
-    JobState.FAILED: frozenset({JobState.QUEUED}),
+    JobState.FAILED: frozenset({JobState.QUEUED, JobState.UPLOADING}),
     JobState.SKIPPED: frozenset(),
 }
 
@@ -246,8 +247,10 @@ class Journal:
         """Journal a settled file; None when this exact file is already known.
 
         A still-queued job for the same path whose file changed is updated in place:
-        nothing was sent yet, so it simply uploads the newer content. A job already in
-        flight for the path checks the file itself before trusting its upload.
+        nothing was sent yet, so it simply uploads the newer content. A job uploading the
+        path checks the file itself before trusting its upload. Once a job's video is
+        confirmed, new content at its path is a new job (and that job's post-action leaves
+        the newer file alone).
         """
         now = self._clock()
         with self._write() as db:
@@ -257,13 +260,13 @@ class Journal:
             ).fetchone()
             if known:
                 return None
-            placeholders = ",".join("?" * len(ACTIVE))
+            placeholders = ",".join("?" * len(UNCONFIRMED))
             active = db.execute(
                 f"SELECT id, state FROM jobs WHERE folder=? AND relpath=? AND state IN ({placeholders})",
-                _params(identity.folder, identity.relpath, *ACTIVE),
+                _params(identity.folder, identity.relpath, *UNCONFIRMED),
             ).fetchone()
             if active and active["state"] != JobState.QUEUED.value:
-                return None  # in flight: its own stages notice the change and start over
+                return None  # uploading: its confirm stage notices the change and starts over
             if active:
                 db.execute(
                     "UPDATE jobs SET size=?, mtime_ns=?, inode=?, updated_at=? WHERE id=?",
@@ -354,10 +357,15 @@ class Journal:
     # -- operator commands -----------------------------------------------------------
 
     def retry(self, job_id: int) -> Job:
-        """Operator asked to try a failed job again: fresh attempts, due now."""
+        """Operator asked to try a failed job again: fresh attempts, due now.
+
+        A job that already holds an upload key resumes on that key (progress first), so
+        a video that did reach the vault is confirmed, never uploaded a second time.
+        """
         job = self._require(job_id)
-        return self.transition(job, JobState.QUEUED, "retry requested", attempts=0, not_before=0,
-                               last_error=None, upload_key=None, video_id=None, bytes_sent=0)
+        state = JobState.UPLOADING if job.upload_key else JobState.QUEUED
+        return self.transition(job, state, "retry requested", attempts=0, not_before=0, last_error=None,
+                               s3_request_id=None, s3_status=None)
 
     def forget(self, job_id: int) -> None:
         """Drop a finished job so an identical file would be uploaded again."""

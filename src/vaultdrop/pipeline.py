@@ -27,6 +27,7 @@ from .throttle import Throttle
 from .vault import FileChanged, KeyUsed, Progress, UnknownKey, VaultClient
 
 PROGRESS_WRITE_INTERVAL = 1.0
+CRASH_PAUSE = 60.0
 
 
 class S3Stage(Protocol):
@@ -83,7 +84,22 @@ class Pipeline:
             await self._s3.aclose()
 
     async def run(self, job: Job) -> Job:
-        """Drive one job until it ends or waits for a retry."""
+        """Drive one job until it ends or waits for a retry; only ConfigError escapes.
+
+        If even the failure handling breaks (journal or filesystem trouble, a bug), the
+        job rests for CRASH_PAUSE instead of being picked up again at once.
+        """
+        try:
+            return await self._drive(job)
+        except ConfigError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one job's trouble must not spin or stop the daemon
+            log(logging.ERROR, f"job {job.id} ({job.relpath}) set aside for {CRASH_PAUSE:g} s: {exc!r}",
+                exc_info=True, **job_fields(job))
+            current = self.journal.get(job.id) or job
+            return self.journal.update(current, not_before=self._clock() + CRASH_PAUSE, last_error=repr(exc))
+
+    async def _drive(self, job: Job) -> Job:
         resumed = job.state is not JobState.QUEUED
         while job.state not in TERMINAL:
             folder = self._folder_for(job)
@@ -128,15 +144,12 @@ class Pipeline:
             raise RetryLater("the file is empty now")
         if self.settings.daemon.dedupe == "sha256":
             digest = await asyncio.to_thread(sha256_of, job.path)
+            if self._refresh_identity(job) != job:
+                raise RetryLater("file changed while its checksum was computed")
             twin = self.journal.find_done_by_sha256(digest, job.id)
-            if twin is not None:
-                job = self.journal.transition(job, JobState.SKIPPED, f"same content as job {twin.id}",
-                                              sha256=digest, video_id=twin.video_id)
-                log_change(self.journal, job, logging.INFO,
-                           f"skipped: {job.relpath} has the same content as job {twin.id}")
-                if folder is not None:
-                    await postaction.finish(folder, job.relpath, job.id)
-                return job
+            if twin is not None:  # FINISHING without an upload key ends as SKIPPED
+                return self._changed(job, JobState.FINISHING, logging.INFO, f"same content as job {twin.id}",
+                                     sha256=digest, video_id=twin.video_id)
         key = await self.vault.new_upload_key()
         job = self.journal.transition(job, JobState.UPLOADING, f"upload key {key}", upload_key=key, bytes_sent=0)
         log_change(self.journal, job, logging.INFO, f"uploading: {job.relpath}")
@@ -182,8 +195,9 @@ class Pipeline:
             if progress.video_id:
                 break
             if self._clock() >= deadline:
-                return self._changed(job, JobState.UPLOADING, logging.WARNING,
-                                     "no video id after the upload: sending again on the same key")
+                self._changed(job, JobState.UPLOADING, logging.WARNING,
+                              "no video id after the upload: sending again on the same key")
+                raise RetryLater(f"no video id {self.settings.vault.confirm_timeout:g} s after the upload")
             await self._sleep(self.settings.vault.poll_interval)
         if progress.size != job.size or progress.received != job.size:
             return await self._discard(job, progress.video_id,
@@ -196,7 +210,8 @@ class Pipeline:
             sha256 = await asyncio.to_thread(sha256_of, job.path)
         next_state = JobState.S3_QUEUEING if folder is not None and folder.s3 is not None else JobState.FINISHING
         job = self.journal.transition(job, next_state, f"video {progress.video_id} confirmed",
-                                      video_id=progress.video_id, sha256=sha256, s3_since=self._clock())
+                                      video_id=progress.video_id, sha256=sha256, s3_since=self._clock(),
+                                      attempts=0)
         log_change(self.journal, job, logging.INFO, f"confirmed: {job.relpath} is video {job.video_id}")
         return job
 
@@ -227,8 +242,16 @@ class Pipeline:
         raise RetryLater(reason)
 
     async def _finish(self, job: Job, folder: FolderSettings | None) -> Job:
-        outcome = await postaction.finish(folder, job.relpath, job.id) if folder is not None else "kept"
-        return self.journal.transition(job, JobState.DONE, outcome, last_error=None)
+        """Keep, delete or archive the file: only if it is still the file that was uploaded."""
+        info = self._stat_or_none(job)
+        if folder is None:
+            outcome = "kept: its folder is no longer configured"
+        elif info is None or _identity(info) != (job.size, job.mtime_ns, job.inode):
+            outcome = "left alone: the path now holds other content or nothing"
+        else:
+            outcome = await postaction.finish(folder, job.relpath, job.id)
+        final = JobState.DONE if job.upload_key else JobState.SKIPPED
+        return self.journal.transition(job, final, outcome, last_error=None)
 
     # -- outcomes --------------------------------------------------------------------
 
@@ -248,11 +271,14 @@ class Pipeline:
 
     async def _fail(self, job: Job, folder: FolderSettings | None, error: str) -> Job:
         current = self.journal.get(job.id) or job
-        outcome = "no folder" if folder is None else await postaction.fail(
-            folder, current.relpath, current.id,
-            {"job_id": current.id, "file": current.relpath, "error": error, "attempts": current.attempts,
-             "upload_key": current.upload_key, "video_id": current.video_id, "state": current.state.value},
-        )
+        try:
+            outcome = "no folder" if folder is None else await postaction.fail(
+                folder, current.relpath, current.id,
+                {"job_id": current.id, "file": current.relpath, "error": error, "attempts": current.attempts,
+                 "upload_key": current.upload_key, "video_id": current.video_id, "state": current.state.value},
+            )
+        except OSError as exc:
+            outcome = f"left in place: cannot move it to failed_dir: {exc}"
         job = self.journal.transition(current, JobState.FAILED, f"{error} ({outcome})", last_error=error)
         log_change(self.journal, job, logging.ERROR, f"failed: {job.relpath}: {error} ({outcome})",
                    event="job_failed")

@@ -15,13 +15,14 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from .config import FolderSettings, Settings
-from .control import ControlClient
-from .errors import JobFailed
+from .control import ControlClient, NoAnswer
+from .errors import JobFailed, ProtocolError, RetryLater, VaultdropError
 from .journal import Job, JobState, Journal
 from .logs import log_change
 from .watch import SIDECAR_SUFFIX
 
 STATUS_PAGE = 100
+MAX_STATUS_PAGES = 50
 NOT_FOUND_GRACE = 120.0  # a fresh request may take a moment to be listed
 REQUESTING = "requesting"
 
@@ -81,21 +82,30 @@ class S3Queue:
         if job.s3_status == REQUESTING:
             found = await self._find(lambda r: _same_request(r, fields))
             if found is not None:
-                return self._waiting(job, int(found["id"]), "adopted after restart")
-        job = self._journal.update(job, s3_status=REQUESTING)
-        request_id = await self.client.aws_upload(**fields)
+                return self._waiting(job, found["id"], "adopted after restart")
+            if self._clock() - (job.s3_since or 0) < NOT_FOUND_GRACE:
+                raise RetryLater("an earlier aws.upload may still appear in aws.status; not sending it twice")
+        job = self._journal.update(job, s3_status=REQUESTING, s3_since=self._clock())
+        try:
+            request_id = await self.client.aws_upload(**fields)
+        except (NoAnswer, ProtocolError):
+            raise  # outcome unknown: stay REQUESTING, so the next try looks before it sends
+        except VaultdropError:
+            self._journal.update(job, s3_status=None)  # the server answered: nothing was queued
+            raise
         return self._waiting(job, request_id, "queued")
 
     def _waiting(self, job: Job, request_id: int, how: str) -> Job:
         job = self._journal.transition(job, JobState.S3_WAITING, f"S3 request {request_id} {how}",
-                                       s3_request_id=request_id, s3_status="queued", s3_since=self._clock())
+                                       s3_request_id=request_id, s3_status="queued", s3_since=self._clock(),
+                                       attempts=0)
         log_change(self._journal, job, logging.INFO, f"S3 request {request_id} {how}: {job.relpath}")
         return job
 
     async def follow(self, job: Job, folder: FolderSettings) -> Job:
         """One look at the request; the pipeline comes back after status_poll_interval."""
         assert self._settings.scaleengine is not None
-        record = await self._find(lambda r: r.get("id") == job.s3_request_id)
+        record = await self._find(lambda r: _request_id(r) == job.s3_request_id)
         waited = self._clock() - (job.s3_since or job.updated_at)
         if record is None:
             if waited > NOT_FOUND_GRACE:
@@ -105,7 +115,7 @@ class S3Queue:
             status = str(record.get("status"))
         if status == "complete":
             job = self._journal.transition(job, JobState.FINISHING, f"S3 request {job.s3_request_id} complete",
-                                           s3_status=status)
+                                           s3_status=status, attempts=0)
             log_change(self._journal, job, logging.INFO, f"S3 copy complete: {job.relpath}")
             return job
         if status == "failed":
@@ -116,14 +126,28 @@ class S3Queue:
                                     not_before=self._clock() + self._settings.scaleengine.status_poll_interval)
 
     async def _find(self, match: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
-        """Page through aws.status (newest first) until a record matches or the list ends."""
-        offset = 0
-        while True:
-            page = await self.client.aws_status(STATUS_PAGE, offset)
-            found = next((r for r in page if match(r)), None)
+        """Page through aws.status (newest first) until a record matches or the list ends.
+
+        Bounded: a server that ignores `offset` (the same page again) or lists without
+        end is refused rather than followed forever.
+        """
+        seen: set[int | None] = set()
+        for page_number in range(MAX_STATUS_PAGES):
+            page = await self.client.aws_status(STATUS_PAGE, page_number * STATUS_PAGE)
+            found = next((r for r in page if _request_id(r) is not None and match(r)), None)
             if found is not None or len(page) < STATUS_PAGE:
                 return found
-            offset += STATUS_PAGE
+            ids = {_request_id(r) for r in page}
+            if ids & seen:
+                raise ProtocolError("aws.status repeats records across pages (offset ignored?)")
+            seen |= ids
+        raise ProtocolError(f"aws.status still listing after {MAX_STATUS_PAGES * STATUS_PAGE} records")
+
+
+def _request_id(record: dict[str, Any]) -> int | None:
+    """A record's id when it is a real request id (not a bool, string or float)."""
+    value = record.get("id")
+    return value if type(value) is int and value > 0 else None
 
 
 def _same_request(record: dict[str, Any], fields: dict[str, Any]) -> bool:

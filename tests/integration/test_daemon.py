@@ -104,7 +104,7 @@ def test_retries_after_5xx_and_dropped_connections(runner: DaemonRunner) -> None
     runner.start()
     digest = write(runner.drop / "r.mov", 300_000)
     job = runner.wait_state("r.mov", JobState.DONE)
-    assert job.attempts == 3
+    assert job.attempts == 0, "a confirmed video starts the next stage with fresh attempts"
     assert [v["sha256"] for v in runner.uploads_of("r.mov")] == [digest]
     posts = [r for r in runner.sandbox.log() if r["endpoint"] == "upload"]
     assert [r["status"] for r in posts][:2] == [503, 503] and len(posts) == 4
@@ -206,3 +206,26 @@ def test_rejected_credentials_stop_the_daemon_with_78(runner: DaemonRunner) -> N
     assert runner.wait_exit() == 78
     assert "vault.password" in runner.output() and "wrong-password" not in runner.output()
     assert (runner.drop / "x.mov").exists()
+
+
+def test_missing_video_id_is_retried_a_bounded_number_of_times(runner: DaemonRunner) -> None:
+    runner.vault.update(confirm_timeout=0.5, max_attempts=3)
+    runner.sandbox.add_fault(endpoint="upload", action="late_video_id", seconds=60)
+    runner.start()
+    write(runner.drop / "never.mov", 5000)
+    job = runner.wait_state("never.mov", JobState.FAILED)
+    posts = [r for r in runner.sandbox.log() if r["endpoint"] == "upload"]
+    assert len(posts) == 3 and {r["upload_key"] for r in posts} == {job.upload_key}
+
+
+def test_unusable_failed_dir_leaves_the_file_in_place_instead_of_spinning(runner: DaemonRunner) -> None:
+    blocker = runner.base / "not-a-dir"
+    blocker.write_text("")
+    runner.folder["failed_dir"] = str(blocker / "failed")
+    runner.sandbox.add_fault(endpoint="upload", action="status", status=413, code="too_large")
+    runner.start()
+    write(runner.drop / "stuck.mov", 5000)
+    runner.wait_state("stuck.mov", JobState.FAILED)
+    assert (runner.drop / "stuck.mov").exists()
+    assert runner.saw("left in place: cannot move it to failed_dir")
+    assert len([r for r in runner.sandbox.log() if r["endpoint"] == "upload"]) == 1

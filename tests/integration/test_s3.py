@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 
 from vaultdrop.journal import JobState
 
-from .harness import DaemonRunner
+from .harness import DaemonRunner, wait_for
 from .test_daemon import write
 
 
@@ -72,3 +74,34 @@ def test_kill9_between_queue_and_status_does_not_queue_twice(runner: DaemonRunne
     assert len(aws_uploads(runner)) == 1
     day = time.strftime("%Y-%m-%d", time.gmtime(job.created_at))
     assert [o["destination_path"] for o in runner.sandbox.s3_objects()] == [f"{day}/k-{job.video_id}.mov"]
+
+
+def test_retrying_a_job_that_failed_after_the_vault_confirmed_does_not_upload_again(runner: DaemonRunner) -> None:
+    enable_s3(runner)
+    runner.folder.pop("failed_dir")
+    runner.sandbox.add_fault(endpoint="aws.upload", action="vendor_code", code="0006")
+    runner.start()
+    write(runner.drop / "again.mov", 10_000)
+    job = runner.wait_state("again.mov", JobState.FAILED)
+    assert job.video_id and len(runner.sandbox.videos()) == 1
+    subprocess.run([sys.executable, "-m", "vaultdrop.cli", "jobs", "retry", str(job.id), "--config",
+                    str(runner.config_path)], check=True, capture_output=True, timeout=60)
+    runner.wait_state("again.mov", JobState.DONE)
+    assert len(runner.sandbox.videos()) == 1 and len(runner.sandbox.s3_objects()) == 1
+
+
+def test_file_replaced_while_its_s3_copy_runs_is_not_deleted_unuploaded(runner: DaemonRunner) -> None:
+    enable_s3(runner)
+    runner.folder.update(after_upload="delete")
+    runner.folder.pop("archive_dir")
+    runner.sandbox.add_fault(endpoint="aws.status", action="stall", seconds=3)
+    runner.start()
+    write(runner.drop / "cam.mov", 10_000)
+    first = runner.wait_state("cam.mov", JobState.S3_WAITING)
+    newer = write(runner.drop / "cam.mov", 20_000)
+    wait_for(lambda: newer in {v["sha256"] for v in runner.sandbox.videos()}, timeout=30,
+             what="the newer content uploaded")
+    wait_for(lambda: all(j.state is JobState.DONE for j in runner.jobs()) and len(runner.jobs()) == 2,
+             timeout=30, what="both jobs done")
+    assert first.video_id in {v["video_id"] for v in runner.sandbox.videos()}
+    assert not (runner.drop / "cam.mov").exists(), "deleted only by the job that uploaded that content"

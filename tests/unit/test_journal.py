@@ -106,3 +106,17 @@ def test_file_changing_under_an_upload_is_not_a_second_job(journal: Journal) -> 
     assert journal.enqueue(identity(size=99, mtime=2)) is None
     assert journal.counts()[JobState.UPLOADING] == 1 and journal.counts()[JobState.QUEUED] == 0
     assert journal.get(job.id).size == 10
+
+
+def test_retry_resumes_on_the_committed_key(journal: Journal) -> None:
+    job = journal.transition(journal.enqueue(identity()), JobState.UPLOADING, upload_key="K")
+    job = journal.transition(job, JobState.FAILED, last_error="x", s3_status="requesting")
+    retried = journal.retry(job.id)
+    assert retried.state is JobState.UPLOADING and retried.upload_key == "K" and retried.s3_status is None
+
+
+def test_new_content_after_confirmation_is_a_new_job(journal: Journal) -> None:
+    job = journal.transition(journal.enqueue(identity()), JobState.UPLOADING, upload_key="K")
+    job = journal.transition(journal.transition(job, JobState.CONFIRMING), JobState.S3_QUEUEING, video_id="K")
+    newer = journal.enqueue(identity(size=99, mtime=5))
+    assert newer is not None and newer.id != job.id
