@@ -23,7 +23,7 @@ bench: $(BIN)/.installed-test
 # As root: the service under systemd (deploy/install.sh says what it does and what is next).
 install:
 	$(call apt_ensure,$(APT_RUN) python3-venv)
-	deploy/install.sh
+	PYTHON=$(PYTHON) deploy/install.sh
 
 # Install Debian packages only when one is missing (apt-get update once, first).
 define apt_ensure

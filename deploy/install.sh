@@ -5,16 +5,22 @@
 # secrets in /etc/vaultdrop are never overwritten.
 #
 #   PREFIX=/opt/vaultdrop   where the program's virtualenv goes (the unit's ExecStart)
+#   PYTHON=python3          the interpreter it is built on (Debian's: /usr/bin/python3)
 #   --no-venv               keep the program already in $PREFIX (service files only)
 set -eu
 
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 PREFIX=${PREFIX:-/opt/vaultdrop}
+PYTHON=${PYTHON:-python3}
 [ "$(id -u)" = 0 ] || { echo "install.sh: run as root" >&2; exit 1; }
 
 if [ "${1:-}" != "--no-venv" ]; then
     echo "== program: $PREFIX"
-    python3 -m venv "$PREFIX"
+    case $(readlink -f "$(command -v "$PYTHON")") in
+        /home/*|/root/*) echo "install.sh: $PYTHON lives in a home directory, which the unit hides" \
+                              "(ProtectHome=yes): use PYTHON=/usr/bin/python3" >&2; exit 1 ;;
+    esac
+    "$PYTHON" -m venv "$PREFIX"
     "$PREFIX/bin/pip" install -q --upgrade pip
     "$PREFIX/bin/pip" install -q "$SRC"
     install -m 0644 "$SRC/README.md" "$PREFIX/README.md"
