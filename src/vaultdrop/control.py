@@ -31,7 +31,8 @@ class ControlClient:
         self._secret = api_secret
         self._cdn = cdn
         self._clock = clock
-        self._http = httpx.AsyncClient(timeout=httpx.Timeout(timeout),
+        # identity: bodies are read raw and bounded, so a compressed one (or a bomb) is never inflated
+        self._http = httpx.AsyncClient(timeout=httpx.Timeout(timeout), headers={"Accept-Encoding": "identity"},
                                        transport=httpx.AsyncHTTPTransport(retries=2))
 
     async def aclose(self) -> None:
