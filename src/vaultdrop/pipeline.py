@@ -119,6 +119,9 @@ class Pipeline:
             resumed = False
         if job.state is JobState.DONE:
             log_done(self.journal, job)
+        elif job.state is JobState.SKIPPED:
+            log_change(self.journal, job, logging.INFO,
+                       f"skipped: {job.relpath}: its content is already video {job.video_id}")
         return job
 
     async def _step(self, job: Job, folder: FolderSettings | None, resumed: bool) -> Job:
