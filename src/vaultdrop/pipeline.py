@@ -224,8 +224,8 @@ class Pipeline:
         try:
             return job, await self.vault.progress(job.upload_key)
         except UnknownKey:
-            job = self._changed(job, JobState.QUEUED, logging.WARNING, "the vault does not know the upload key: new key",
-                                upload_key=None, bytes_sent=0)
+            job = self._changed(job, JobState.QUEUED, logging.WARNING,
+                                "the vault does not know the upload key: new key", upload_key=None, bytes_sent=0)
             return job, None
 
     def _refresh_identity(self, job: Job) -> Job:

@@ -110,7 +110,7 @@ def test_lifecycle_under_systemd(system: BootedSystem, sandbox: SandboxProcess) 
     assert any("Watchdog timeout" in e["MESSAGE"] for e in unit_journal(system))
 
     # stop drains: the running upload finishes, the queued file waits in the journal
-    big = write(runner.drop / "big.mov", 2_500_000)  # 5 s at bandwidth_limit
+    big = write(runner.drop / "big.mov", 4_000_000)  # 8 s at bandwidth_limit
     runner.wait_state("big.mov", JobState.UPLOADING)
     write(runner.drop / "later.mov", 10_000)
     runner.wait_state("later.mov", JobState.QUEUED)

@@ -29,25 +29,28 @@ def journald() -> Iterator[Journald]:
     server.stop()
 
 
+class JournaldRunner(DaemonRunner):
+    """`vaultdrop run` with a journal stream as stdout and stderr, as systemd starts it."""
+
+    def __init__(self, tmp_path: Path, sandbox: SandboxProcess, journald: Journald) -> None:
+        super().__init__(tmp_path, sandbox)
+        self.journald = journald
+        self.stream, self.journal_stream = journald.stream("vaultdrop")
+
+    def start(self, wait_ready: bool = False) -> None:
+        self.write_config()
+        env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"} | {"JOURNAL_STREAM": self.journal_stream}
+        self.process = subprocess.Popen(
+            [*self.journald.enter(), sys.executable, "-m", "vaultdrop.cli", "run", "--config", str(self.config_path)],
+            stdout=self.stream.fileno(), stderr=self.stream.fileno(), env=env)
+
+
 @pytest.fixture
-def runner(tmp_path: Path, sandbox: SandboxProcess, journald: Journald) -> Iterator[DaemonRunner]:
-    """`vaultdrop run` with the journal stream as stderr, as systemd starts it."""
-    daemon = DaemonRunner(tmp_path, sandbox)
-    stream, journal_stream = journald.stream("vaultdrop")
-
-    def start() -> None:
-        daemon.write_config()
-        env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"} | {"JOURNAL_STREAM": journal_stream}
-        daemon.process = subprocess.Popen(
-            [*journald.enter(), sys.executable, "-m", "vaultdrop.cli", "run", "--config", str(daemon.config_path)],
-            stdout=stream.fileno(), stderr=stream.fileno(), env=env)
-
-    daemon.start = start  # type: ignore[method-assign]
+def runner(tmp_path: Path, sandbox: SandboxProcess, journald: Journald) -> Iterator[JournaldRunner]:
+    daemon = JournaldRunner(tmp_path, sandbox, journald)
     yield daemon
-    stream.close()
-    if daemon.process is not None:
-        daemon.process.terminate()
-        assert daemon.process.wait(30) == 0
+    daemon.stream.close()
+    assert daemon.stop() == 0
 
 
 def job_lines(journald: Journald, job_id: int, until_message_id: str) -> list[dict[str, Any]]:
