@@ -139,6 +139,7 @@ class Daemon:
         if self._fatal is not None:
             log(logging.CRITICAL, f"stopping on a configuration error: {self._fatal}")
             return self._fatal.exit_status
+        log(logging.INFO, "stopped: unfinished work stays resumable in the journal")
         return 0
 
     def _spawn(self, coroutine: object) -> None:
@@ -217,7 +218,7 @@ class Daemon:
                 self._reload_requested = False
                 await self._reload()
             self._start_due_jobs()
-            due = self.journal.next_due(set(self._tasks))
+            due = self.journal.next_due(set(self._tasks), self._folders)
             sleep = SCHEDULER_MAX_SLEEP if due is None else min(SCHEDULER_MAX_SLEEP, max(0.0, due - time.time()))
             self._wake.clear()
             try:
@@ -232,7 +233,7 @@ class Daemon:
         lane_free = self._small_lane is None
         if free <= 0 and not lane_free:
             return
-        for job in self.journal.runnable(time.time(), set(self._tasks), limit=concurrency + 16):
+        for job in self.journal.runnable(time.time(), set(self._tasks), concurrency + 16, self._folders):
             if free > 0:
                 free -= 1
             elif lane_free and job.size <= self.settings.daemon.small_file_size:

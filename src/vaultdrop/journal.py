@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, fields
 from enum import StrEnum
@@ -293,22 +293,27 @@ class Journal:
 
     # -- scheduling ------------------------------------------------------------------
 
-    def runnable(self, now: float, exclude: set[int], limit: int) -> list[Job]:
-        """Active jobs due now, oldest first, skipping those this process already runs."""
-        placeholders = ",".join("?" * len(ACTIVE))
+    def runnable(self, now: float, exclude: set[int], limit: int, folders: Collection[str]) -> list[Job]:
+        """Active jobs of configured folders due now, oldest first, minus those already running.
+
+        A job whose folder left the configuration waits (it resumes if the folder comes back)
+        rather than finishing without its folder's post-action and S3 step.
+        """
+        states, places = ",".join("?" * len(ACTIVE)), ",".join("?" * len(folders))
         rows = self._db.execute(
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state IN ({placeholders}) AND not_before <= ?"
-            " ORDER BY not_before, id LIMIT ?",
-            (*ACTIVE, now, limit + len(exclude)),
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state IN ({states}) AND folder IN ({places})"
+            " AND not_before <= ? ORDER BY not_before, id LIMIT ?",
+            (*ACTIVE, *_params(*folders), now, limit + len(exclude)),
         ).fetchall()
         return [job for job in map(self._job, rows) if job.id not in exclude][:limit]
 
-    def next_due(self, exclude: set[int]) -> float | None:
-        """Earliest not_before among active jobs not running here (for the scheduler's sleep)."""
-        placeholders = ",".join("?" * len(ACTIVE))
+    def next_due(self, exclude: set[int], folders: Collection[str]) -> float | None:
+        """Earliest not_before among runnable jobs not running here (for the scheduler's sleep)."""
+        states, places = ",".join("?" * len(ACTIVE)), ",".join("?" * len(folders))
         rows = self._db.execute(
-            f"SELECT id, not_before FROM jobs WHERE state IN ({placeholders}) ORDER BY not_before LIMIT ?",
-            (*ACTIVE, len(exclude) + 1),
+            f"SELECT id, not_before FROM jobs WHERE state IN ({states}) AND folder IN ({places})"
+            " ORDER BY not_before LIMIT ?",
+            (*ACTIVE, *_params(*folders), len(exclude) + 1),
         ).fetchall()
         return next((r["not_before"] for r in rows if r["id"] not in exclude), None)
 

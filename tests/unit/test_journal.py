@@ -62,22 +62,22 @@ def test_upload_key_survives_reopen_and_history_is_kept(tmp_path: Path) -> None:
     resumed = reopened.get(job.id)
     assert resumed.state is JobState.UPLOADING and resumed.upload_key == "K1"
     assert [h["to_state"] for h in reopened.history(job.id)] == ["queued", "uploading"]
-    assert reopened.runnable(now=0, exclude=set(), limit=10)[0].id == job.id
+    assert reopened.runnable(now=0, exclude=set(), limit=10, folders=["/drop"])[0].id == job.id
     reopened.close()
 
 
 def test_retry_is_not_before_not_a_state(journal: Journal) -> None:
     job = journal.enqueue(identity())
     journal.update(job, attempts=1, not_before=100.0, last_error="boom")
-    assert journal.runnable(now=50, exclude=set(), limit=10) == []
-    assert journal.next_due(set()) == 100.0
-    assert [j.id for j in journal.runnable(now=100, exclude=set(), limit=10)] == [job.id]
+    assert journal.runnable(now=50, exclude=set(), limit=10, folders=["/drop"]) == []
+    assert journal.next_due(set(), ["/drop"]) == 100.0
+    assert [j.id for j in journal.runnable(now=100, exclude=set(), limit=10, folders=["/drop"])] == [job.id]
 
 
 def test_runnable_skips_jobs_already_running(journal: Journal) -> None:
     a = journal.enqueue(identity("a"))
     b = journal.enqueue(identity("b", inode=8))
-    assert [j.id for j in journal.runnable(0, {a.id}, 10)] == [b.id]
+    assert [j.id for j in journal.runnable(0, {a.id}, 10, ["/drop"])] == [b.id]
 
 
 def test_operator_retry_and_forget(journal: Journal) -> None:
@@ -120,3 +120,9 @@ def test_new_content_after_confirmation_is_a_new_job(journal: Journal) -> None:
     job = journal.transition(journal.transition(job, JobState.CONFIRMING), JobState.S3_QUEUEING, video_id="K")
     newer = journal.enqueue(identity(size=99, mtime=5))
     assert newer is not None and newer.id != job.id
+
+
+def test_jobs_of_an_unconfigured_folder_wait(journal: Journal) -> None:
+    journal.enqueue(identity())
+    assert journal.runnable(0, set(), 10, ["/elsewhere"]) == []
+    assert journal.next_due(set(), ["/elsewhere"]) is None
