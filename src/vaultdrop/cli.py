@@ -37,10 +37,13 @@ def demo_settings(base: Path, url: str) -> Settings:
     }, source="the built-in sandbox demo")
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    if getattr(args, "sandbox", False):
-        return demo_settings(args.demo_dir, "http://127.0.0.1:1")
-    return load_config(args.config)
+def _journal_path(args: argparse.Namespace) -> Path:
+    """Where the journal is; --state-dir needs no config (and so no secrets) at all."""
+    if args.state_dir is not None:
+        return args.state_dir / "vaultdrop.db"
+    if args.sandbox:
+        return args.demo_dir.resolve() / "state" / "vaultdrop.db"
+    return load_config(args.config).daemon.journal_path
 
 
 # -- run -------------------------------------------------------------------------------
@@ -80,8 +83,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 # -- status and jobs --------------------------------------------------------------------
 
 
-def _journal(settings: Settings) -> Journal:
-    path = settings.daemon.journal_path
+def _journal(path: Path) -> Journal:
     if not path.exists():
         raise ConfigError(f"no journal at {path} yet: has the daemon run?")
     return Journal(path, readonly=True)
@@ -94,7 +96,7 @@ def _job_dict(job: Job) -> dict[str, Any]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    journal = _journal(_settings(args))
+    journal = _journal(_journal_path(args))
     counts = journal.counts()
     active = [j for s in (JobState.UPLOADING, JobState.CONFIRMING, JobState.S3_QUEUEING, JobState.S3_WAITING)
               for j in journal.jobs(s, limit=1000)]
@@ -111,9 +113,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    path = _journal_path(args)
     if args.action == "list":
-        jobs = _journal(settings).jobs(JobState(args.state) if args.state else None, args.limit)
+        jobs = _journal(path).jobs(JobState(args.state) if args.state else None, args.limit)
         if args.json:
             print(json.dumps([_job_dict(j) for j in jobs], indent=2))
         for job in [] if args.json else jobs:
@@ -123,14 +125,14 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     if args.id is None:
         raise ConfigError(f"jobs {args.action} needs a job id")
     if args.action == "show":
-        journal = _journal(settings)
+        journal = _journal(path)
         job = journal.get(args.id)
         if job is None:
             print(f"no job {args.id}", file=sys.stderr)
             return 1
         print(json.dumps({**_job_dict(job), "history": journal.history(job.id)}, indent=2))
         return 0
-    journal = Journal(settings.daemon.journal_path)
+    journal = Journal(path)
     try:
         if args.action == "retry":
             journal.retry(args.id)
@@ -232,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vaultdrop", description="Folders in, videos in the vault, exactly once.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def with_config(name: str, help: str, demo: bool = False) -> argparse.ArgumentParser:
+    def with_config(name: str, help: str, demo: bool = False, journal: bool = False) -> argparse.ArgumentParser:
         command = sub.add_parser(name, help=help)
         command.add_argument("--config", type=Path,
                              default=Path(os.environ.get("VAULTDROP_CONFIG", DEFAULT_CONFIG_PATH)),
@@ -241,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--sandbox", action="store_true", help="use the built-in sandbox demo setup")
             command.add_argument("--demo-dir", type=Path, default=DEMO_DIR,
                                  help="where the demo keeps its folders (default ./%(default)s)")
+        if journal:
+            command.add_argument("--state-dir", type=Path,
+                                 help="read the journal in this directory without loading the config")
         return command
 
     run = with_config("run", "run the daemon", demo=True)
@@ -253,11 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_sandbox_arguments(sandbox)
     sandbox.set_defaults(func=run_sandbox)
 
-    status = with_config("status", "job counts and uploads in flight", demo=True)
+    status = with_config("status", "job counts and uploads in flight", demo=True, journal=True)
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
 
-    jobs = with_config("jobs", "list, show, retry or forget jobs", demo=True)
+    jobs = with_config("jobs", "list, show, retry or forget jobs", demo=True, journal=True)
     jobs.add_argument("action", choices=["list", "show", "retry", "forget"], nargs="?", default="list")
     jobs.add_argument("id", type=int, nargs="?")
     jobs.add_argument("--state", choices=[s.value for s in JobState])

@@ -83,3 +83,12 @@ def test_polling_watcher_for_network_filesystems(runner: DaemonRunner) -> None:
     digest = write(runner.drop / "nfs.mov", 8000)
     runner.wait_state("nfs.mov", JobState.DONE)
     assert [v["sha256"] for v in runner.uploads_of("nfs.mov")] == [digest]
+
+
+def test_status_reads_a_journal_without_the_config_or_its_secrets(runner: DaemonRunner) -> None:
+    runner.start()
+    write(runner.drop / "n.mov", 1000)
+    runner.wait_state("n.mov", JobState.DONE)
+    result = subprocess.run([sys.executable, "-m", "vaultdrop.cli", "status", "--state-dir", str(runner.state)],
+                            capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0 and "done 1" in result.stdout

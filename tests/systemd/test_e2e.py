@@ -15,7 +15,7 @@ from vaultdrop.journal import JobState
 from vaultdrop.logs import MESSAGE_IDS
 from vaultdrop.sandbox.launcher import SandboxProcess
 
-from ..integration.harness import DaemonRunner, toml_value, wait_for
+from ..integration.harness import DaemonRunner, wait_for
 from ..integration.test_daemon import write
 from .container import BootedSystem, require_namespaces, shared_paths
 from .journald import require_root_and

@@ -15,7 +15,6 @@ from vaultdrop.config import (
     FolderSettings,
     S3Settings,
     ScaleEngineSettings,
-    Settings,
     VaultSettings,
     load_config,
     settings_from_dict,
