@@ -64,6 +64,8 @@ class VaultClient:
         self._clock = clock
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout),
+            # identity: bodies are read raw and bounded, so a compressed one (or a bomb) is never inflated
+            headers={"Accept-Encoding": "identity"},
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
             transport=httpx.AsyncHTTPTransport(retries=2),
             follow_redirects=False,
@@ -230,8 +232,10 @@ def _raise_for_status(status: int, body: bytes, path: str) -> None:
         raise ClockSkew(f"{what} (is this machine's clock right?)")
     if status == 403 or code == "bad_signature":
         raise ConfigError(f"the vault rejected our signature ({what}): check vault.user and vault.password")
-    if status == 404:
+    if status == 404 and code in ("unknown_key", "not_found"):
         raise UnknownKey(what)
+    if status == 404:  # not the vault's own answer (a proxy?): never a reason to drop a key
+        raise ProtocolError(what)
     if status == 409:
         raise KeyUsed(what)
     if status in (400, 413):

@@ -229,3 +229,14 @@ def test_unusable_failed_dir_leaves_the_file_in_place_instead_of_spinning(runner
     assert (runner.drop / "stuck.mov").exists()
     assert runner.saw("left in place: cannot move it to failed_dir")
     assert len([r for r in runner.sandbox.log() if r["endpoint"] == "upload"]) == 1
+
+
+def test_a_foreign_404_never_makes_the_job_drop_its_key(runner: DaemonRunner) -> None:
+    runner.sandbox.add_fault(endpoint="progress", action="body", status=404, body="<html>Not Found</html>",
+                             content_type="text/html", count=2)
+    runner.sandbox.add_fault(endpoint="upload", action="late_video_id", seconds=1)
+    runner.start()
+    digest = write(runner.drop / "proxy.mov", 20_000)
+    runner.wait_state("proxy.mov", JobState.DONE)
+    assert [v["sha256"] for v in runner.uploads_of("proxy.mov")] == [digest]
+    assert len([r for r in runner.sandbox.log() if r["endpoint"] == "new_key"]) == 1
