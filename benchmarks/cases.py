@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -51,7 +52,7 @@ class Scale:
     """Sizes for a full run and for a `--quick` smoke run."""
 
     throughput_size: int = 2 * GIB
-    throughput_rounds: int = 5
+    throughput_rounds: int = 7
     memory_sizes: tuple[int, ...] = (256 * MIB, 2 * GIB)
     latency_files: int = 200
     latency_spacing: float = 0.1
@@ -86,10 +87,29 @@ def _drop_stored(sandbox: SandboxProcess) -> None:
 # -- 1 + 2: throughput and CPU per GiB ---------------------------------------------------
 
 
+def _memory_backed(size: int) -> Path | None:
+    """A tmpfs directory for the sandbox's storage when there is room: both clients are then
+    timed against the wire, not against the disk's writeback of the previous round."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and shutil.disk_usage(shm).free > 3 * size:
+        return Path(tempfile.mkdtemp(prefix="vaultdrop-bench-", dir=shm))
+    return None
+
+
 def throughput(base: Path, scale: Scale) -> Outcome:
     out = Outcome()
     size = scale.throughput_size
-    with sandbox_at(base) as sandbox:
+    storage = _memory_backed(size)
+    try:
+        return _throughput(base, storage or base, scale, out)
+    finally:
+        if storage is not None:
+            shutil.rmtree(storage, ignore_errors=True)
+
+
+def _throughput(base: Path, storage: Path, scale: Scale, out: Outcome) -> Outcome:
+    size = scale.throughput_size
+    with sandbox_at(storage) as sandbox:
         runner = daemon_runner(base / "daemon", sandbox, concurrency=1, settle=1.0)
         source = base / "source.bin"
         write_random_file(source, size)
@@ -120,7 +140,7 @@ def throughput(base: Path, scale: Scale) -> Outcome:
             runner.stop()
     gib = size / GIB
     ratio = median([r["ratio"] for r in rounds])
-    out.details = {"size_bytes": size, "rounds": rounds}
+    out.details = {"size_bytes": size, "sandbox_storage": str(storage), "rounds": rounds}
     out.add("throughput", "curl: new key + POST + progress", median([r["curl_s"] for r in rounds]), "s")
     out.add("throughput", "vaultdrop: queued -> done", median([r["vaultdrop_s"] for r in rounds]), "s")
     out.add("throughput", "vaultdrop MB/s", size / 1e6 / median([r["vaultdrop_s"] for r in rounds]), "MB/s")
