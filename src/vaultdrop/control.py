@@ -13,13 +13,14 @@ from typing import Any
 
 import httpx
 
-from .errors import ClockSkew, ConfigError, JobFailed, ProtocolError, RetryLater
+from .errors import ClockSkew, ConfigError, JobFailed, ProtocolError, RetryLater, Unavailable
 from .signing import sign_control_request
+from .vault import UNREACHABLE
 
 MAX_JSON_BYTES = 1024 * 1024
 
 
-class NoAnswer(RetryLater):
+class NoAnswer(Unavailable):
     """The call may or may not have reached the server: its effect is unknown."""
 
 
@@ -51,9 +52,10 @@ class ControlClient:
                     if len(body) > MAX_JSON_BYTES:
                         raise ProtocolError(f"{command}: response over {MAX_JSON_BYTES} bytes refused")
         except httpx.TransportError as exc:
-            raise NoAnswer(f"{command}: {type(exc).__name__}: {exc}") from None
+            kind = Unavailable if isinstance(exc, UNREACHABLE) else NoAnswer
+            raise kind(f"{command}: {type(exc).__name__}: {exc}") from None
         if response.status_code >= 500 or response.status_code == 429:
-            raise RetryLater(f"{command}: HTTP {response.status_code}")
+            raise NoAnswer(f"{command}: HTTP {response.status_code}")
         try:
             answer = json.loads(body)
         except (ValueError, RecursionError):  # RecursionError: nesting deeper than Python's stack

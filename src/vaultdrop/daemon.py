@@ -137,7 +137,7 @@ class Daemon:
             self.journal.close()
             lock.close()
         if self._fatal is not None:
-            log(logging.CRITICAL, f"stopping on a configuration error: {self._fatal}")
+            log(logging.CRITICAL, f"stopping: {self._fatal}")
             return self._fatal.exit_status
         log(logging.INFO, "stopped: unfinished work stays resumable in the journal")
         return 0

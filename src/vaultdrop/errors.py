@@ -17,6 +17,11 @@ class RetryLater(VaultdropError):
     """Transient: keep the job, try again after a backoff (bounded by max_attempts)."""
 
 
+class Unavailable(RetryLater):
+    """The service is down or unreachable: an outage is waited out with growing backoff and
+    costs the job no attempt, so a long outage never fails files."""
+
+
 class ClockSkew(RetryLater):
     """The server refused our timestamp: re-sign with a fresh time, and warn about NTP."""
 

@@ -197,6 +197,9 @@ class Journal:
                 self._db.execute("PRAGMA journal_mode = WAL")
                 self._db.execute("PRAGMA synchronous = FULL")
                 self._migrate()
+            elif self._db.execute("PRAGMA user_version").fetchone()[0] == 0:
+                self._db.close()
+                raise ConfigError(f"the journal {path} is not set up yet: the daemon is starting")
         except sqlite3.Error as exc:
             raise ConfigError(f"cannot open the journal {path}: {exc}") from None
 

@@ -81,11 +81,18 @@ class _Redact(logging.Filter):
         return True
 
 
+_CONTROL_CHARACTERS = {**{i: f"\\x{i:02x}" for i in (*range(32), 127)}, 10: "\\n", 13: "\\r", 9: "\\t"}
+
+
 class _ConsoleFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+    """One record, one line: control characters (a newline in a file name) are shown
+    escaped, so a crafted name cannot forge log lines. Tracebacks follow as usual."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        line = super().formatMessage(record).translate(_CONTROL_CHARACTERS)
         fields: Mapping[str, Any] = getattr(record, "fields", {})
-        shown = " ".join(f"{k.lower()}={v}" for k, v in fields.items() if k != "MESSAGE_ID")
+        shown = " ".join(f"{k.lower()}={str(v).translate(_CONTROL_CHARACTERS)}"
+                         for k, v in fields.items() if k != "MESSAGE_ID")
         return f"{line} {shown}" if shown else line
 
 

@@ -20,7 +20,7 @@ from typing import Protocol
 
 from . import postaction
 from .config import FolderSettings, Settings
-from .errors import ClockSkew, ConfigError, JobFailed, RetryLater
+from .errors import ClockSkew, ConfigError, JobFailed, RetryLater, Unavailable
 from .journal import TERMINAL, IllegalTransition, Job, JobState, Journal
 from .logs import job_fields, log, log_change, log_done
 from .throttle import Throttle
@@ -77,6 +77,7 @@ class Pipeline:
         self._clock = clock
         self._sleep = sleep
         self._rng = rng or random.Random()
+        self._outage_streak = 0
 
     async def aclose(self) -> None:
         await self.vault.aclose()
@@ -114,6 +115,7 @@ class Pipeline:
             except Exception as exc:  # noqa: BLE001 - a bug must cost one job an attempt, not the daemon
                 log(logging.ERROR, f"unexpected error on {job.relpath}: {exc!r}", exc_info=True, **job_fields(job))
                 return await self._retry(job, folder, RetryLater(f"unexpected error: {exc!r}"))
+            self._outage_streak = 0
             if job.not_before > self._clock():
                 return job  # a stage asked to be looked at again later (S3 status polling)
             resumed = False
@@ -259,8 +261,19 @@ class Pipeline:
     # -- outcomes --------------------------------------------------------------------
 
     async def _retry(self, job: Job, folder: FolderSettings | None, exc: RetryLater) -> Job:
-        """Persist attempts + not_before so the backoff survives a restart."""
+        """Persist attempts + not_before so the backoff survives a restart.
+
+        An outage (Unavailable) spends no attempt: its backoff grows with the number of
+        outage answers in a row, across all jobs, and resets at the first success.
+        """
         current = self.journal.get(job.id) or job
+        if isinstance(exc, Unavailable):
+            self._outage_streak += 1
+            delay = backoff(self._outage_streak, self.settings.vault.backoff_base,
+                            self.settings.vault.backoff_max, self._rng)
+            log(logging.WARNING, f"service unavailable, retry in {delay:.1f} s: {current.relpath}: {exc}",
+                **job_fields(current))
+            return self.journal.update(current, not_before=self._clock() + delay, last_error=str(exc))
         attempts = current.attempts + 1
         if attempts >= self.settings.vault.max_attempts:
             current = self.journal.update(current, attempts=attempts)

@@ -18,12 +18,14 @@ from urllib.parse import quote
 
 import httpx
 
-from .errors import ClockSkew, ConfigError, JobFailed, ProtocolError, RetryLater
+from .errors import ClockSkew, ConfigError, JobFailed, ProtocolError, RetryLater, Unavailable
 from .signing import vault_signature
 from .throttle import Throttle
 from .xmlsafe import MAX_XML_BYTES, child_text, parse_xml
 
 UPLOAD_PATH = "/upload/new/file"
+UNREACHABLE = (httpx.ConnectError, httpx.ConnectTimeout)
+GATEWAY_DOWN = (502, 503, 504)
 CHUNK_SIZE = 1024 * 1024
 
 
@@ -85,7 +87,7 @@ class VaultClient:
             async with self._http.stream("GET", self._base + path, params=params, headers=headers) as response:
                 body = await _read_bounded(response)
         except httpx.TransportError as exc:
-            raise RetryLater(f"GET {path}: {type(exc).__name__}: {exc}") from None
+            raise _transport_error(exc, f"GET {path}") from None
         _raise_for_status(response.status_code, body, path)
         return body
 
@@ -153,7 +155,7 @@ class VaultClient:
             ) as response:
                 answer = await _read_bounded(response)
         except httpx.TransportError as exc:
-            raise RetryLater(f"upload interrupted: {type(exc).__name__}: {exc}") from None
+            raise _transport_error(exc, "upload interrupted") from None
         finally:
             await body.aclose()
             handle.close()
@@ -240,4 +242,12 @@ def _raise_for_status(status: int, body: bytes, path: str) -> None:
         raise KeyUsed(what)
     if status in (400, 413):
         raise JobFailed(what)
+    if status in GATEWAY_DOWN:
+        raise Unavailable(what)
     raise RetryLater(what)
+
+
+def _transport_error(exc: httpx.TransportError, what: str) -> RetryLater:
+    """No connection at all is an outage; a connection that broke may be this file's doing."""
+    kind = Unavailable if isinstance(exc, UNREACHABLE) else RetryLater
+    return kind(f"{what}: {type(exc).__name__}: {exc}")

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from vaultdrop.errors import ConfigError
 from vaultdrop.journal import Job, JobState, Journal
 from vaultdrop.sandbox.launcher import SandboxProcess
 
@@ -128,7 +129,10 @@ class DaemonRunner:
         path = self.state / "vaultdrop.db"
         if not path.exists():
             return []
-        journal = Journal(path, readonly=True)
+        try:
+            journal = Journal(path, readonly=True)
+        except ConfigError:  # the daemon has created the file but not its tables yet
+            return []
         try:
             return journal.jobs(limit=100_000)
         finally:

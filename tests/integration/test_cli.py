@@ -41,7 +41,7 @@ def test_status_and_jobs_show_what_happened(runner: DaemonRunner) -> None:
 def test_retry_brings_a_failed_file_back(runner: DaemonRunner) -> None:
     runner.folder.pop("failed_dir")
     runner.vault["max_attempts"] = 1
-    runner.sandbox.add_fault(endpoint="upload", action="status", status=503, code="server_error")
+    runner.sandbox.add_fault(endpoint="upload", action="status", status=500, code="server_error")
     runner.start()
     write(runner.drop / "f.mov", 4000)
     job = runner.wait_state("f.mov", JobState.FAILED)

@@ -240,3 +240,13 @@ def test_a_foreign_404_never_makes_the_job_drop_its_key(runner: DaemonRunner) ->
     runner.wait_state("proxy.mov", JobState.DONE)
     assert [v["sha256"] for v in runner.uploads_of("proxy.mov")] == [digest]
     assert len([r for r in runner.sandbox.log() if r["endpoint"] == "new_key"]) == 1
+
+
+def test_an_outage_longer_than_max_attempts_fails_no_file(runner: DaemonRunner) -> None:
+    runner.vault["max_attempts"] = 2
+    runner.sandbox.add_fault(endpoint="new_key", action="status", status=503, code="server_error", count=6)
+    runner.start()
+    digest = write(runner.drop / "outage.mov", 5000)
+    job = runner.wait_state("outage.mov", JobState.DONE)
+    assert [v["sha256"] for v in runner.uploads_of("outage.mov")] == [digest]
+    assert len([r for r in runner.sandbox.log() if r["endpoint"] == "new_key"]) == 7 and job.attempts == 0
