@@ -33,7 +33,6 @@ W=$1; shift
 mkdir -p $W/upper $W/work $W/root
 R=$W/root
 mount -t overlay overlay -o lowerdir=/,upperdir=$W/upper,workdir=$W/work $R
-for path in "$@"; do mkdir -p "$R$path"; mount --bind "$path" "$R$path"; mount -o remount,bind,ro "$R$path"; done
 mount -t tmpfs -o mode=755 dev $R/dev
 for node in null zero full random urandom tty; do touch $R/dev/$node; mount --bind /dev/$node $R/dev/$node; done
 mkdir $R/dev/pts $R/dev/shm
@@ -52,6 +51,8 @@ else
 fi
 mount -t tmpfs -o mode=755 run $R/run
 mount -t tmpfs -o mode=1777 tmp $R/tmp
+# After /tmp and /run are fresh: a shared path may live below them (a clone in /tmp).
+for path in "$@"; do mkdir -p "$R$path"; mount --bind "$path" "$R$path"; mount -o remount,bind,ro "$R$path"; done
 # The one unit that would act on the host's kernel from here.
 ln -sf /dev/null $R/etc/systemd/system/systemd-modules-load.service
 mkdir -p $R/.oldroot

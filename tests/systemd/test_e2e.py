@@ -45,8 +45,10 @@ def install(system: BootedSystem, sandbox: SandboxProcess) -> DaemonRunner:
     password.write_text(sandbox.password + "\n")
     password.chmod(0o600)
     dropin = ["[Service]", "WatchdogSec=5s", "RestartSec=1s", "Environment=VAULTDROP_TEST_HANG_ON_SIGUSR2=1"]
+    # The clone and its venv may live where the unit hides things (/root, a private /tmp).
+    dropin.append("BindReadOnlyPaths=" + " ".join(map(str, shared_paths())))
     if any(p.is_relative_to(home) for p in shared_paths() for home in (Path("/home"), Path("/root"))):
-        dropin += ["ProtectHome=tmpfs", "BindReadOnlyPaths=" + " ".join(map(str, shared_paths()))]
+        dropin.append("ProtectHome=tmpfs")
     (root / "etc/systemd/system/vaultdrop.service.d").mkdir(parents=True)
     (root / "etc/systemd/system/vaultdrop.service.d/test.conf").write_text("\n".join(dropin) + "\n")
     system.run("systemctl", "daemon-reload")
