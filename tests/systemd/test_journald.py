@@ -88,7 +88,7 @@ def test_job_lines_carry_structured_fields(runner: DaemonRunner, journald: Journ
 
 def test_a_failed_job_is_an_error_with_its_message_id(runner: DaemonRunner, journald: Journald) -> None:
     runner.vault["max_attempts"] = 2
-    runner.sandbox.add_fault(endpoint="upload", action="status", status=503, code="server_error", count=2)
+    runner.sandbox.add_fault(endpoint="upload", action="status", status=500, code="server_error", count=2)
     runner.start()
     write(runner.drop / "broken.mov", 20_000)
     job = runner.wait_state("broken.mov", JobState.FAILED)
