@@ -303,8 +303,10 @@ class Journal:
         rather than finishing without its folder's post-action and S3 step.
         """
         states, places = ",".join("?" * len(ACTIVE)), ",".join("?" * len(folders))
+        # `+folder` keeps SQLite on the (state, not_before) index: on the identity index it
+        # read every job the folder ever had, 4 ms per wake-up at 10,000 jobs (both queries).
         rows = self._db.execute(
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state IN ({states}) AND folder IN ({places})"
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state IN ({states}) AND +folder IN ({places})"
             " AND not_before <= ? ORDER BY not_before, id LIMIT ?",
             (*ACTIVE, *_params(*folders), now, limit + len(exclude)),
         ).fetchall()
@@ -314,7 +316,7 @@ class Journal:
         """Earliest not_before among runnable jobs not running here (for the scheduler's sleep)."""
         states, places = ",".join("?" * len(ACTIVE)), ",".join("?" * len(folders))
         rows = self._db.execute(
-            f"SELECT id, not_before FROM jobs WHERE state IN ({states}) AND folder IN ({places})"
+            f"SELECT id, not_before FROM jobs WHERE state IN ({states}) AND +folder IN ({places})"
             " ORDER BY not_before LIMIT ?",
             (*ACTIVE, *_params(*folders), len(exclude) + 1),
         ).fetchall()
