@@ -188,7 +188,7 @@ def test_server_fault_campaign(runner: DaemonRunner, tmp_path: Path) -> None:
     enable_s3(runner)
     timeout = 3.0
     runner.scaleengine.update(timeout=timeout, status_poll_interval=0.5)  # type: ignore[union-attr]
-    runner.vault.update(timeout=timeout, max_attempts=40, backoff_base=0.5, backoff_max=15, confirm_timeout=20)
+    runner.vault.update(timeout=timeout, max_attempts=10, backoff_base=0.5, backoff_max=15, confirm_timeout=20)
     secret_file = tmp_path / "local-secret.txt"
     secret_file.write_text("never read")
     digests: dict[str, str] = {}
