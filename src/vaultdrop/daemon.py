@@ -31,6 +31,7 @@ from .watch import FolderWatch, OverflowHook, scan
 
 SCHEDULER_MAX_SLEEP = 5.0  # also how soon `vaultdrop jobs retry` from another process is noticed
 STATUS_INTERVAL = 5.0
+LANE_LOOKAHEAD = 16
 # Test hook: with this set to 1, SIGUSR2 blocks the event loop for good, so a test can
 # prove that systemd's watchdog kills and restarts a hung daemon. Never set it in production.
 HANG_HOOK_ENV = "VAULTDROP_TEST_HANG_ON_SIGUSR2"
@@ -233,7 +234,9 @@ class Daemon:
         lane_free = self._small_lane is None
         if free <= 0 and not lane_free:
             return
-        for job in self.journal.runnable(time.time(), set(self._tasks), concurrency + 16, self._folders):
+        # Only as many as can start; with the lane free, a few more to find a small file among them.
+        wanted = max(free, 0) + (LANE_LOOKAHEAD if lane_free else 0)
+        for job in self.journal.runnable(time.time(), set(self._tasks), wanted, self._folders):
             if free > 0:
                 free -= 1
             elif lane_free and job.size <= self.settings.daemon.small_file_size:
