@@ -41,7 +41,10 @@ class Tripwire:
             except OSError:
                 return
             self.contacts += 1
-            connection.close()
+            self._handle(connection)
+
+    def _handle(self, connection: socket.socket) -> None:
+        connection.close()
 
     def close(self) -> None:
         self._closed = True
@@ -62,14 +65,8 @@ class RawServer(Tripwire):
         self.sent = 0
         super().__init__()
 
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                connection, _ = self._socket.accept()
-            except OSError:
-                return
-            self.contacts += 1
-            threading.Thread(target=self._answer, args=(connection,), daemon=True).start()
+    def _handle(self, connection: socket.socket) -> None:
+        threading.Thread(target=self._answer, args=(connection,), daemon=True).start()
 
     def _answer(self, connection: socket.socket) -> None:
         head, chunk, repeat = self._response
