@@ -126,11 +126,11 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         raise ConfigError(f"jobs {args.action} needs a job id")
     if args.action == "show":
         journal = _journal(path)
-        job = journal.get(args.id)
-        if job is None:
+        shown = journal.get(args.id)
+        if shown is None:
             print(f"no job {args.id}", file=sys.stderr)
             return 1
-        print(json.dumps({**_job_dict(job), "history": journal.history(job.id)}, indent=2))
+        print(json.dumps({**_job_dict(shown), "history": journal.history(shown.id)}, indent=2))
         return 0
     journal = Journal(path)
     try:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import functools
 import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from . import logs
 from .config import FolderSettings, Settings
@@ -143,8 +144,8 @@ class Daemon:
         log(logging.INFO, "stopped: unfinished work stays resumable in the journal")
         return 0
 
-    def _spawn(self, coroutine: object) -> None:
-        task = asyncio.ensure_future(coroutine)  # type: ignore[arg-type]
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -246,7 +247,7 @@ class Daemon:
                 continue
             task = asyncio.create_task(self.pipeline.run(job), name=f"job-{job.id}")
             self._tasks[job.id] = task
-            task.add_done_callback(lambda t, job_id=job.id: self._job_ended(job_id, t))
+            task.add_done_callback(functools.partial(self._job_ended, job.id))
             if free <= 0 and not lane_free:
                 return
 

@@ -282,7 +282,7 @@ class Journal:
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     _params(identity.folder, identity.relpath, identity.size, identity.mtime_ns, identity.inode,
                             JobState.QUEUED.value, now, now),
-                ).lastrowid
+                ).lastrowid or 0
                 self._history(db, job_id, None, JobState.QUEUED, f"{identity.size} bytes")
             row = db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
         return self._job(row)

@@ -128,7 +128,7 @@ class Pipeline:
 
     async def _step(self, job: Job, folder: FolderSettings | None, resumed: bool) -> Job:
         if job.state is JobState.QUEUED:
-            return await self._start(job, folder)
+            return await self._start(job)
         if job.state is JobState.UPLOADING:
             return await self._upload(job, check_first=resumed)
         if job.state is JobState.CONFIRMING:
@@ -143,7 +143,7 @@ class Pipeline:
 
     # -- stages ----------------------------------------------------------------------
 
-    async def _start(self, job: Job, folder: FolderSettings | None) -> Job:
+    async def _start(self, job: Job) -> Job:
         job = self._refresh_identity(job)
         if job.size == 0:
             raise RetryLater("the file is empty now")
@@ -161,7 +161,8 @@ class Pipeline:
         return await self._upload(job, check_first=False)
 
     async def _upload(self, job: Job, *, check_first: bool) -> Job:
-        assert job.upload_key is not None
+        key = job.upload_key
+        assert key is not None
         if check_first:
             job, progress = await self._progress(job)
             if progress is None:
@@ -181,7 +182,7 @@ class Pipeline:
 
         try:
             digest = await self.vault.upload(
-                job.upload_key, job.path, size=job.size, on_progress=on_progress, throttle=self._throttle
+                key, job.path, size=job.size, on_progress=on_progress, throttle=self._throttle
             )
         except KeyUsed:
             return self._changed(job, JobState.CONFIRMING, logging.INFO, "key already used: confirming")

@@ -119,7 +119,7 @@ class S3Queue:
             log_change(self._journal, job, logging.INFO, f"S3 copy complete: {job.relpath}")
             return job
         if status == "failed":
-            raise JobFailed(f"S3 request {job.s3_request_id} failed: {str(record.get('message', ''))[:200]}")
+            raise JobFailed(f"S3 request {job.s3_request_id} failed: {str((record or {}).get('message', ''))[:200]}")
         if waited > self._settings.scaleengine.status_timeout:
             raise JobFailed(f"S3 request {job.s3_request_id} still {status} after {waited:.0f} s")
         return self._journal.update(job, s3_status=status,

@@ -10,7 +10,7 @@ import asyncio
 import hashlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -171,7 +171,7 @@ async def _file_body(
     hasher: "hashlib._Hash",
     on_progress: Callable[[int], None],
     throttle: Throttle | None,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Read and hash the next chunk in a worker thread while this one is being sent.
 
     Read-ahead keeps the socket fed during the hashing (about a millisecond per MiB), which
