@@ -137,6 +137,8 @@ class Job:
 _JOB_COLUMNS = ", ".join(f.name for f in fields(Job))
 _UPDATABLE = frozenset(f.name for f in fields(Job)) - {"id", "folder", "relpath", "state", "created_at"}
 
+BUSY_TIMEOUT = 10.0  # seconds a writer waits for another (the CLI, a second opener)
+
 # Append-only: a migration is never edited once released, only added.
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -191,10 +193,10 @@ class Journal:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self._db.row_factory = sqlite3.Row
-            self._db.execute("PRAGMA busy_timeout = 10000")
+            self._db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
             self._db.execute("PRAGMA foreign_keys = ON")
             if not readonly:
-                self._db.execute("PRAGMA journal_mode = WAL")
+                self._enable_wal()
                 self._db.execute("PRAGMA synchronous = FULL")
                 self._migrate()
             elif self._db.execute("PRAGMA user_version").fetchone()[0] == 0:
@@ -205,6 +207,19 @@ class Journal:
 
     def close(self) -> None:
         self._db.close()
+
+    def _enable_wal(self) -> None:
+        """Switching a new database to WAL takes a lock that busy_timeout does not wait for:
+        two processes opening a fresh journal at once must take turns, not fail."""
+        deadline = time.monotonic() + BUSY_TIMEOUT
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
