@@ -137,8 +137,9 @@ def test_file_modified_during_upload_is_not_trusted(runner: DaemonRunner) -> Non
     runner.wait_state("m.mov", JobState.DONE, timeout=60)
     videos = runner.uploads_of("m.mov")
     assert [v["sha256"] for v in videos] == [final], "only the final content stays in the vault"
-    assert any(r["endpoint"] == "delete" for r in runner.sandbox.log()) or len(
-        {r["upload_key"] for r in runner.sandbox.log() if r["endpoint"] == "upload"}) >= 1
+    log = runner.sandbox.log()
+    assert [r["status"] for r in log if r["endpoint"] == "delete"] == [200], "the stale video was deleted"
+    assert len({r["upload_key"] for r in log if r["endpoint"] == "upload"}) == 2, "then sent again on a new key"
 
 
 def test_kill9_mid_upload_then_restart_uploads_once(runner: DaemonRunner) -> None:
