@@ -161,8 +161,7 @@ async def _upload_files(settings: Settings, files: list[Path]) -> int:
             path = path.resolve()
             info = path.stat()
             folder = folders.setdefault(str(path.parent), FolderSettings(path=path.parent, settle=0))
-            job = journal.enqueue(FileIdentity(str(folder.path), path.name, info.st_size, info.st_mtime_ns,
-                                               info.st_ino))
+            job = journal.enqueue(FileIdentity.of(str(folder.path), path.name, info))
             if job is None:
                 print(f"{path}: already uploaded by an earlier `vaultdrop upload`", file=sys.stderr)
                 continue
@@ -207,8 +206,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
     settings = load_config(args.config)
 
     async def delete() -> bool:
-        client = VaultClient(settings.vault.base_url, settings.vault.user,
-                             settings.vault.password.get_secret_value(), timeout=settings.vault.timeout)
+        client = VaultClient.from_settings(settings.vault)
         try:
             return await client.delete(args.video_id)
         finally:

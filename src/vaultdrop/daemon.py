@@ -21,7 +21,7 @@ from typing import IO, Any
 from . import logs
 from .config import FolderSettings, Settings
 from .errors import ConfigError
-from .journal import FileIdentity, Job, JobState, Journal
+from .journal import FileIdentity, Job, JobState, Journal, stat_key
 from .logs import log, log_change
 from .pipeline import Pipeline
 from .service import Notifier
@@ -47,8 +47,7 @@ def _hang_forever() -> None:
 def make_pipeline(settings: Settings, journal: Journal,
                   folder_for: Callable[[Job], FolderSettings | None]) -> Pipeline:
     """A pipeline with its own vault connection pool (rebuilt on reload)."""
-    vault = VaultClient(settings.vault.base_url, settings.vault.user,
-                        settings.vault.password.get_secret_value(), timeout=settings.vault.timeout)
+    vault = VaultClient.from_settings(settings.vault)
     limit = settings.daemon.bandwidth_limit
     s3 = None
     if settings.scaleengine is not None:
@@ -186,7 +185,7 @@ class Daemon:
             return
         known = self.journal.known_identities(str(folder.path))
         for relpath, info in found:
-            if (relpath, info.st_size, info.st_mtime_ns, info.st_ino) not in known:
+            if (relpath, *stat_key(info)) not in known:
                 self._settler.touch(folder, relpath)
 
     async def _periodic_rescan(self) -> None:
@@ -202,7 +201,7 @@ class Daemon:
             return  # a placeholder, not a file: it is picked up again once written
         try:
             job = self.journal.enqueue(
-                FileIdentity(str(folder.path), relpath, info.st_size, info.st_mtime_ns, info.st_ino)
+                FileIdentity.of(str(folder.path), relpath, info)
             )
         except ConfigError as exc:  # the journal cannot be written: stop, the file stays for next time
             self._fatal = exc

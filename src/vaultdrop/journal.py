@@ -14,7 +14,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .errors import ConfigError, VaultdropError
 
@@ -88,6 +88,20 @@ _UNWRITABLE = frozenset({sqlite3.SQLITE_READONLY, sqlite3.SQLITE_IOERR, sqlite3.
                          sqlite3.SQLITE_CANTOPEN})
 
 
+class StatLike(Protocol):
+    @property
+    def st_size(self) -> int: ...
+    @property
+    def st_mtime_ns(self) -> int: ...
+    @property
+    def st_ino(self) -> int: ...
+
+
+def stat_key(info: StatLike) -> tuple[int, int, int]:
+    """The part of a stat() that tells whether a file changed: size, mtime, inode."""
+    return info.st_size, info.st_mtime_ns, info.st_ino
+
+
 @dataclass(frozen=True)
 class FileIdentity:
     """What makes a file *this* file: same identity means same upload."""
@@ -97,6 +111,10 @@ class FileIdentity:
     size: int
     mtime_ns: int
     inode: int
+
+    @classmethod
+    def of(cls, folder: str, relpath: str, info: StatLike) -> FileIdentity:
+        return cls(folder, relpath, *stat_key(info))
 
     @property
     def path(self) -> Path:
@@ -128,6 +146,10 @@ class Job:
     @property
     def identity(self) -> FileIdentity:
         return FileIdentity(self.folder, self.relpath, self.size, self.mtime_ns, self.inode)
+
+    def is_file(self, info: StatLike) -> bool:
+        """Whether `info` is still the file this job was journalled (or uploaded) as."""
+        return stat_key(info) == (self.size, self.mtime_ns, self.inode)
 
     @property
     def path(self) -> Path:

@@ -209,7 +209,7 @@ class Pipeline:
             return await self._discard(job, progress.video_id,
                                        f"vault holds {progress.size} bytes, the file has {job.size}")
         info = self._stat_or_none(job)
-        if info is not None and _identity(info) != (job.size, job.mtime_ns, job.inode):
+        if info is not None and not job.is_file(info):
             return await self._discard(job, progress.video_id, "file changed during upload")
         sha256 = job.sha256
         if sha256 is None and info is not None:
@@ -234,7 +234,7 @@ class Pipeline:
     def _refresh_identity(self, job: Job) -> Job:
         """Upload what the file is now: a change before sending is not a reason to fail."""
         info = self._stat(job)
-        if _identity(info) == (job.size, job.mtime_ns, job.inode):
+        if job.is_file(info):
             return job
         return self.journal.update(job, size=info.st_size, mtime_ns=info.st_mtime_ns, inode=info.st_ino)
 
@@ -252,7 +252,7 @@ class Pipeline:
         info = self._stat_or_none(job)
         if folder is None:
             outcome = "kept: its folder is no longer configured"
-        elif info is None or _identity(info) != (job.size, job.mtime_ns, job.inode):
+        elif info is None or not job.is_file(info):
             outcome = "left alone: the path now holds other content or nothing"
         else:
             outcome = await postaction.finish(folder, job.relpath, job.id)
@@ -319,7 +319,3 @@ class Pipeline:
             return os.stat(job.path)
         except OSError:
             return None
-
-
-def _identity(info: os.stat_result) -> tuple[int, int, int]:
-    return info.st_size, info.st_mtime_ns, info.st_ino

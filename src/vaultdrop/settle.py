@@ -12,13 +12,10 @@ import os
 from collections.abc import Callable
 
 from .config import FolderSettings
+from .journal import stat_key
 from .watch import regular_file_stat
 
 ReadyCallback = Callable[[FolderSettings, str, os.stat_result], None]
-
-
-def _signature(info: os.stat_result) -> tuple[int, int, int]:
-    return info.st_size, info.st_mtime_ns, info.st_ino
 
 
 class Settler:
@@ -40,7 +37,7 @@ class Settler:
         if info is None:
             return
         handle = self._loop.call_later(folder.settle, self._check, folder, relpath)
-        self._pending[key] = (handle, _signature(info))
+        self._pending[key] = (handle, stat_key(info))
 
     def _check(self, folder: FolderSettings, relpath: str) -> None:
         key = (str(folder.path), relpath)
@@ -48,7 +45,7 @@ class Settler:
         info = regular_file_stat(folder, relpath)
         if info is None:
             return
-        if _signature(info) != before:
+        if stat_key(info) != before:
             self.touch(folder, relpath)
             return
         if folder.ready_marker and not (folder.path / (relpath + folder.ready_marker)).exists():

@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 import httpx
 
+from .config import VaultSettings
 from .errors import ClockSkew, ConfigError, JobFailed, ProtocolError, RetryLater, Unavailable
 from .signing import vault_signature
 from .throttle import Throttle
@@ -72,6 +73,10 @@ class VaultClient:
             transport=httpx.AsyncHTTPTransport(retries=2),
             follow_redirects=False,
         )
+
+    @classmethod
+    def from_settings(cls, vault: VaultSettings) -> VaultClient:
+        return cls(vault.base_url, vault.user, vault.password.get_secret_value(), timeout=vault.timeout)
 
     async def aclose(self) -> None:
         await self._http.aclose()
