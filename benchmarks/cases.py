@@ -33,7 +33,7 @@ from tools import (
     write_random_file,
 )
 
-from vaultdrop.journal import JobState
+from vaultdrop.model import JobState
 from vaultdrop.sandbox.launcher import SandboxProcess
 
 

@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.integration.harness import DaemonRunner, wait_for  # noqa: E402
-from vaultdrop.journal import Job, JobState, Journal  # noqa: E402
+from vaultdrop.journal import Journal  # noqa: E402
+from vaultdrop.model import Job, JobState  # noqa: E402
 from vaultdrop.sandbox.launcher import SandboxProcess, spawn_sandbox  # noqa: E402
 from vaultdrop.signing import vault_signature  # noqa: E402
 
@@ -144,7 +145,7 @@ def done_jobs(runner: DaemonRunner) -> list[Job]:
 def prefill_journal(runner: DaemonRunner, files: list[Path]) -> None:
     """Journal `files` as already uploaded, through the journal's own API, as a daemon that
     had sent them would have left it (every transition and its history row)."""
-    from vaultdrop.journal import FileIdentity
+    from vaultdrop.model import FileIdentity
 
     journal = Journal(runner.state / "vaultdrop.db")
     journal._db.execute("PRAGMA synchronous = OFF")  # a fixture: durability is not under test here

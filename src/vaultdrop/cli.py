@@ -16,7 +16,8 @@ from typing import Any
 from . import logs
 from .config import DEFAULT_CONFIG_PATH, FolderSettings, Settings, load_config, settings_from_dict
 from .errors import ConfigError, VaultdropError
-from .journal import FileIdentity, Job, JobState, Journal
+from .journal import Journal
+from .model import FileIdentity, Job, JobState
 
 DEMO_DIR = Path("vaultdrop-demo")
 
@@ -150,11 +151,11 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 async def _upload_files(settings: Settings, files: list[Path]) -> int:
-    from .daemon import make_pipeline
+    from .wiring import build_pipeline
 
     journal = Journal(settings.daemon.state_dir / "oneshot.db")
     folders: dict[str, FolderSettings] = {}
-    pipeline = make_pipeline(settings, journal, lambda job: folders.get(job.folder))
+    pipeline = build_pipeline(settings, journal, lambda job: folders.get(job.folder))
     failures = 0
     try:
         for path in files:

@@ -26,7 +26,8 @@ class NoAnswer(Unavailable):
 
 class ControlClient:
     def __init__(self, api_url: str, api_key: str, api_secret: str, cdn: int, *,
-                 timeout: float = 60.0, clock: Callable[[], float] = time.time) -> None:
+                 timeout: float = 60.0, clock: Callable[[], float] = time.time,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
         self._url = api_url
         self._key = api_key
         self._secret = api_secret
@@ -34,7 +35,7 @@ class ControlClient:
         self._clock = clock
         # identity: bodies are read raw and bounded, so a compressed one (or a bomb) is never inflated
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(timeout), headers={"Accept-Encoding": "identity"},
-                                       transport=httpx.AsyncHTTPTransport(retries=2))
+                                       transport=transport or httpx.AsyncHTTPTransport(retries=2))
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -21,14 +21,14 @@ from typing import IO, Any
 from . import logs
 from .config import FolderSettings, Settings
 from .errors import ConfigError
-from .journal import FileIdentity, Job, JobState, Journal, stat_key
+from .journal import Journal
+from .model import FileIdentity, Job, JobState, stat_key
 from .logs import log, log_change
 from .pipeline import Pipeline
 from .service import Notifier
 from .settle import Settler
-from .throttle import Throttle
-from .vault import VaultClient
 from .watch import FolderWatch, OverflowHook, scan
+from .wiring import build_pipeline, open_journal
 
 SCHEDULER_MAX_SLEEP = 5.0  # also how soon `vaultdrop jobs retry` from another process is noticed
 STATUS_INTERVAL = 5.0
@@ -42,19 +42,6 @@ def _hang_forever() -> None:
     log(logging.WARNING, "SIGUSR2: blocking the event loop (test hook)")
     while True:
         time.sleep(3600)
-
-
-def make_pipeline(settings: Settings, journal: Journal,
-                  folder_for: Callable[[Job], FolderSettings | None]) -> Pipeline:
-    """A pipeline with its own vault connection pool (rebuilt on reload)."""
-    vault = VaultClient.from_settings(settings.vault)
-    limit = settings.daemon.bandwidth_limit
-    s3 = None
-    if settings.scaleengine is not None:
-        from .s3 import S3Queue
-
-        s3 = S3Queue(settings, journal)
-    return Pipeline(journal, vault, settings, folder_for, throttle=Throttle(limit) if limit else None, s3=s3)
 
 
 def lock_state_dir(state_dir: Path) -> IO[str]:
@@ -104,7 +91,7 @@ class Daemon:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         lock = lock_state_dir(self.settings.daemon.state_dir)
-        self.journal = Journal(self.settings.daemon.journal_path)
+        self.journal = open_journal(self.settings)
         self._settler = Settler(loop, self._on_settled)
         self._overflow = OverflowHook(loop, self._rescan_all)
         self._overflow.install()
@@ -114,7 +101,7 @@ class Daemon:
             handlers[signal.SIGUSR2] = _hang_forever
         for signum, handler in handlers.items():
             loop.add_signal_handler(signum, handler)
-        self.pipeline = make_pipeline(self.settings, self.journal, self._folder_for)
+        self.pipeline = build_pipeline(self.settings, self.journal, self._folder_for)
         try:
             self._apply_folders(self.settings.folders)
             log(logging.INFO, f"ready: watching {len(self._folders)} folder(s), journal "
@@ -279,7 +266,7 @@ class Daemon:
         old_pipeline = self.pipeline
         self.settings = new
         logs.setup(new.daemon.log_level, new.secrets())
-        self.pipeline = make_pipeline(new, self.journal, self._folder_for)
+        self.pipeline = build_pipeline(new, self.journal, self._folder_for)
         self._spawn(self._close_when_idle(old_pipeline, list(self._tasks.values())))
         self._apply_folders(new.folders)
         self._notifier.ready(self._status_line())

@@ -14,7 +14,8 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .journal import Job, Journal
+    from .journal import Journal
+    from .model import Job
 
 logger = logging.getLogger("vaultdrop")
 JOURNAL_SOCKET = "/run/systemd/journal/socket"

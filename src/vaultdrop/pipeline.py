@@ -21,7 +21,8 @@ from typing import Protocol
 from . import postaction
 from .config import FolderSettings, Settings
 from .errors import ClockSkew, ConfigError, JobFailed, RetryLater, Unavailable
-from .journal import TERMINAL, IllegalTransition, Job, JobState, Journal
+from .journal import IllegalTransition, Journal
+from .model import TERMINAL, Job, JobState
 from .logs import job_fields, log, log_change, log_done
 from .throttle import Throttle
 from .vault import FileChanged, KeyUsed, Progress, UnknownKey, VaultClient

@@ -14,10 +14,13 @@ from collections.abc import Callable
 from pathlib import PurePosixPath
 from typing import Any
 
+import httpx
+
 from .config import FolderSettings, Settings
 from .control import ControlClient, NoAnswer
 from .errors import JobFailed, ProtocolError, RetryLater, VaultdropError
-from .journal import Job, JobState, Journal
+from .journal import Journal
+from .model import Job, JobState
 from .logs import log_change
 from .watch import SIDECAR_SUFFIX
 
@@ -28,11 +31,12 @@ REQUESTING = "requesting"
 
 
 class S3Queue:
-    def __init__(self, settings: Settings, journal: Journal, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, settings: Settings, journal: Journal, clock: Callable[[], float] = time.time,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
         assert settings.scaleengine is not None
         se = settings.scaleengine
         self.client = ControlClient(se.api_url, se.api_key, se.api_secret.get_secret_value(), se.cdn,
-                                    timeout=se.timeout, clock=clock)
+                                    timeout=se.timeout, clock=clock, transport=transport)
         self._settings = settings
         self._journal = journal
         self._clock = clock

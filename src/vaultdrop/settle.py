@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 
 from .config import FolderSettings
-from .journal import stat_key
+from .model import stat_key
 from .watch import regular_file_stat
 
 ReadyCallback = Callable[[FolderSettings, str, os.stat_result], None]

@@ -60,6 +60,7 @@ class VaultClient:
         *,
         timeout: float = 60.0,
         clock: Callable[[], float] = time.time,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._base = base_url.rstrip("/")
         self._user = user
@@ -70,13 +71,15 @@ class VaultClient:
             # identity: bodies are read raw and bounded, so a compressed one (or a bomb) is never inflated
             headers={"Accept-Encoding": "identity"},
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
-            transport=httpx.AsyncHTTPTransport(retries=2),
+            transport=transport or httpx.AsyncHTTPTransport(retries=2),
             follow_redirects=False,
         )
 
     @classmethod
-    def from_settings(cls, vault: VaultSettings) -> VaultClient:
-        return cls(vault.base_url, vault.user, vault.password.get_secret_value(), timeout=vault.timeout)
+    def from_settings(cls, vault: VaultSettings, *, clock: Callable[[], float] = time.time,
+                      transport: httpx.AsyncBaseTransport | None = None) -> VaultClient:
+        return cls(vault.base_url, vault.user, vault.password.get_secret_value(), timeout=vault.timeout,
+                   clock=clock, transport=transport)
 
     async def aclose(self) -> None:
         await self._http.aclose()

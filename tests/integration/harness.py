@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from vaultdrop.errors import ConfigError
-from vaultdrop.journal import Job, JobState, Journal
+from vaultdrop.journal import Journal
+from vaultdrop.model import Job, JobState
 from vaultdrop.sandbox.launcher import SandboxProcess
 
 

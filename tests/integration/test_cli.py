@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from vaultdrop.journal import JobState
+from vaultdrop.model import JobState
 
 from .harness import DaemonRunner
 from .test_daemon import write

@@ -8,7 +8,7 @@ import os
 import time
 from pathlib import Path
 
-from vaultdrop.journal import JobState
+from vaultdrop.model import JobState
 
 from .harness import DaemonRunner, wait_for
 

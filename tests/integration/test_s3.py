@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from vaultdrop.journal import JobState
+from vaultdrop.model import JobState
 
 from .harness import DaemonRunner, wait_for
 from .test_daemon import write

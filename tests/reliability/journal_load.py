@@ -11,7 +11,10 @@ import random
 import sys
 from pathlib import Path
 
-from vaultdrop.journal import FileIdentity, JobState, Journal
+from vaultdrop.journal import Journal
+
+
+from vaultdrop.model import FileIdentity, JobState
 
 
 def main(path: str, seed: int) -> None:

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import psutil
 import pytest
 
-from vaultdrop.journal import JobState
+from vaultdrop.model import JobState
 from vaultdrop.sandbox.launcher import SandboxProcess, spawn_sandbox
 
 from ..integration.harness import DaemonRunner, wait_for

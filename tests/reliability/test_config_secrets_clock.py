@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from vaultdrop.journal import JobState
+from vaultdrop.model import JobState
 
 from ..integration.harness import DaemonRunner, wait_for
 from ..integration.test_cli import vaultdrop

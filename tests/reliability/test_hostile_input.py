@@ -12,7 +12,7 @@ import pytest
 
 from vaultdrop.control import ControlClient
 from vaultdrop.errors import ProtocolError, RetryLater
-from vaultdrop.journal import JobState
+from vaultdrop.model import JobState
 from vaultdrop.sandbox.launcher import SandboxProcess
 from vaultdrop.vault import VaultClient
 

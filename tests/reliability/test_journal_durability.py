@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from vaultdrop.journal import FileIdentity, JobState, Journal
+from vaultdrop.journal import Journal
+
+from vaultdrop.model import FileIdentity, JobState
 
 from ..integration.harness import DaemonRunner, wait_for
 from ..integration.test_daemon import write

@@ -4,7 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from vaultdrop.journal import ALLOWED, FileIdentity, IllegalTransition, JobState, Journal
+from vaultdrop.journal import IllegalTransition, Journal
+
+
+from vaultdrop.model import ALLOWED, FileIdentity, JobState
 
 
 @pytest.fixture

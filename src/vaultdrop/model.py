@@ -1,0 +1,112 @@
+"""The job model: states, their allowed transitions, and what makes a file *this* file.
+
+No SQL and no I/O here: the journal stores these, the stages reason about them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Protocol
+
+
+class JobState(StrEnum):
+    """Where a job stands. A retry is attempts + not_before, never a state of its own."""
+
+    QUEUED = "queued"  # journalled; nothing sent yet
+    UPLOADING = "uploading"  # upload key committed; a POST may be (or have been) in flight
+    CONFIRMING = "confirming"  # POST answered; waiting for the vault's video_id
+    S3_QUEUEING = "s3_queueing"  # vault confirmed; asking the control API to queue to S3
+    S3_WAITING = "s3_waiting"  # S3 request id committed; following it through aws.status
+    FINISHING = "finishing"  # all remote work confirmed; local post-action pending
+    DONE = "done"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # same content already in the vault (sha256 dedupe)
+
+
+TERMINAL = frozenset({JobState.DONE, JobState.FAILED, JobState.SKIPPED})
+ACTIVE = tuple(s for s in JobState if s not in TERMINAL)
+UNCONFIRMED = (JobState.QUEUED, JobState.UPLOADING, JobState.CONFIRMING)
+
+ALLOWED: dict[JobState, frozenset[JobState]] = {
+    JobState.QUEUED: frozenset({JobState.UPLOADING, JobState.FINISHING, JobState.FAILED}),
+    JobState.UPLOADING: frozenset({JobState.CONFIRMING, JobState.QUEUED, JobState.FAILED}),
+    JobState.CONFIRMING: frozenset(
+        {JobState.UPLOADING, JobState.QUEUED, JobState.S3_QUEUEING, JobState.FINISHING, JobState.FAILED}
+    ),
+    JobState.S3_QUEUEING: frozenset({JobState.S3_WAITING, JobState.FAILED}),
+    JobState.S3_WAITING: frozenset({JobState.FINISHING, JobState.FAILED}),
+    JobState.FINISHING: frozenset({JobState.DONE, JobState.SKIPPED, JobState.FAILED}),
+    JobState.DONE: frozenset(),
+    JobState.FAILED: frozenset({JobState.QUEUED, JobState.UPLOADING}),
+    JobState.SKIPPED: frozenset(),
+}
+
+
+class StatLike(Protocol):
+    @property
+    def st_size(self) -> int: ...
+    @property
+    def st_mtime_ns(self) -> int: ...
+    @property
+    def st_ino(self) -> int: ...
+
+
+def stat_key(info: StatLike) -> tuple[int, int, int]:
+    """The part of a stat() that tells whether a file changed: size, mtime, inode."""
+    return info.st_size, info.st_mtime_ns, info.st_ino
+
+
+@dataclass(frozen=True)
+class FileIdentity:
+    """What makes a file *this* file: same identity means same upload."""
+
+    folder: str
+    relpath: str
+    size: int
+    mtime_ns: int
+    inode: int
+
+    @classmethod
+    def of(cls, folder: str, relpath: str, info: StatLike) -> FileIdentity:
+        return cls(folder, relpath, *stat_key(info))
+
+    @property
+    def path(self) -> Path:
+        return Path(self.folder) / self.relpath
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    folder: str
+    relpath: str
+    size: int
+    mtime_ns: int
+    inode: int
+    state: JobState
+    attempts: int
+    not_before: float
+    last_error: str | None
+    upload_key: str | None
+    video_id: str | None
+    bytes_sent: int
+    sha256: str | None
+    s3_request_id: int | None
+    s3_status: str | None
+    s3_since: float | None
+    created_at: float
+    updated_at: float
+
+    @property
+    def identity(self) -> FileIdentity:
+        return FileIdentity(self.folder, self.relpath, self.size, self.mtime_ns, self.inode)
+
+    def is_file(self, info: StatLike) -> bool:
+        """Whether `info` is still the file this job was journalled (or uploaded) as."""
+        return stat_key(info) == (self.size, self.mtime_ns, self.inode)
+
+    @property
+    def path(self) -> Path:
+        return Path(self.folder) / self.relpath
