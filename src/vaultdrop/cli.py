@@ -13,7 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from . import logs
+from . import logs, postaction
 from .config import DEFAULT_CONFIG_PATH, FolderSettings, Settings, load_config, settings_from_dict
 from .errors import ConfigError, VaultdropError
 from .journal import Journal
@@ -136,6 +136,11 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     journal = Journal(path)
     try:
         if args.action == "retry":
+            failed = journal.get(args.id)
+            if failed is not None and failed.state is JobState.FAILED:
+                restored = postaction.restore(failed)  # first, so the job never runs without its file
+                if restored:
+                    print(restored)
             journal.retry(args.id)
             print(f"job {args.id} queued again")
         else:

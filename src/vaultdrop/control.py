@@ -20,8 +20,14 @@ from .vault import UNREACHABLE
 MAX_JSON_BYTES = 1024 * 1024
 
 
+SERVICE = "scaleengine"
+
+
 class NoAnswer(Unavailable):
     """The call may or may not have reached the server: its effect is unknown."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, SERVICE)
 
 
 class ControlClient:
@@ -53,8 +59,8 @@ class ControlClient:
                     if len(body) > MAX_JSON_BYTES:
                         raise ProtocolError(f"{command}: response over {MAX_JSON_BYTES} bytes refused")
         except httpx.TransportError as exc:
-            kind = Unavailable if isinstance(exc, UNREACHABLE) else NoAnswer
-            raise kind(f"{command}: {type(exc).__name__}: {exc}") from None
+            what = f"{command}: {type(exc).__name__}: {exc}"
+            raise (Unavailable(what, SERVICE) if isinstance(exc, UNREACHABLE) else NoAnswer(what)) from None
         if response.status_code >= 500 or response.status_code == 429:
             raise NoAnswer(f"{command}: HTTP {response.status_code}")
         try:

@@ -22,14 +22,16 @@ from . import logs
 from .config import FolderSettings, Settings
 from .errors import ConfigError
 from .journal import Journal
-from .model import FileIdentity, Job, JobState, stat_key
-from .logs import log, log_change
-from .pipeline import Pipeline
+from .model import Job, JobState, stat_key
+from .logs import log
+from .admission import admit
+from .pipeline import SCALEENGINE, VAULT, Pipeline
 from .service import Notifier
 from .settle import Settler
 from .watch import FolderWatch, OverflowHook, scan
-from .wiring import build_pipeline, open_journal
+from .wiring import build_pipeline, max_delay, open_journal
 
+STALE_DELETE_INTERVAL = 5.0
 SCHEDULER_MAX_SLEEP = 5.0  # also how soon `vaultdrop jobs retry` from another process is noticed
 STATUS_INTERVAL = 5.0
 LANE_LOOKAHEAD = 16
@@ -75,6 +77,7 @@ class Daemon:
         self._watches: dict[str, FolderWatch] = {}
         self._folders: dict[str, FolderSettings] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self._admitting = asyncio.Lock()
 
     # -- signals: flags only -------------------------------------------------------
 
@@ -101,7 +104,9 @@ class Daemon:
             handlers[signal.SIGUSR2] = _hang_forever
         for signum, handler in handlers.items():
             loop.add_signal_handler(signum, handler)
-        self.pipeline = build_pipeline(self.settings, self.journal, self._folder_for)
+        self.pipeline = self._build_pipeline(self.settings)
+        for service in (VAULT, SCALEENGINE):  # a restart is a good moment to look again
+            self.journal.wake(service)
         try:
             self._apply_folders(self.settings.folders)
             log(logging.INFO, f"ready: watching {len(self._folders)} folder(s), journal "
@@ -109,6 +114,7 @@ class Daemon:
             self._notifier.ready(self._status_line())
             self._spawn(self._pinger())
             self._spawn(self._periodic_rescan())
+            self._spawn(self._delete_stale_videos())
             await self._schedule()
             await self._drain()
         finally:
@@ -129,6 +135,9 @@ class Daemon:
             return self._fatal.exit_status
         log(logging.INFO, "stopped: unfinished work stays resumable in the journal")
         return 0
+
+    def _build_pipeline(self, settings: Settings) -> Pipeline:
+        return build_pipeline(settings, self.journal, self._folder_for, on_back=lambda service: self._wake.set())
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)
@@ -175,6 +184,11 @@ class Daemon:
             if (relpath, *stat_key(info)) not in known:
                 self._settler.touch(folder, relpath)
 
+    async def _delete_stale_videos(self) -> None:
+        while True:
+            await asyncio.sleep(STALE_DELETE_INTERVAL)
+            await self.pipeline.delete_stale_videos()
+
     async def _periodic_rescan(self) -> None:
         while True:
             interval = self.settings.daemon.rescan_interval
@@ -186,16 +200,18 @@ class Daemon:
     def _on_settled(self, folder: FolderSettings, relpath: str, info: os.stat_result) -> None:
         if info.st_size == 0:
             return  # a placeholder, not a file: it is picked up again once written
-        try:
-            job = self.journal.enqueue(
-                FileIdentity.of(str(folder.path), relpath, info)
-            )
-        except ConfigError as exc:  # the journal cannot be written: stop, the file stays for next time
-            self._fatal = exc
-            self.request_stop()
-            return
+        self._spawn(self._admit(folder, relpath, info))
+
+    async def _admit(self, folder: FolderSettings, relpath: str, info: os.stat_result) -> None:
+        """One admission at a time: two links of one file settling together make one job."""
+        async with self._admitting:
+            try:
+                job = await admit(self.journal, folder, relpath, info)
+            except ConfigError as exc:  # the journal cannot be written: stop, the file stays for next time
+                self._fatal = exc
+                self.request_stop()
+                return
         if job is not None:
-            log_change(self.journal, job, logging.INFO, f"queued: {relpath} ({info.st_size} bytes)")
             self._wake.set()
 
     # -- scheduling ------------------------------------------------------------------
@@ -206,7 +222,7 @@ class Daemon:
                 self._reload_requested = False
                 await self._reload()
             self._start_due_jobs()
-            due = self.journal.next_due(set(self._tasks), self._folders)
+            due = self.journal.next_due(set(self._tasks), self._folders, self._horizon())
             sleep = SCHEDULER_MAX_SLEEP if due is None else min(SCHEDULER_MAX_SLEEP, max(0.0, due - time.time()))
             self._wake.clear()
             try:
@@ -223,7 +239,7 @@ class Daemon:
             return
         # Only as many as can start; with the lane free, a few more to find a small file among them.
         wanted = max(free, 0) + (LANE_LOOKAHEAD if lane_free else 0)
-        for job in self.journal.runnable(time.time(), set(self._tasks), wanted, self._folders):
+        for job in self.journal.runnable(time.time(), set(self._tasks), wanted, self._folders, self._horizon()):
             if free > 0:
                 free -= 1
             elif lane_free and job.size <= self.settings.daemon.small_file_size:
@@ -236,6 +252,9 @@ class Daemon:
             task.add_done_callback(functools.partial(self._job_ended, job.id))
             if free <= 0 and not lane_free:
                 return
+
+    def _horizon(self) -> float:
+        return time.time() + max_delay(self.settings)
 
     def _job_ended(self, job_id: int, task: asyncio.Task[Job]) -> None:
         self._tasks.pop(job_id, None)
@@ -266,7 +285,7 @@ class Daemon:
         old_pipeline = self.pipeline
         self.settings = new
         logs.setup(new.daemon.log_level, new.secrets())
-        self.pipeline = build_pipeline(new, self.journal, self._folder_for)
+        self.pipeline = self._build_pipeline(new)
         self._spawn(self._close_when_idle(old_pipeline, list(self._tasks.values())))
         self._apply_folders(new.folders)
         self._notifier.ready(self._status_line())

@@ -6,6 +6,9 @@ the edge where they occur, so the pipeline only has to decide between three answ
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 CONFIG_EXIT_STATUS = 78  # EX_CONFIG: systemd's RestartPreventExitStatus= keys on it
 
 
@@ -18,8 +21,21 @@ class RetryLater(VaultdropError):
 
 
 class Unavailable(RetryLater):
-    """The service is down or unreachable: an outage is waited out with growing backoff and
-    costs the job no attempt, so a long outage never fails files."""
+    """The service is down or unreachable: an outage costs the job no attempt, so a long
+    outage never fails files, and jobs waiting on it wake as soon as the service answers."""
+
+    def __init__(self, message: str, service: str = "vault") -> None:
+        super().__init__(message)
+        self.service = service
+
+
+class Waiting(VaultdropError):
+    """Not an error: the job must wait for something else first (a twin upload, the S3
+    listing's grace period, its folder coming back). Costs no attempt."""
+
+    def __init__(self, reason: str, delay: float) -> None:
+        super().__init__(reason)
+        self.delay = delay
 
 
 class ClockSkew(RetryLater):
@@ -31,7 +47,13 @@ class ProtocolError(RetryLater):
 
 
 class JobFailed(VaultdropError):
-    """Permanent for this job: retrying cannot help; the file goes to failed_dir."""
+    """Permanent for this job: retrying cannot help; the file goes to failed_dir.
+
+    `changes` are facts the failure itself established, committed with the failed state."""
+
+    def __init__(self, message: str, changes: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.changes = dict(changes or {})
 
 
 class ConfigError(VaultdropError):

@@ -61,14 +61,23 @@ class JournalStore(Protocol):
 
     def close(self) -> None: ...
     def enqueue(self, identity: FileIdentity) -> Job | None: ...
+    def same_inode(self, identity: FileIdentity) -> list[Job]: ...
+    def follow(self, job: Job, identity: FileIdentity, detail: str) -> Job: ...
     def known_identities(self, folder: str) -> set[tuple[str, int, int, int]]: ...
-    def runnable(self, now: float, exclude: set[int], limit: int, folders: Collection[str]) -> list[Job]: ...
-    def next_due(self, exclude: set[int], folders: Collection[str]) -> float | None: ...
+    def runnable(self, now: float, exclude: set[int], limit: int, folders: Collection[str],
+                 horizon: float = ...) -> list[Job]: ...
+    def next_due(self, exclude: set[int], folders: Collection[str], horizon: float = ...) -> float | None: ...
+    def wake(self, service: str) -> int: ...
     def get(self, job_id: int) -> Job | None: ...
     def transition(self, job: Job, state: JobState, detail: str | None = None, **changes: Any) -> Job: ...
     def update(self, job: Job, **changes: Any) -> Job: ...
-    def find_done_by_sha256(self, sha256: str, exclude_id: int) -> Job | None: ...
-    def retry(self, job_id: int) -> Job: ...
+    def discard_video(self, job: Job, state: JobState, detail: str, stale: str, **changes: Any) -> Job: ...
+    def twins(self, sha256: str, exclude_id: int) -> list[Job]: ...
+    def by_video(self, video_id: str) -> Job | None: ...
+    def stale_videos(self, now: float, limit: int = 10) -> list[tuple[str, int]]: ...
+    def stale_deleted(self, video_id: str) -> None: ...
+    def stale_retry(self, video_id: str, not_before: float, error: str) -> None: ...
+    def retry(self, job_id: int, place: FileIdentity | None = None) -> Job: ...
     def forget(self, job_id: int) -> None: ...
     def counts(self) -> dict[JobState, int]: ...
     def jobs(self, state: JobState | None = None, limit: int = 50) -> list[Job]: ...
@@ -81,7 +90,7 @@ _UNWRITABLE = frozenset({sqlite3.SQLITE_READONLY, sqlite3.SQLITE_IOERR, sqlite3.
 
 
 _JOB_COLUMNS = ", ".join(f.name for f in fields(Job))
-_UPDATABLE = frozenset(f.name for f in fields(Job)) - {"id", "folder", "relpath", "state", "created_at"}
+_UPDATABLE = frozenset(f.name for f in fields(Job)) - {"id", "state", "created_at"}
 
 BUSY_TIMEOUT = 10.0  # seconds a writer waits for another (the CLI, a second opener)
 
@@ -121,6 +130,28 @@ MIGRATIONS: tuple[str, ...] = (
         detail TEXT
     );
     CREATE INDEX history_job ON history (job_id);
+    """,
+    # Same inode, size and mtime no longer means "known": a deleted file's inode is reused
+    # (cp -p), and a rename or a link is found by inode at another path.
+    """
+    ALTER TABLE jobs ADD COLUMN waiting_for TEXT;
+    ALTER TABLE jobs ADD COLUMN released INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN moved_to TEXT;
+    ALTER TABLE jobs ADD COLUMN key_unknown INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN upload_seconds REAL;
+    DROP INDEX jobs_identity;
+    CREATE INDEX jobs_identity ON jobs (folder, relpath, size, mtime_ns, inode);
+    CREATE INDEX jobs_inode ON jobs (inode, size, mtime_ns);
+    CREATE INDEX jobs_video ON jobs (video_id);
+    CREATE TABLE stale_videos (
+        video_id TEXT PRIMARY KEY,
+        job_id INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        not_before REAL NOT NULL DEFAULT 0,
+        last_error TEXT,
+        created_at REAL NOT NULL
+    );
     """,
 )
 
@@ -208,18 +239,20 @@ class Journal:
     # -- discovery -------------------------------------------------------------------
 
     def enqueue(self, identity: FileIdentity) -> Job | None:
-        """Journal a settled file; None when this exact file is already known.
+        """Journal a settled file; None when this exact file is already known here.
 
         A still-queued job for the same path whose file changed is updated in place:
         nothing was sent yet, so it simply uploads the newer content. A job uploading the
         path checks the file itself before trusting its upload. Once a job's video is
         confirmed, new content at its path is a new job (and that job's post-action leaves
-        the newer file alone).
+        the newer file alone). A job whose file a post-action removed no longer owns the
+        path: the same identity there is new content (an inode reused by `cp -p`).
         """
         now = self._clock()
         with self._write() as db:
             known = db.execute(
-                "SELECT id FROM jobs WHERE folder=? AND relpath=? AND size=? AND mtime_ns=? AND inode=?",
+                "SELECT id FROM jobs WHERE folder=? AND relpath=? AND size=? AND mtime_ns=? AND inode=?"
+                " AND released=0",
                 _params(identity.folder, identity.relpath, identity.size, identity.mtime_ns, identity.inode),
             ).fetchone()
             if known:
@@ -248,32 +281,52 @@ class Journal:
             row = db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
         return self._job(row)
 
-    def known_identities(self, folder: str) -> set[tuple[str, int, int, int]]:
-        """(relpath, size, mtime_ns, inode) of every job in a folder, for fast rescans."""
+    def same_inode(self, identity: FileIdentity) -> list[Job]:
+        """Jobs of a file with this inode, size and mtime at any path: the same file renamed,
+        linked, moved back from failed_dir or re-dropped. Newest first."""
         rows = self._db.execute(
-            "SELECT relpath, size, mtime_ns, inode FROM jobs WHERE folder=?", _params(folder)
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE inode=? AND size=? AND mtime_ns=? ORDER BY id DESC",
+            (identity.inode, identity.size, identity.mtime_ns),
+        ).fetchall()
+        return [self._job(r) for r in rows]
+
+    def follow(self, job: Job, identity: FileIdentity, detail: str) -> Job:
+        """The job's file now lives at another path (a rename, a move back by the operator)."""
+        with self._write() as db:
+            db.execute("UPDATE jobs SET folder=?, relpath=?, released=0, moved_to=NULL, updated_at=? WHERE id=?",
+                       _params(identity.folder, identity.relpath, self._clock(), job.id))
+            self._history(db, job.id, job.state, job.state, detail)
+            row = db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id=?", (job.id,)).fetchone()
+        return self._job(row)
+
+    def known_identities(self, folder: str) -> set[tuple[str, int, int, int]]:
+        """(relpath, size, mtime_ns, inode) of every file a job still owns, for fast rescans."""
+        rows = self._db.execute(
+            "SELECT relpath, size, mtime_ns, inode FROM jobs WHERE folder=? AND released=0", _params(folder)
         ).fetchall()
         return {(_from_db(r[0]), r[1], r[2], r[3]) for r in rows}
 
     # -- scheduling ------------------------------------------------------------------
 
-    def runnable(self, now: float, exclude: set[int], limit: int, folders: Collection[str]) -> list[Job]:
+    def runnable(self, now: float, exclude: set[int], limit: int, folders: Collection[str],
+                 horizon: float = float("inf")) -> list[Job]:
         """Active jobs of configured folders due now, oldest first, minus those already running.
 
         A job whose folder left the configuration waits (it resumes if the folder comes back)
-        rather than finishing without its folder's post-action and S3 step.
+        rather than finishing without its folder's post-action and S3 step. A retry time
+        beyond `horizon` can only come from a clock stepped back: it is due now.
         """
         states, places = ",".join("?" * len(ACTIVE)), ",".join("?" * len(folders))
         # `+folder` keeps SQLite on the (state, not_before) index: on the identity index it
         # read every job the folder ever had, 4 ms per wake-up at 10,000 jobs (both queries).
         rows = self._db.execute(
             f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state IN ({states}) AND +folder IN ({places})"
-            " AND not_before <= ? ORDER BY not_before, id LIMIT ?",
-            (*ACTIVE, *_params(*folders), now, limit + len(exclude)),
+            " AND (not_before <= ? OR not_before > ?) ORDER BY not_before, id LIMIT ?",
+            (*ACTIVE, *_params(*folders), now, horizon, limit + len(exclude)),
         ).fetchall()
         return [job for job in map(self._job, rows) if job.id not in exclude][:limit]
 
-    def next_due(self, exclude: set[int], folders: Collection[str]) -> float | None:
+    def next_due(self, exclude: set[int], folders: Collection[str], horizon: float = float("inf")) -> float | None:
         """Earliest not_before among runnable jobs not running here (for the scheduler's sleep)."""
         states, places = ",".join("?" * len(ACTIVE)), ",".join("?" * len(folders))
         rows = self._db.execute(
@@ -281,7 +334,14 @@ class Journal:
             " ORDER BY not_before LIMIT ?",
             (*ACTIVE, *_params(*folders), len(exclude) + 1),
         ).fetchall()
-        return next((r["not_before"] for r in rows if r["id"] not in exclude), None)
+        due = next((r["not_before"] for r in rows if r["id"] not in exclude), None)
+        return None if due is None else min(due, horizon)
+
+    def wake(self, service: str) -> int:
+        """The service answers again: every job waiting out its outage is due now."""
+        with self._write() as db:
+            return db.execute("UPDATE jobs SET not_before=0, waiting_for=NULL WHERE waiting_for=?",
+                              (service,)).rowcount
 
     # -- state changes ---------------------------------------------------------------
 
@@ -299,11 +359,12 @@ class Journal:
         """Record facts about a job (key, bytes sent, a retry) without changing its state."""
         return self._save(job, None, None, changes)
 
-    def _save(self, job: Job, state: JobState | None, detail: str | None, changes: dict[str, Any]) -> Job:
+    def _save(self, job: Job, state: JobState | None, detail: str | None, changes: dict[str, Any],
+              stale_video: tuple[str, str] | None = None) -> Job:
         unknown = set(changes) - _UPDATABLE
         if unknown:
             raise ValueError(f"not journal columns: {sorted(unknown)}")
-        changes["updated_at"] = self._clock()
+        now = changes["updated_at"] = self._clock()
         if state is not None:
             changes["state"] = state.value
         assignments = ", ".join(f"{name}=?" for name in changes)
@@ -314,29 +375,70 @@ class Journal:
             db.execute(f"UPDATE jobs SET {assignments} WHERE id=?", _params(*changes.values(), job.id))
             if state is not None:
                 self._history(db, job.id, job.state, state, detail)
+            if stale_video is not None:
+                db.execute("INSERT OR IGNORE INTO stale_videos (video_id, job_id, reason, created_at)"
+                           " VALUES (?, ?, ?, ?)", _params(stale_video[0], job.id, stale_video[1], now))
             row = db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id=?", (job.id,)).fetchone()
         return self._job(row)
 
-    def find_done_by_sha256(self, sha256: str, exclude_id: int) -> Job | None:
+    def discard_video(self, job: Job, state: JobState, detail: str, stale: str, **changes: Any) -> Job:
+        """Start a job over and, in the same transaction, record its vault copy `stale` for
+        deletion: the new content never waits on a delete that keeps failing."""
+        if state not in ALLOWED[job.state]:
+            raise IllegalTransition(f"job {job.id}: {job.state} -> {state} is not allowed")
+        return self._save(job, state, detail, changes, stale_video=(stale, detail))
+
+    def twins(self, sha256: str, exclude_id: int) -> list[Job]:
+        """Other jobs with this content that have not failed, oldest first (sha256 dedupe)."""
+        rows = self._db.execute(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE sha256=? AND id<>? AND state<>? ORDER BY id",
+            (sha256, exclude_id, JobState.FAILED.value),
+        ).fetchall()
+        return [self._job(r) for r in rows]
+
+    def by_video(self, video_id: str) -> Job | None:
+        """The job that uploaded this video (a skipped twin's S3 copy names its file)."""
         row = self._db.execute(
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE sha256=? AND id<>? AND state IN (?, ?, ?)"
-            " ORDER BY id LIMIT 1",
-            (sha256, exclude_id, JobState.DONE.value, JobState.FINISHING.value, JobState.S3_WAITING.value),
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE video_id=? AND upload_key IS NOT NULL ORDER BY id LIMIT 1",
+            (video_id,),
         ).fetchone()
         return self._job(row) if row else None
 
+    # -- videos to delete ------------------------------------------------------------
+
+    def stale_videos(self, now: float, limit: int = 10) -> list[tuple[str, int]]:
+        """(video_id, attempts) of discarded vault copies due for another delete."""
+        rows = self._db.execute("SELECT video_id, attempts FROM stale_videos WHERE not_before <= ?"
+                                " ORDER BY not_before LIMIT ?", (now, limit)).fetchall()
+        return [(r[0], r[1]) for r in rows]
+
+    def stale_deleted(self, video_id: str) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM stale_videos WHERE video_id=?", (video_id,))
+
+    def stale_retry(self, video_id: str, not_before: float, error: str) -> None:
+        with self._write() as db:
+            db.execute("UPDATE stale_videos SET attempts=attempts+1, not_before=?, last_error=? WHERE video_id=?",
+                       (not_before, error, video_id))
+
     # -- operator commands -----------------------------------------------------------
 
-    def retry(self, job_id: int) -> Job:
+    def retry(self, job_id: int, place: FileIdentity | None = None) -> Job:
         """Operator asked to try a failed job again: fresh attempts, due now.
 
-        A job that already holds an upload key resumes on that key (progress first), so
-        a video that did reach the vault is confirmed, never uploaded a second time.
+        Only a failed job: one still running or finished is not touched. A job that holds
+        an upload key resumes on that key (progress first), and a committed S3 request is
+        followed again, never sent twice. `place`: where the file is now, when the
+        operator moved it back into a watched folder.
         """
         job = self._require(job_id)
+        if job.state is not JobState.FAILED:
+            raise IllegalTransition(f"job {job_id} is {job.state.value}, not failed: nothing to retry")
         state = JobState.UPLOADING if job.upload_key else JobState.QUEUED
+        s3: dict[str, Any] = {"s3_request_id": None, "s3_status": None} if job.s3_status == "failed" else {}
         return self.transition(job, state, "retry requested", attempts=0, not_before=0, last_error=None,
-                               s3_request_id=None, s3_status=None)
+                               key_unknown=0, released=0, moved_to=None, s3_since=self._clock(), **s3,
+                               **({"folder": place.folder, "relpath": place.relpath} if place else {}))
 
     def forget(self, job_id: int) -> None:
         """Drop a finished job so an identical file would be uploaded again."""

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .journal import Journal
+    from .journal import JournalStore
     from .model import Job
 
 logger = logging.getLogger("vaultdrop")
@@ -39,13 +39,14 @@ def log(level: int, message: str, *, event: str | None = None, exc_info: bool = 
 
 
 def job_fields(job: Job) -> dict[str, Any]:
-    """What an operator filters a job's lines on (`journalctl JOB_ID=7`, `FILE=a.mov`)."""
+    """What an operator filters a job's lines on (`journalctl JOB_ID=7`, `FILE=a.mov`);
+    ATTEMPT is the number of attempts spent so far (absent before the first failure)."""
     return {"job_id": job.id, "folder": job.folder, "file": job.relpath, "upload_key": job.upload_key,
             "video_id": job.video_id, "s3_request_id": job.s3_request_id, "stage": job.state.value,
-            "attempt": job.attempts + 1, "bytes": job.size}
+            "attempt": job.attempts or None, "bytes": job.size}
 
 
-def log_change(journal: Journal, job: Job, level: int, message: str, *, event: str | None = None,
+def log_change(journal: JournalStore, job: Job, level: int, message: str, *, event: str | None = None,
                **fields: Any) -> None:
     """The one line of a state change `job` just went through; DURATION_MS is the time it
     spent in the previous state, from the journal's history (so it survives a restart)."""
@@ -54,14 +55,12 @@ def log_change(journal: Journal, job: Job, level: int, message: str, *, event: s
     log(level, message, event=event, **{**job_fields(job), "duration_ms": int(spent * 1000), **fields})
 
 
-def log_done(journal: Journal, job: Job) -> None:
-    """The summary line of a finished job, from its history (a job may span restarts and
-    S3 polls): size, time since it was queued, and the throughput of its last upload."""
+def log_done(journal: JournalStore, job: Job) -> None:
+    """The summary line of a finished job: size, time since it was queued (from its
+    history, across restarts), and the rate of its upload's own POST."""
     history = journal.history(job.id)
     total = history[-1]["at"] - history[0]["at"]
-    sends = [after["at"] - before["at"] for before, after in zip(history, history[1:])
-             if before["to_state"] == "uploading" and after["to_state"] == "confirming"]
-    rate = f", upload {job.size / sends[-1] / 1e6:.1f} MB/s" if sends and sends[-1] > 0 else ""
+    rate = f", upload {job.size / job.upload_seconds / 1e6:.1f} MB/s" if job.upload_seconds else ""
     log_change(journal, job, logging.INFO,
                f"done: {job.relpath} ({job.size:,} bytes in {total:.1f} s{rate}) video {job.video_id}",
                event="job_done", duration_ms=int(total * 1000))

@@ -5,10 +5,15 @@ No SQL and no I/O here: the journal stores these, the stages reason about them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from .errors import RetryLater
 
 
 class JobState(StrEnum):
@@ -28,9 +33,11 @@ class JobState(StrEnum):
 TERMINAL = frozenset({JobState.DONE, JobState.FAILED, JobState.SKIPPED})
 ACTIVE = tuple(s for s in JobState if s not in TERMINAL)
 UNCONFIRMED = (JobState.QUEUED, JobState.UPLOADING, JobState.CONFIRMING)
+CONFIRMED = frozenset({JobState.S3_QUEUEING, JobState.S3_WAITING, JobState.FINISHING, JobState.DONE,
+                       JobState.SKIPPED})
 
 ALLOWED: dict[JobState, frozenset[JobState]] = {
-    JobState.QUEUED: frozenset({JobState.UPLOADING, JobState.FINISHING, JobState.FAILED}),
+    JobState.QUEUED: frozenset({JobState.UPLOADING, JobState.S3_QUEUEING, JobState.FINISHING, JobState.FAILED}),
     JobState.UPLOADING: frozenset({JobState.CONFIRMING, JobState.QUEUED, JobState.FAILED}),
     JobState.CONFIRMING: frozenset(
         {JobState.UPLOADING, JobState.QUEUED, JobState.S3_QUEUEING, JobState.FINISHING, JobState.FAILED}
@@ -98,6 +105,11 @@ class Job:
     s3_since: float | None
     created_at: float
     updated_at: float
+    waiting_for: str | None  # a service whose outage this job waits out (woken when it answers)
+    released: int  # 1 once a post-action deleted or moved the file: the path no longer holds it
+    moved_to: str | None  # where a post-action put the file (archive or failed_dir)
+    key_unknown: int  # progress answers in a row that did not know the upload key
+    upload_seconds: float | None  # the last POST's own duration (throughput on the done line)
 
     @property
     def identity(self) -> FileIdentity:
@@ -110,3 +122,21 @@ class Job:
     @property
     def path(self) -> Path:
         return Path(self.folder) / self.relpath
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A stage's decision; the runner commits it and logs it, and nothing else does either.
+
+    `state` None keeps the job where it is (facts recorded, or a wait). `retry` schedules
+    the job again by the retry policy in the same commit; `discard` records a vault video
+    to delete on its own, in the same commit too.
+    """
+
+    state: JobState | None
+    detail: str
+    changes: Mapping[str, Any] = field(default_factory=dict)
+    level: int = logging.INFO
+    retry: RetryLater | None = None
+    discard: str | None = None
+    quiet: bool = False  # a step worth a debug line only

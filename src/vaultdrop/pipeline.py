@@ -1,322 +1,243 @@
-"""The pipeline stages that carry one job from `queued` to `done` (or `failed`).
+"""The runner: drives one job through the stages and is the only place that commits a
+state change and logs it.
 
-Each stage commits the state it reaches before the side effect that depends on it, so a
-job picked up after a crash resumes from the journal alone. Errors decide what happens
-next: RetryLater schedules the job again (attempts + not_before, persisted), JobFailed
-ends it in failed_dir, ConfigError propagates and stops the daemon.
+Stages (stages.py, s3.py, postaction.py) decide and return a Transition; errors say what
+to do next: RetryLater goes through the pure retry policy (retry.py), Waiting parks the
+job without spending an attempt, JobFailed ends it in failed_dir, ConfigError stops the
+daemon. Each commit lands before the side effect that depends on it, so a job picked up
+after a crash resumes from the journal alone.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import logging
-import os
 import random
-import time
-from collections.abc import Awaitable, Callable
-from pathlib import Path
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from . import postaction
 from .config import FolderSettings, Settings
-from .errors import ClockSkew, ConfigError, JobFailed, RetryLater, Unavailable
-from .journal import IllegalTransition, Journal
-from .model import TERMINAL, Job, JobState
+from .errors import ClockSkew, ConfigError, JobFailed, RetryLater, Unavailable, Waiting
+from .journal import IllegalTransition, JournalStore
 from .logs import job_fields, log, log_change, log_done
-from .throttle import Throttle
-from .vault import FileChanged, KeyUsed, Progress, UnknownKey, VaultClient
+from .model import TERMINAL, Job, JobState, Transition
+from .outage import Outages
+from .retry import GiveUp, Policy, Retry, decide
+from .stages import VaultStages
 
-PROGRESS_WRITE_INTERVAL = 1.0
 CRASH_PAUSE = 60.0
+FOLDER_GONE_PAUSE = 60.0
+STALE_DELETE_BATCH = 10
+VAULT = "vault"
+SCALEENGINE = "scaleengine"
 
 
 class S3Stage(Protocol):
-    """The optional S3 queueing stages (see s3.py)."""
+    """The optional S3 stages (see s3.py)."""
 
-    async def queue(self, job: Job, folder: FolderSettings) -> Job: ...
+    async def queue(self, job: Job, folder: FolderSettings, resumed: bool) -> Transition: ...
 
-    async def follow(self, job: Job, folder: FolderSettings) -> Job: ...
+    async def follow(self, job: Job) -> Transition: ...
 
     async def aclose(self) -> None: ...
-
-
-def backoff(attempt: int, base: float, cap: float, rng: random.Random) -> float:
-    """Exponential backoff with full jitter: spreads retries after an outage."""
-    return rng.uniform(base / 2, min(cap, base * 2 ** max(0, attempt - 1)))
-
-
-def sha256_of(path: Path) -> str:
-    """Blocking: run in a worker thread."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class Pipeline:
     def __init__(
         self,
-        journal: Journal,
-        vault: VaultClient,
+        journal: JournalStore,
+        stages: VaultStages,
         settings: Settings,
         folder_for: Callable[[Job], FolderSettings | None],
+        outages: Outages,
         *,
-        throttle: Throttle | None = None,
         s3: S3Stage | None = None,
-        clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float],
         rng: random.Random | None = None,
     ) -> None:
         self.journal = journal
-        self.vault = vault
+        self.stages = stages
         self.settings = settings
         self._folder_for = folder_for
-        self._throttle = throttle
+        self.outages = outages
         self._s3 = s3
         self._clock = clock
-        self._sleep = sleep
         self._rng = rng or random.Random()
-        self._outage_streak = 0
+        vault = settings.vault
+        self.policy = Policy(vault.max_attempts, vault.backoff_base, vault.backoff_max)
 
     async def aclose(self) -> None:
-        await self.vault.aclose()
+        await self.outages.aclose()
+        await self.stages.vault.aclose()
         if self._s3 is not None:
             await self._s3.aclose()
 
     async def run(self, job: Job) -> Job:
-        """Drive one job until it ends or waits for a retry; only ConfigError escapes.
+        """Drive one job until it ends or waits; only ConfigError escapes.
 
-        If even the failure handling breaks (journal or filesystem trouble, a bug), the
-        job rests for CRASH_PAUSE instead of being picked up again at once.
+        If even the failure handling breaks (journal trouble, a bug), the job rests for
+        CRASH_PAUSE instead of being picked up again at once.
         """
         try:
             return await self._drive(job)
         except ConfigError:
             raise
         except Exception as exc:  # noqa: BLE001 - one job's trouble must not spin or stop the daemon
-            log(logging.ERROR, f"job {job.id} ({job.relpath}) set aside for {CRASH_PAUSE:g} s: {exc!r}",
-                exc_info=True, **job_fields(job))
+            log(logging.ERROR, f"job {job.id} ({job.relpath}) set aside for {CRASH_PAUSE:g} s: {exc!r}; "
+                "this is a bug, please report it", exc_info=True, **job_fields(job))
             current = self.journal.get(job.id) or job
             return self.journal.update(current, not_before=self._clock() + CRASH_PAUSE, last_error=repr(exc))
 
     async def _drive(self, job: Job) -> Job:
-        resumed = job.state is not JobState.QUEUED
+        resumed = True  # the first look after a pickup: earlier outcomes are unknown
+        rescued = False
         while job.state not in TERMINAL:
             folder = self._folder_for(job)
+            if folder is None:
+                return self._commit(job, Transition(None, "waiting: its folder is not configured", {
+                    "not_before": self._clock() + FOLDER_GONE_PAUSE, "last_error": "its folder is not configured"},
+                    quiet=True))
+            service = SCALEENGINE if job.state in (JobState.S3_QUEUEING, JobState.S3_WAITING) else VAULT
             try:
-                job = await self._step(job, folder, resumed)
+                decision = await self._stage(job, folder, resumed)
+                self.outages.up(service)
+            except Waiting as exc:
+                decision = Transition(None, f"waiting: {exc}", {"not_before": self._clock() + exc.delay,
+                                                                "last_error": f"waiting: {exc}"}, quiet=True)
             except RetryLater as exc:
-                return await self._retry(job, folder, exc)
+                decision = Transition(None, str(exc), retry=exc)
             except JobFailed as exc:
-                return await self._fail(job, folder, str(exc))
+                decision = await self._failure(job, folder, str(exc), exc.changes)
             except (ConfigError, IllegalTransition):
                 raise
-            except Exception as exc:  # noqa: BLE001 - a bug must cost one job an attempt, not the daemon
-                log(logging.ERROR, f"unexpected error on {job.relpath}: {exc!r}", exc_info=True, **job_fields(job))
-                return await self._retry(job, folder, RetryLater(f"unexpected error: {exc!r}"))
-            self._outage_streak = 0
+            except OSError as exc:  # the file system refused a post-action or a read: retry, say which
+                decision = Transition(None, f"{exc.strerror or exc}: {exc.filename or job.path}",
+                                      retry=RetryLater(f"{exc.strerror or exc}: {exc.filename or job.path}"))
+            if decision.retry is not None:
+                verdict = decide(decision.retry, job.attempts, self.outages.streak, self.policy, self._rng)
+                rescue = None if rescued or not isinstance(verdict, GiveUp) else await self._rescue(job)
+                rescued = rescued or rescue is not None
+                decision = rescue or await self._apply(job, folder, decision, verdict)
+            job = self._commit(job, decision)
+            if decision.discard is not None:
+                await self.delete_stale_videos()  # a first try at once; a failure is retried on its own
             if job.not_before > self._clock():
-                return job  # a stage asked to be looked at again later (S3 status polling)
-            resumed = False
-        if job.state is JobState.DONE:
-            log_done(self.journal, job)
-        elif job.state is JobState.SKIPPED:
-            log_change(self.journal, job, logging.INFO,
-                       f"skipped: {job.relpath}: its content is already video {job.video_id}")
+                return job
+            resumed = decision.retry is not None
         return job
 
-    async def _step(self, job: Job, folder: FolderSettings | None, resumed: bool) -> Job:
-        if job.state is JobState.QUEUED:
-            return await self._start(job)
-        if job.state is JobState.UPLOADING:
-            return await self._upload(job, check_first=resumed)
-        if job.state is JobState.CONFIRMING:
-            return await self._confirm(job, folder)
-        if job.state in (JobState.S3_QUEUEING, JobState.S3_WAITING):
-            if self._s3 is None or folder is None or folder.s3 is None:
-                raise JobFailed("job needs the S3 step but its folder has no [folders.s3] any more")
-            if job.state is JobState.S3_QUEUEING:
-                return await self._s3.queue(job, folder)
-            return await self._s3.follow(job, folder)
-        return await self._finish(job, folder)
+    async def _stage(self, job: Job, folder: FolderSettings, resumed: bool) -> Transition:
+        match job.state:
+            case JobState.QUEUED:
+                return await self.stages.start(job, folder)
+            case JobState.UPLOADING:
+                return await self.stages.upload(job, resumed)
+            case JobState.CONFIRMING:
+                return await self.stages.confirm(job, folder)
+            case JobState.S3_QUEUEING | JobState.S3_WAITING:
+                if self._s3 is None or folder.s3 is None:
+                    raise Waiting("its S3 step is no longer configured ([folders.s3], [scaleengine])",
+                                  FOLDER_GONE_PAUSE)
+                if job.state is JobState.S3_QUEUEING:
+                    return await self._s3.queue(job, folder, resumed)
+                return await self._s3.follow(job)
+            case _:
+                return await self._finish(job, folder)
 
-    # -- stages ----------------------------------------------------------------------
-
-    async def _start(self, job: Job) -> Job:
-        job = self._refresh_identity(job)
-        if job.size == 0:
-            raise RetryLater("the file is empty now")
-        if self.settings.daemon.dedupe == "sha256":
-            digest = await asyncio.to_thread(sha256_of, job.path)
-            if self._refresh_identity(job) != job:
-                raise RetryLater("file changed while its checksum was computed")
-            twin = self.journal.find_done_by_sha256(digest, job.id)
-            if twin is not None:  # FINISHING without an upload key ends as SKIPPED
-                return self._changed(job, JobState.FINISHING, logging.INFO, f"same content as job {twin.id}",
-                                     sha256=digest, video_id=twin.video_id)
-        key = await self.vault.new_upload_key()
-        job = self.journal.transition(job, JobState.UPLOADING, f"upload key {key}", upload_key=key, bytes_sent=0)
-        log_change(self.journal, job, logging.INFO, f"uploading: {job.relpath}")
-        return await self._upload(job, check_first=False)
-
-    async def _upload(self, job: Job, *, check_first: bool) -> Job:
-        key = job.upload_key
-        assert key is not None
-        if check_first:
-            job, progress = await self._progress(job)
-            if progress is None:
-                return job
-            if progress.video_id:
-                return self._changed(job, JobState.CONFIRMING, logging.INFO, "vault already has the video")
-            job = self._refresh_identity(job)
-        last_write = time.monotonic()
-        latest = 0
-
-        def on_progress(sent: int) -> None:
-            nonlocal job, last_write, latest
-            latest = sent
-            if time.monotonic() - last_write >= PROGRESS_WRITE_INTERVAL:
-                last_write = time.monotonic()
-                job = self.journal.update(job, bytes_sent=sent)
-
-        try:
-            digest = await self.vault.upload(
-                key, job.path, size=job.size, on_progress=on_progress, throttle=self._throttle
-            )
-        except KeyUsed:
-            return self._changed(job, JobState.CONFIRMING, logging.INFO, "key already used: confirming")
-        except FileChanged as exc:
-            self.journal.update(job, bytes_sent=latest)
-            raise RetryLater(str(exc)) from None
-        return self._changed(job, JobState.CONFIRMING, logging.INFO, "upload sent", sha256=digest, bytes_sent=job.size)
-
-    async def _confirm(self, job: Job, folder: FolderSettings | None) -> Job:
-        """Poll progress until the vault names the video and holds every byte."""
-        deadline = self._clock() + self.settings.vault.confirm_timeout
-        while True:
-            job, progress = await self._progress(job)
-            if progress is None:
-                return job
-            if progress.video_id:
-                break
-            if self._clock() >= deadline:
-                self._changed(job, JobState.UPLOADING, logging.WARNING,
-                              "no video id after the upload: sending again on the same key")
-                raise RetryLater(f"no video id {self.settings.vault.confirm_timeout:g} s after the upload")
-            await self._sleep(self.settings.vault.poll_interval)
-        if progress.size != job.size or progress.received != job.size:
-            return await self._discard(job, progress.video_id,
-                                       f"vault holds {progress.size} bytes, the file has {job.size}")
-        info = self._stat_or_none(job)
-        if info is not None and not job.is_file(info):
-            return await self._discard(job, progress.video_id, "file changed during upload")
-        sha256 = job.sha256
-        if sha256 is None and info is not None:
-            sha256 = await asyncio.to_thread(sha256_of, job.path)
-        next_state = JobState.S3_QUEUEING if folder is not None and folder.s3 is not None else JobState.FINISHING
-        job = self.journal.transition(job, next_state, f"video {progress.video_id} confirmed",
-                                      video_id=progress.video_id, sha256=sha256, s3_since=self._clock(),
-                                      attempts=0)
-        log_change(self.journal, job, logging.INFO, f"confirmed: {job.relpath} is video {job.video_id}")
-        return job
-
-    async def _progress(self, job: Job) -> tuple[Job, Progress | None]:
-        """progress.xml for the job's key; a key the vault does not know sends the job back to QUEUED."""
-        assert job.upload_key is not None
-        try:
-            return job, await self.vault.progress(job.upload_key)
-        except UnknownKey:
-            job = self._changed(job, JobState.QUEUED, logging.WARNING,
-                                "the vault does not know the upload key: new key", upload_key=None, bytes_sent=0)
-            return job, None
-
-    def _refresh_identity(self, job: Job) -> Job:
-        """Upload what the file is now: a change before sending is not a reason to fail."""
-        info = self._stat(job)
-        if job.is_file(info):
-            return job
-        return self.journal.update(job, size=info.st_size, mtime_ns=info.st_mtime_ns, inode=info.st_ino)
-
-    async def _discard(self, job: Job, video_id: str, reason: str) -> Job:
-        """The vault's copy is not this file: delete it (idempotent), then start over."""
-        await self.vault.delete(video_id)
-        job = self.journal.transition(job, JobState.QUEUED, reason, upload_key=None, video_id=None,
-                                      bytes_sent=0, sha256=None)
-        log_change(self.journal, job, logging.WARNING,
-                   f"{job.relpath}: {reason}; deleted video {video_id}, starting over", video_id=video_id)
-        raise RetryLater(reason)
-
-    async def _finish(self, job: Job, folder: FolderSettings | None) -> Job:
-        """Keep, delete or archive the file: only if it is still the file that was uploaded."""
-        info = self._stat_or_none(job)
-        if folder is None:
-            outcome = "kept: its folder is no longer configured"
-        elif info is None or not job.is_file(info):
-            outcome = "left alone: the path now holds other content or nothing"
-        else:
-            outcome = await postaction.finish(folder, job.relpath, job.id)
+    async def _finish(self, job: Job, folder: FolderSettings) -> Transition:
+        """Keep, delete or archive the file: only the exact content that was uploaded."""
+        outcome = await postaction.finish(folder, job)
         final = JobState.DONE if job.upload_key else JobState.SKIPPED
-        return self.journal.transition(job, final, outcome, last_error=None)
+        return Transition(final, outcome.text, {"last_error": None, "released": int(outcome.released),
+                                                "moved_to": outcome.moved_to})
 
-    # -- outcomes --------------------------------------------------------------------
-
-    async def _retry(self, job: Job, folder: FolderSettings | None, exc: RetryLater) -> Job:
-        """Persist attempts + not_before so the backoff survives a restart.
-
-        An outage (Unavailable) spends no attempt: its backoff grows with the number of
-        outage answers in a row, across all jobs, and resets at the first success.
-        """
-        current = self.journal.get(job.id) or job
-        if isinstance(exc, Unavailable):
-            self._outage_streak += 1
-            delay = backoff(self._outage_streak, self.settings.vault.backoff_base,
-                            self.settings.vault.backoff_max, self._rng)
-            log(logging.WARNING, f"service unavailable, retry in {delay:.1f} s: {current.relpath}: {exc}",
-                **job_fields(current))
-            return self.journal.update(current, not_before=self._clock() + delay, last_error=str(exc))
-        attempts = current.attempts + 1
-        if attempts >= self.settings.vault.max_attempts:
-            current = self.journal.update(current, attempts=attempts)
-            return await self._fail(current, folder, f"gave up after {attempts} attempts: {exc}")
-        delay = backoff(attempts, self.settings.vault.backoff_base, self.settings.vault.backoff_max, self._rng)
-        if isinstance(exc, ClockSkew):
-            log(logging.WARNING, f"server refused our clock: {exc}; check NTP on this machine", **job_fields(current))
-        log(logging.WARNING, f"retry in {delay:.1f} s: {current.relpath}: {exc}",
-            **{**job_fields(current), "attempt": attempts})
-        return self.journal.update(current, attempts=attempts, not_before=self._clock() + delay, last_error=str(exc))
-
-    async def _fail(self, job: Job, folder: FolderSettings | None, error: str) -> Job:
-        current = self.journal.get(job.id) or job
+    async def _failure(self, job: Job, folder: FolderSettings, error: str,
+                       changes: dict[str, Any] | None = None) -> Transition:
+        report = {"job_id": job.id, "file": job.relpath, "error": error, "attempts": job.attempts,
+                  "upload_key": job.upload_key, "video_id": job.video_id, "state": job.state.value}
         try:
-            outcome = "no folder" if folder is None else await postaction.fail(
-                folder, current.relpath, current.id,
-                {"job_id": current.id, "file": current.relpath, "error": error, "attempts": current.attempts,
-                 "upload_key": current.upload_key, "video_id": current.video_id, "state": current.state.value},
-            )
+            outcome = await postaction.fail(folder, job, report)
         except OSError as exc:
-            outcome = f"left in place: cannot move it to failed_dir: {exc}"
-        job = self.journal.transition(current, JobState.FAILED, f"{error} ({outcome})", last_error=error)
-        log_change(self.journal, job, logging.ERROR, f"failed: {job.relpath}: {error} ({outcome})",
-                   event="job_failed")
-        return job
+            outcome = postaction.Outcome(f"left in place: cannot move it to failed_dir: {exc.strerror or exc}")
+        return Transition(JobState.FAILED, f"{error} ({outcome.text})", {
+            **(changes or {}), "last_error": error, "released": int(outcome.released), "moved_to": outcome.moved_to},
+            level=logging.ERROR)
 
-    def _changed(self, job: Job, state: JobState, level: int, detail: str, **changes: object) -> Job:
-        """A state change whose journal detail is also its log line."""
-        job = self.journal.transition(job, state, detail, **changes)
-        log_change(self.journal, job, level, f"{state.value}: {job.relpath}: {detail}")
-        return job
-
-    def _stat(self, job: Job) -> os.stat_result:
-        info = self._stat_or_none(job)
-        if info is None:
-            raise JobFailed("file vanished before it could be uploaded")
-        return info
-
-    @staticmethod
-    def _stat_or_none(job: Job) -> os.stat_result | None:
-        try:
-            return os.stat(job.path)
-        except OSError:
+    async def _rescue(self, job: Job) -> Transition | None:
+        """Before giving up on a job that holds a key, ask the vault once more: a POST
+        answered with a 500 (or a timeout) may have been stored all the same."""
+        if not job.upload_key or job.state not in (JobState.UPLOADING, JobState.CONFIRMING):
             return None
+        progress = await self.stages.progress_or_none(job)
+        if progress is None or not progress.video_id:
+            return None
+        return Transition(JobState.CONFIRMING if job.state is JobState.UPLOADING else None,
+                          "the vault has the video after all: confirming")
+
+    async def _apply(self, job: Job, folder: FolderSettings, decision: Transition,
+                     verdict: Retry | GiveUp) -> Transition:
+        """What the retry policy's verdict on a decision's error means for this job."""
+        error = decision.retry
+        assert error is not None
+        if isinstance(verdict, GiveUp):
+            failure = await self._failure(job, folder, f"gave up after {verdict.attempts} attempts: {error}")
+            return Transition(failure.state, failure.detail, {**decision.changes, **failure.changes,
+                                                               "attempts": verdict.attempts}, level=logging.ERROR)
+        changes = {**decision.changes, "attempts": verdict.attempts, "not_before": self._clock() + verdict.delay,
+                   "last_error": str(error)}
+        if isinstance(error, Unavailable):
+            self.outages.down(error.service, error)
+            return Transition(decision.state, decision.detail, {**changes, "waiting_for": error.service},
+                              level=decision.level, discard=decision.discard, quiet=decision.state is None)
+        if isinstance(error, ClockSkew):
+            log(logging.WARNING, f"server refused our clock: {error}; check NTP on this machine", **job_fields(job))
+        detail = (f"{decision.detail}; retry in {verdict.delay:.1f} s" if decision.state
+                  else f"retry in {verdict.delay:.1f} s: {error}")
+        return Transition(decision.state, detail, changes, level=logging.WARNING, discard=decision.discard)
+
+    def _commit(self, job: Job, decision: Transition) -> Job:
+        """The one place a job's state changes: journal first, then its log line."""
+        changes = dict(decision.changes)
+        if job.waiting_for and "waiting_for" not in changes:
+            changes["waiting_for"] = None
+        if decision.discard is not None:
+            assert decision.state is not None
+            job = self.journal.discard_video(job, decision.state, decision.detail, decision.discard, **changes)
+        elif decision.state is None:
+            job = self.journal.update(job, **changes)
+        else:
+            job = self.journal.transition(job, decision.state, decision.detail, **changes)
+        self._log(job, decision)
+        return job
+
+    def _log(self, job: Job, decision: Transition) -> None:
+        if decision.state is JobState.DONE:
+            log_done(self.journal, job)
+        elif decision.state is JobState.FAILED:
+            log_change(self.journal, job, logging.ERROR, f"failed: {job.relpath}: {decision.detail}",
+                       event="job_failed")
+        elif decision.state is not None:
+            log_change(self.journal, job, decision.level, f"{decision.state.value}: {job.relpath}: {decision.detail}")
+        else:
+            log(logging.DEBUG if decision.quiet else decision.level, f"{job.relpath}: {decision.detail}",
+                **job_fields(job))
+
+    # -- discarded vault copies --------------------------------------------------------
+
+    async def delete_stale_videos(self) -> None:
+        """Delete vault copies that were not the file (a change during upload, an abandoned
+        key), each on its own schedule: a delete that keeps failing never holds up an upload."""
+        if self.outages.is_down(VAULT):
+            return
+        for video_id, attempts in self.journal.stale_videos(self._clock(), STALE_DELETE_BATCH):
+            try:
+                found = await self.stages.vault.delete(video_id)
+            except RetryLater as exc:
+                delay = min(self.policy.backoff_max, self.policy.backoff_base * 2 ** attempts)
+                self.journal.stale_retry(video_id, self._clock() + delay, str(exc))
+                log(logging.WARNING, f"could not delete stale video {video_id} (try {attempts + 1}): {exc}; "
+                    f"trying again in {delay:.0f} s", video_id=video_id)
+                continue
+            self.journal.stale_deleted(video_id)
+            log(logging.INFO, f"stale video {video_id} " + ("deleted" if found else "was already gone"),
+                video_id=video_id)

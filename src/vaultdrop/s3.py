@@ -1,8 +1,9 @@
 """The optional S3 stages: queue the stored video to a bucket, then follow that request.
 
 Crash safety: `s3_status = "requesting"` is committed before aws.upload is sent. A job
-found in that state after a crash first looks for its request in aws.status and adopts
-it, so a request whose id was never committed is still not queued twice.
+resumed in that state first looks for its request in aws.status and adopts it, so a
+request whose id was never committed is still not queued twice; a committed request id
+is followed, never sent again (also after `jobs retry`).
 """
 
 from __future__ import annotations
@@ -18,10 +19,9 @@ import httpx
 
 from .config import FolderSettings, Settings
 from .control import ControlClient, NoAnswer
-from .errors import JobFailed, ProtocolError, RetryLater, VaultdropError
-from .journal import Journal
-from .model import Job, JobState
-from .logs import log_change
+from .errors import JobFailed, ProtocolError, RetryLater, Waiting
+from .journal import JournalStore
+from .model import Job, JobState, Transition
 from .watch import SIDECAR_SUFFIX
 
 STATUS_PAGE = 100
@@ -31,7 +31,7 @@ REQUESTING = "requesting"
 
 
 class S3Queue:
-    def __init__(self, settings: Settings, journal: Journal, clock: Callable[[], float] = time.time,
+    def __init__(self, settings: Settings, journal: JournalStore, clock: Callable[[], float] = time.time,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         assert settings.scaleengine is not None
         se = settings.scaleengine
@@ -55,8 +55,10 @@ class S3Queue:
         s3 = folder.s3
         assert s3 is not None and job.video_id is not None
         relpath = PurePosixPath(job.relpath)
+        # A skipped twin's video was stored under the file name of the job that uploaded it.
+        uploader = job if job.upload_key else self._journal.by_video(job.video_id) or job
         names = {
-            "relative_path": job.relpath, "filename": relpath.name, "stem": relpath.stem,
+            "relative_path": job.relpath, "filename": PurePosixPath(uploader.relpath).name, "stem": relpath.stem,
             "ext": relpath.suffix.lstrip("."), "video_id": job.video_id, "sha256": job.sha256 or "",
             "date": time.strftime("%Y-%m-%d", time.gmtime(job.created_at)),
             "storage": await self._storage_name(), "user": self._settings.vault.user,
@@ -81,33 +83,39 @@ class S3Queue:
             raise JobFailed(f"metadata sidecar {path.name} is not a JSON object")
         return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in data.items()}
 
-    async def queue(self, job: Job, folder: FolderSettings) -> Job:
+    async def queue(self, job: Job, folder: FolderSettings, resumed: bool) -> Transition:
+        if job.s3_request_id is not None:
+            return self._waiting(job.s3_request_id, "followed again")
         fields = await self.request_fields(job, folder)
-        if job.s3_status == REQUESTING:
+        if job.s3_status != REQUESTING:
+            return Transition(None, "asking for an S3 copy", {"s3_status": REQUESTING, "s3_since": self._clock()},
+                              quiet=True)
+        if resumed:  # an earlier aws.upload's outcome is unknown: look before sending again
             found = await self._find(lambda r: _same_request(r, fields))
             if found is not None:
-                return self._waiting(job, found["id"], "adopted after restart")
+                return self._waiting(found["id"], "adopted")
             if self._clock() - (job.s3_since or 0) < NOT_FOUND_GRACE:
-                raise RetryLater("an earlier aws.upload may still appear in aws.status; not sending it twice")
-        job = self._journal.update(job, s3_status=REQUESTING, s3_since=self._clock())
+                raise Waiting("an earlier aws.upload may still appear in aws.status; not sending it twice",
+                              self._poll_interval)
         try:
             request_id = await self.client.aws_upload(**fields)
         except (NoAnswer, ProtocolError):
             raise  # outcome unknown: stay REQUESTING, so the next try looks before it sends
-        except VaultdropError:
-            self._journal.update(job, s3_status=None)  # the server answered: nothing was queued
-            raise
-        return self._waiting(job, request_id, "queued")
+        except RetryLater as exc:  # the server answered: nothing was queued
+            return Transition(None, str(exc), {"s3_status": None}, retry=exc)
+        return self._waiting(request_id, "queued")
 
-    def _waiting(self, job: Job, request_id: int, how: str) -> Job:
-        job = self._journal.transition(job, JobState.S3_WAITING, f"S3 request {request_id} {how}",
-                                       s3_request_id=request_id, s3_status="queued", s3_since=self._clock(),
-                                       attempts=0)
-        log_change(self._journal, job, logging.INFO, f"S3 request {request_id} {how}: {job.relpath}")
-        return job
+    def _waiting(self, request_id: int, how: str) -> Transition:
+        return Transition(JobState.S3_WAITING, f"S3 request {request_id} {how}", {
+            "s3_request_id": request_id, "s3_status": "queued", "s3_since": self._clock(), "attempts": 0})
 
-    async def follow(self, job: Job, folder: FolderSettings) -> Job:
-        """One look at the request; the pipeline comes back after status_poll_interval."""
+    @property
+    def _poll_interval(self) -> float:
+        assert self._settings.scaleengine is not None
+        return self._settings.scaleengine.status_poll_interval
+
+    async def follow(self, job: Job) -> Transition:
+        """One look at the request; the runner comes back after status_poll_interval."""
         assert self._settings.scaleengine is not None
         record = await self._find(lambda r: _request_id(r) == job.s3_request_id)
         waited = self._clock() - (job.s3_since or job.updated_at)
@@ -118,16 +126,16 @@ class S3Queue:
         else:
             status = str(record.get("status"))
         if status == "complete":
-            job = self._journal.transition(job, JobState.FINISHING, f"S3 request {job.s3_request_id} complete",
-                                           s3_status=status, attempts=0)
-            log_change(self._journal, job, logging.INFO, f"S3 copy complete: {job.relpath}")
-            return job
+            return Transition(JobState.FINISHING, f"S3 request {job.s3_request_id} complete",
+                              {"s3_status": status, "attempts": 0})
         if status == "failed":
-            raise JobFailed(f"S3 request {job.s3_request_id} failed: {str((record or {}).get('message', ''))[:200]}")
+            message = str((record or {}).get("message", ""))[:200]
+            # Recorded as failed: `jobs retry` then sends a new request instead of following this one.
+            raise JobFailed(f"S3 request {job.s3_request_id} failed: {message}", {"s3_status": status})
         if waited > self._settings.scaleengine.status_timeout:
             raise JobFailed(f"S3 request {job.s3_request_id} still {status} after {waited:.0f} s")
-        return self._journal.update(job, s3_status=status,
-                                    not_before=self._clock() + self._settings.scaleengine.status_poll_interval)
+        return Transition(None, f"S3 request {job.s3_request_id} {status}",
+                          {"s3_status": status, "not_before": self._clock() + self._poll_interval}, quiet=True)
 
     async def _find(self, match: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
         """Page through aws.status (newest first) until a record matches or the list ends.

@@ -116,12 +116,18 @@ class VaultClient:
         return Progress(received=received, size=size, video_id=child_text(root, "video_id") or None)
 
     async def delete(self, video_id: str) -> bool:
-        """Delete a video; False when the vault did not have it (already gone)."""
+        """Delete a video: True when it was deleted, False when the vault did not have it.
+
+        An answer of `<deleted>false</deleted>` is neither: the video may still be there, so
+        it is a reason to try again, never a success.
+        """
         try:
             body = await self._get(f"/video/delete/{quote(video_id, safe='')}.xml")
         except UnknownKey:
             return False
-        return child_text(parse_xml(body, "video"), "deleted") == "true"
+        if child_text(parse_xml(body, "video"), "deleted") != "true":
+            raise RetryLater(f"the vault did not delete video {video_id}")
+        return True
 
     async def upload(
         self,

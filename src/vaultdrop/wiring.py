@@ -13,11 +13,16 @@ from collections.abc import Awaitable, Callable
 import httpx
 
 from .config import FolderSettings, Settings
-from .journal import Journal
+from .journal import Journal, JournalStore
 from .model import Job
-from .pipeline import Pipeline
+from .outage import Outages, Probe
+from .pipeline import CRASH_PAUSE, FOLDER_GONE_PAUSE, SCALEENGINE, VAULT, Pipeline
+from .retry import Policy
+from .stages import VaultStages
 from .throttle import Throttle
 from .vault import VaultClient
+
+PROBE_KEY = "vaultdrop-probe"  # any answer to progress.xml for it, 404 included, proves the vault is there
 
 Clock = Callable[[], float]
 
@@ -29,20 +34,43 @@ def open_journal(settings: Settings, *, clock: Clock = time.time) -> Journal:
 
 def build_pipeline(
     settings: Settings,
-    journal: Journal,
+    journal: JournalStore,
     folder_for: Callable[[Job], FolderSettings | None],
     *,
     clock: Clock = time.time,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     transport: httpx.AsyncBaseTransport | None = None,
+    on_back: Callable[[str], None] = lambda service: None,
 ) -> Pipeline:
-    """A pipeline with its own connection pools (a reload builds a new one)."""
+    """A pipeline with its own connection pools (a reload builds a new one).
+
+    `on_back(service)` runs once jobs waiting on that service's outage are due again
+    (the daemon wakes its scheduler there).
+    """
     vault = VaultClient.from_settings(settings.vault, clock=clock, transport=transport)
     limit = settings.daemon.bandwidth_limit
+    stages = VaultStages(journal, vault, settings, clock=clock, sleep=sleep,
+                         throttle=Throttle(limit) if limit else None)
+    probes: dict[str, tuple[str, Probe]] = {VAULT: (settings.vault.base_url, lambda: vault.progress(PROBE_KEY))}
     s3 = None
     if settings.scaleengine is not None:
         from .s3 import S3Queue
 
         s3 = S3Queue(settings, journal, clock=clock, transport=transport)
-    return Pipeline(journal, vault, settings, folder_for, throttle=Throttle(limit) if limit else None, s3=s3,
-                    clock=clock, sleep=sleep)
+        probes[SCALEENGINE] = (settings.scaleengine.api_url, s3.client.get_storage)
+
+    def back(service: str) -> None:
+        journal.wake(service)
+        on_back(service)
+
+    return Pipeline(journal, stages, settings, folder_for, Outages(probes, back, clock), s3=s3, clock=clock)
+
+
+def max_delay(settings: Settings) -> float:
+    """The furthest ahead anything is ever scheduled: a later retry time means the clock
+    was stepped back, and the job is due now."""
+    delays = [Policy(1, settings.vault.backoff_base, settings.vault.backoff_max).max_delay, CRASH_PAUSE,
+              FOLDER_GONE_PAUSE]
+    if settings.scaleengine is not None:
+        delays.append(settings.scaleengine.status_poll_interval)
+    return max(delays)

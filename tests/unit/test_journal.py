@@ -111,11 +111,33 @@ def test_file_changing_under_an_upload_is_not_a_second_job(journal: Journal) -> 
     assert journal.get(job.id).size == 10
 
 
-def test_retry_resumes_on_the_committed_key(journal: Journal) -> None:
+def test_retry_resumes_on_the_committed_key_and_s3_request(journal: Journal) -> None:
     job = journal.transition(journal.enqueue(identity()), JobState.UPLOADING, upload_key="K")
-    job = journal.transition(job, JobState.FAILED, last_error="x", s3_status="requesting")
+    job = journal.transition(job, JobState.FAILED, last_error="x", s3_status="requesting", s3_request_id=5)
     retried = journal.retry(job.id)
-    assert retried.state is JobState.UPLOADING and retried.upload_key == "K" and retried.s3_status is None
+    assert retried.state is JobState.UPLOADING and retried.upload_key == "K"
+    assert (retried.s3_status, retried.s3_request_id) == ("requesting", 5)  # looked up or followed, never re-sent
+
+
+def test_retry_after_a_failed_s3_request_may_send_a_new_one(journal: Journal) -> None:
+    job = journal.transition(journal.enqueue(identity()), JobState.UPLOADING, upload_key="K")
+    job = journal.transition(job, JobState.FAILED, last_error="x", s3_status="failed", s3_request_id=5)
+    retried = journal.retry(job.id)
+    assert (retried.s3_status, retried.s3_request_id) == (None, None)
+
+
+def test_only_a_failed_job_can_be_retried(journal: Journal) -> None:
+    job = journal.enqueue(identity())
+    with pytest.raises(IllegalTransition, match="not failed"):
+        journal.retry(job.id)
+
+
+def test_an_inode_left_by_a_deleted_file_is_new_content(journal: Journal) -> None:
+    job = journal.transition(journal.enqueue(identity()), JobState.UPLOADING, upload_key="K")
+    job = journal.transition(journal.transition(job, JobState.CONFIRMING), JobState.FINISHING, video_id="K")
+    journal.transition(job, JobState.DONE, "deleted", released=1)
+    again = journal.enqueue(identity())  # cp -p: same name, size, mtime and (reused) inode
+    assert again is not None and again.id != job.id and again.state is JobState.QUEUED
 
 
 def test_new_content_after_confirmation_is_a_new_job(journal: Journal) -> None:

@@ -1,0 +1,69 @@
+"""Admission: what a settled file means for the journal.
+
+A file is known by its inode, size and mtime, not only by its path: a rename inside the
+tree is followed, a hard link or a symlink to a file in the folder is one upload, a
+failed file the operator moves back is picked up again, and an inode that a deleted
+file left behind (`cp -p` of the next take) is new content, told apart by its sha256.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+
+from .config import FolderSettings
+from .journal import JournalStore
+from .logs import job_fields, log, log_change
+from .model import FileIdentity, Job, JobState
+from .stages import sha256_of
+
+
+def canonical(folder: FolderSettings, relpath: str) -> str:
+    """A symlink to a file in the folder stands for that file (watch refuses the others)."""
+    real = (folder.path / relpath).resolve()
+    try:
+        return real.relative_to(folder.path.resolve()).as_posix()
+    except ValueError:
+        return relpath
+
+
+def _holds(job: Job) -> bool:
+    try:
+        return job.is_file(os.stat(job.path))
+    except OSError:
+        return False
+
+
+async def admit(journal: JournalStore, folder: FolderSettings, relpath: str, info: os.stat_result) -> Job | None:
+    """Journal a settled file; the job when there is new work, None when there is none."""
+    identity = FileIdentity.of(str(folder.path), canonical(folder, relpath), info)
+    for other in journal.same_inode(identity):
+        if other.path == identity.path and not other.released:
+            return None  # this very file, already journalled
+        if other.state is JobState.FAILED and other.released:
+            job = journal.retry(other.id, identity)
+            log_change(journal, job, logging.INFO, f"picked up again: {identity.relpath} (failed job {job.id}) "
+                       "was moved back into the folder")
+            return job
+        if not other.released:
+            if _holds(other):
+                log(logging.INFO, f"{identity.relpath} is the same file as {other.relpath}: "
+                    f"job {other.id} uploads it once", **job_fields(other))
+                return None
+            job = journal.follow(other, identity, f"renamed from {other.relpath}")
+            log(logging.INFO, f"renamed: {other.relpath} -> {identity.relpath}: job {job.id} follows it",
+                **job_fields(job))
+            return None
+        if other.sha256 and other.state in (JobState.DONE, JobState.SKIPPED):
+            if await asyncio.to_thread(sha256_of, Path(identity.path)) == other.sha256:
+                job = journal.follow(other, identity, f"dropped again as {identity.relpath}")
+                log(logging.INFO, f"{identity.relpath} is already in the vault as video {other.video_id}; left in "
+                    f"place (`vaultdrop jobs forget {other.id}` uploads it again)", **job_fields(job))
+                return None
+            break  # same inode, other bytes: a new file that reuses a deleted file's inode
+    job = journal.enqueue(identity)
+    if job is not None:
+        log_change(journal, job, logging.INFO, f"queued: {identity.relpath} ({identity.size} bytes)")
+    return job

@@ -1,0 +1,188 @@
+"""The vault stages: start (dedupe, upload key), upload (the POST) and confirm (progress).
+
+A stage looks at the job and the world (the file, the vault) and returns a Transition:
+it never commits a state change or logs one; the runner (pipeline.py) does both. Errors
+say what to do next (errors.py); `resumed` tells a stage that this is the first look at
+the job since it was picked up, so any outcome before now is unknown and asked first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from .config import FolderSettings, Settings
+from .errors import JobFailed, RetryLater, Waiting
+from .journal import JournalStore
+from .model import CONFIRMED, UNCONFIRMED, Job, JobState, Transition
+from .throttle import Throttle
+from .vault import FileChanged, KeyUsed, Progress, UnknownKey, VaultClient
+
+PROGRESS_WRITE_INTERVAL = 1.0
+UNKNOWN_KEY_CONFIRMATIONS = 3  # "unknown key" answers in a row before a POSTed key is given up
+
+
+def sha256_of(path: Path) -> str:
+    """Blocking: run in a worker thread."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def stat_or_none(job: Job) -> os.stat_result | None:
+    try:
+        return os.stat(job.path)
+    except OSError:
+        return None
+
+
+def identity_changes(info: os.stat_result) -> dict[str, int]:
+    return {"size": info.st_size, "mtime_ns": info.st_mtime_ns, "inode": info.st_ino}
+
+
+def after_confirmation(folder: FolderSettings) -> JobState:
+    return JobState.S3_QUEUEING if folder.s3 is not None else JobState.FINISHING
+
+
+class VaultStages:
+    def __init__(self, journal: JournalStore, vault: VaultClient, settings: Settings, *,
+                 clock: Callable[[], float], sleep: Callable[[float], Awaitable[None]],
+                 throttle: Throttle | None = None) -> None:
+        self._journal = journal
+        self.vault = vault
+        self._settings = settings
+        self._clock = clock
+        self._sleep = sleep
+        self._throttle = throttle
+
+    async def start(self, job: Job, folder: FolderSettings) -> Transition:
+        """Upload what the file is now (a change before sending is no reason to fail), once."""
+        info = stat_or_none(job)
+        if info is None:
+            raise JobFailed("file vanished before it could be uploaded")
+        if not job.is_file(info):
+            return Transition(None, "file changed before its upload: taking the new content",
+                              identity_changes(info) | {"sha256": None}, quiet=True)
+        if info.st_size == 0:
+            raise RetryLater("the file is empty now")
+        if self._settings.daemon.dedupe == "sha256":
+            if job.sha256 is None:
+                digest = await asyncio.to_thread(sha256_of, job.path)
+                return Transition(None, "checksum computed", {"sha256": digest}, quiet=True)
+            twin = self._twin(job)
+            if twin is not None:
+                return Transition(after_confirmation(folder), f"same content as job {twin.id}: video {twin.video_id}",
+                                  {"video_id": twin.video_id, "s3_since": self._clock()})
+        key = await self.vault.new_upload_key()
+        return Transition(JobState.UPLOADING, f"upload key {key}", {"upload_key": key, "bytes_sent": 0,
+                                                                     "key_unknown": 0})
+
+    def _twin(self, job: Job) -> Job | None:
+        """A job that holds (or is about to hold) this content: skip after it, or wait for it."""
+        assert job.sha256 is not None
+        for twin in self._journal.twins(job.sha256, job.id):
+            if twin.state in CONFIRMED and twin.video_id:
+                return twin
+            if twin.state in UNCONFIRMED and twin.id < job.id:
+                raise Waiting(f"job {twin.id} is uploading the same content", self._settings.vault.poll_interval)
+        return None
+
+    async def upload(self, job: Job, resumed: bool) -> Transition:
+        if resumed:  # a POST may have completed before the crash or the error: ask first
+            progress = await self._progress(job)
+            if isinstance(progress, Transition):
+                return progress
+            if progress.video_id:
+                return Transition(JobState.CONFIRMING, "vault already has the video", {"key_unknown": 0})
+            info = stat_or_none(job)
+            if info is not None and not job.is_file(info):
+                return Transition(None, "file changed before its upload: sending the new content on the same key",
+                                  identity_changes(info), quiet=True)
+        key = job.upload_key
+        assert key is not None
+        last_write = time.monotonic()
+        latest = 0
+
+        def on_progress(sent: int) -> None:
+            nonlocal job, last_write, latest
+            latest = sent
+            if time.monotonic() - last_write >= PROGRESS_WRITE_INTERVAL:
+                last_write = time.monotonic()
+                job = self._journal.update(job, bytes_sent=sent)
+
+        started = time.monotonic()
+        try:
+            digest = await self.vault.upload(key, job.path, size=job.size, on_progress=on_progress,
+                                             throttle=self._throttle)
+        except KeyUsed:
+            return Transition(JobState.CONFIRMING, "key already used: confirming")
+        except FileChanged as exc:
+            self._journal.update(job, bytes_sent=latest)
+            raise RetryLater(str(exc)) from None
+        return Transition(JobState.CONFIRMING, "upload sent", {
+            "sha256": digest, "bytes_sent": job.size, "key_unknown": 0,
+            "upload_seconds": time.monotonic() - started})
+
+    async def confirm(self, job: Job, folder: FolderSettings) -> Transition:
+        """Poll progress until the vault names the video and holds every byte."""
+        deadline = self._clock() + self._settings.vault.confirm_timeout
+        while True:
+            progress = await self._progress(job)
+            if isinstance(progress, Transition):
+                return progress
+            if progress.video_id:
+                break
+            if self._clock() >= deadline:
+                timeout = self._settings.vault.confirm_timeout
+                return Transition(JobState.UPLOADING, "no video id after the upload: sending again on the same key",
+                                  level=logging.WARNING, retry=RetryLater(f"no video id {timeout:g} s after the upload"))
+            await self._sleep(self._settings.vault.poll_interval)
+        if progress.size != job.size or progress.received != job.size:
+            return self._discard(job, progress.video_id, f"vault holds {progress.size} bytes, the file has {job.size}")
+        info = stat_or_none(job)
+        if info is not None and not job.is_file(info):
+            return self._discard(job, progress.video_id, "file changed during upload")
+        sha256 = job.sha256
+        if sha256 is None and info is not None:
+            sha256 = await asyncio.to_thread(sha256_of, job.path)
+        return Transition(after_confirmation(folder), f"video {progress.video_id} confirmed", {
+            "video_id": progress.video_id, "sha256": sha256, "s3_since": self._clock(), "attempts": 0,
+            "key_unknown": 0})
+
+    async def progress_or_none(self, job: Job) -> Progress | None:
+        """A last look before giving up: a POST answered 500 may have been stored after all."""
+        assert job.upload_key is not None
+        try:
+            return await self.vault.progress(job.upload_key)
+        except RetryLater:
+            return None
+
+    async def _progress(self, job: Job) -> Progress | Transition:
+        """progress.xml for the job's key. An unknown key is given up only after several
+        answers in a row, and then deleted as a video on its own: a flapping answer never
+        leaves two videos of one file."""
+        assert job.upload_key is not None
+        try:
+            return await self.vault.progress(job.upload_key)
+        except UnknownKey as exc:
+            count = job.key_unknown + 1
+            if count < UNKNOWN_KEY_CONFIRMATIONS:
+                return Transition(None, f"the vault does not know upload key {job.upload_key} "
+                                  f"({count} of {UNKNOWN_KEY_CONFIRMATIONS} answers): asking again",
+                                  {"key_unknown": count}, level=logging.WARNING, retry=exc)
+            return Transition(JobState.QUEUED, "the vault does not know the upload key: new key",
+                              {"upload_key": None, "bytes_sent": 0, "key_unknown": 0, "sha256": None},
+                              level=logging.WARNING, discard=job.upload_key, retry=exc)
+
+    def _discard(self, job: Job, video_id: str, reason: str) -> Transition:
+        """The vault's copy is not this file: start over; the copy is deleted on its own."""
+        return Transition(JobState.QUEUED, f"{reason}: video {video_id} will be deleted, starting over",
+                          {"upload_key": None, "video_id": None, "bytes_sent": 0, "sha256": None, "key_unknown": 0},
+                          level=logging.WARNING, discard=video_id, retry=RetryLater(reason))
