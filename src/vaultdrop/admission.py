@@ -16,7 +16,7 @@ from pathlib import Path
 from .config import FolderSettings
 from .journal import JournalStore
 from .logs import job_fields, log, log_change
-from .model import FileIdentity, Job, JobState
+from .model import FileIdentity, Job, JobState, StatLike
 from .stages import sha256_of
 
 
@@ -36,7 +36,7 @@ def _holds(job: Job) -> bool:
         return False
 
 
-async def admit(journal: JournalStore, folder: FolderSettings, relpath: str, info: os.stat_result) -> Job | None:
+async def admit(journal: JournalStore, folder: FolderSettings, relpath: str, info: StatLike) -> Job | None:
     """Journal a settled file; the job when there is new work, None when there is none."""
     identity = FileIdentity.of(str(folder.path), canonical(folder, relpath), info)
     for other in journal.same_inode(identity):

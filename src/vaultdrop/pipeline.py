@@ -35,7 +35,7 @@ SCALEENGINE = "scaleengine"
 class S3Stage(Protocol):
     """The optional S3 stages (see s3.py)."""
 
-    async def queue(self, job: Job, folder: FolderSettings, resumed: bool) -> Transition: ...
+    async def queue(self, job: Job, folder: FolderSettings) -> Transition: ...
 
     async def follow(self, job: Job) -> Transition: ...
 
@@ -139,7 +139,7 @@ class Pipeline:
                     raise Waiting("its S3 step is no longer configured ([folders.s3], [scaleengine])",
                                   FOLDER_GONE_PAUSE)
                 if job.state is JobState.S3_QUEUEING:
-                    return await self._s3.queue(job, folder, resumed)
+                    return await self._s3.queue(job, folder)
                 return await self._s3.follow(job)
             case _:
                 return await self._finish(job, folder)
@@ -236,7 +236,7 @@ class Pipeline:
                 delay = min(self.policy.backoff_max, self.policy.backoff_base * 2 ** attempts)
                 self.journal.stale_retry(video_id, self._clock() + delay, str(exc))
                 log(logging.WARNING, f"could not delete stale video {video_id} (try {attempts + 1}): {exc}; "
-                    f"trying again in {delay:.0f} s", video_id=video_id)
+                    f"trying again in {delay:.1f} s", video_id=video_id)
                 continue
             self.journal.stale_deleted(video_id)
             log(logging.INFO, f"stale video {video_id} " + ("deleted" if found else "was already gone"),

@@ -41,6 +41,7 @@ class S3Queue:
         self._journal = journal
         self._clock = clock
         self._storage: str | None = None
+        self._intents: set[int] = set()  # jobs whose REQUESTING this process just committed
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -83,26 +84,31 @@ class S3Queue:
             raise JobFailed(f"metadata sidecar {path.name} is not a JSON object")
         return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in data.items()}
 
-    async def queue(self, job: Job, folder: FolderSettings, resumed: bool) -> Transition:
+    async def queue(self, job: Job, folder: FolderSettings) -> Transition:
+        """Commit the intent, then send; an intent found from before is looked up first."""
         if job.s3_request_id is not None:
             return self._waiting(job.s3_request_id, "followed again")
         fields = await self.request_fields(job, folder)
         if job.s3_status != REQUESTING:
+            self._intents.add(job.id)
             return Transition(None, "asking for an S3 copy", {"s3_status": REQUESTING, "s3_since": self._clock()},
                               quiet=True)
-        if resumed:  # an earlier aws.upload's outcome is unknown: look before sending again
+        if job.id not in self._intents:  # an earlier aws.upload's outcome is unknown: look before sending
             found = await self._find(lambda r: _same_request(r, fields))
             if found is not None:
                 return self._waiting(found["id"], "adopted")
             if self._clock() - (job.s3_since or 0) < NOT_FOUND_GRACE:
                 raise Waiting("an earlier aws.upload may still appear in aws.status; not sending it twice",
                               self._poll_interval)
+        self._intents.discard(job.id)
         try:
             request_id = await self.client.aws_upload(**fields)
         except (NoAnswer, ProtocolError):
             raise  # outcome unknown: stay REQUESTING, so the next try looks before it sends
         except RetryLater as exc:  # the server answered: nothing was queued
             return Transition(None, str(exc), {"s3_status": None}, retry=exc)
+        except JobFailed as exc:
+            raise JobFailed(str(exc), {"s3_status": None}) from None
         return self._waiting(request_id, "queued")
 
     def _waiting(self, request_id: int, how: str) -> Transition:

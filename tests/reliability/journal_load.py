@@ -12,8 +12,6 @@ import sys
 from pathlib import Path
 
 from vaultdrop.journal import Journal
-
-
 from vaultdrop.model import FileIdentity, JobState
 
 

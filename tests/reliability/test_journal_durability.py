@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from vaultdrop.journal import Journal
-
 from vaultdrop.model import FileIdentity, JobState
 
 from ..integration.harness import DaemonRunner, wait_for

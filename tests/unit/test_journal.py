@@ -5,8 +5,6 @@ from pathlib import Path
 import pytest
 
 from vaultdrop.journal import IllegalTransition, Journal
-
-
 from vaultdrop.model import ALLOWED, FileIdentity, JobState
 
 
@@ -151,3 +149,19 @@ def test_jobs_of_an_unconfigured_folder_wait(journal: Journal) -> None:
     journal.enqueue(identity())
     assert journal.runnable(0, set(), 10, ["/elsewhere"]) == []
     assert journal.next_due(set(), ["/elsewhere"]) is None
+
+
+def test_a_retry_time_beyond_the_horizon_is_due_now(journal: Journal) -> None:
+    """A clock stepped back an hour must not park a job for an hour."""
+    job = journal.update(journal.enqueue(identity()), not_before=10_000.0 + 3600)
+    assert journal.runnable(10_000.0, set(), 10, ["/drop"]) == []
+    assert [j.id for j in journal.runnable(10_000.0, set(), 10, ["/drop"], horizon=10_000.0 + 600)] == [job.id]
+    assert journal.next_due(set(), ["/drop"], horizon=10_600.0) == 10_600.0
+
+
+def test_waking_a_service_makes_only_its_waiting_jobs_due(journal: Journal) -> None:
+    vault = journal.update(journal.enqueue(identity()), not_before=9e9, waiting_for="vault")
+    other = journal.update(journal.enqueue(identity("b.mov", inode=8)), not_before=9e9, waiting_for="scaleengine")
+    assert journal.wake("vault") == 1
+    assert journal.get(vault.id).not_before == 0 and journal.get(vault.id).waiting_for is None
+    assert journal.get(other.id).not_before == 9e9

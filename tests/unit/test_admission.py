@@ -1,0 +1,100 @@
+"""Admission: a file is known by its inode, size and mtime, and told apart by sha256 when
+an inode comes back. Real files and a real journal; stat results are real too, except
+where a test must show an inode the kernel happened to reuse."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from vaultdrop.admission import admit
+from vaultdrop.config import FolderSettings
+from vaultdrop.journal import Journal
+from vaultdrop.model import Job, JobState, StatLike
+from vaultdrop.stages import sha256_of
+from vaultdrop.watch import ScannedFile
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Iterator[Journal]:
+    j = Journal(tmp_path / "state" / "vaultdrop.db")
+    yield j
+    j.close()
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> FolderSettings:
+    (tmp_path / "drop").mkdir()
+    return FolderSettings(path=tmp_path / "drop", settle=0)
+
+
+def settle(journal: Journal, folder: FolderSettings, relpath: str, info: StatLike | None = None) -> Job | None:
+    return asyncio.run(admit(journal, folder, relpath, info or os.stat(folder.path / relpath)))
+
+
+def finish(journal: Journal, job_id: int, released: bool, sha256: str) -> None:
+    job = journal.get(job_id)
+    job = journal.transition(job, JobState.UPLOADING, upload_key="K")
+    job = journal.transition(journal.transition(job, JobState.CONFIRMING), JobState.FINISHING, video_id="K",
+                             sha256=sha256)
+    journal.transition(job, JobState.DONE, "done", released=int(released))
+
+
+def test_a_rename_is_followed_by_the_same_job(journal: Journal, folder: FolderSettings) -> None:
+    (folder.path / "a.mov").write_bytes(b"x" * 10)
+    job = settle(journal, folder, "a.mov")
+    os.rename(folder.path / "a.mov", folder.path / "b.mov")
+    assert settle(journal, folder, "b.mov") is None
+    assert [j.relpath for j in journal.jobs()] == ["b.mov"] and journal.get(job.id).relpath == "b.mov"
+
+
+def test_a_hard_link_and_a_symlink_are_the_same_file(journal: Journal, folder: FolderSettings) -> None:
+    (folder.path / "a.mov").write_bytes(b"x" * 10)
+    os.link(folder.path / "a.mov", folder.path / "hard.mov")
+    (folder.path / "sym.mov").symlink_to("a.mov")
+    assert settle(journal, folder, "a.mov") is not None
+    assert settle(journal, folder, "hard.mov") is None
+    assert settle(journal, folder, "sym.mov") is None
+    assert [j.relpath for j in journal.jobs()] == ["a.mov"]
+
+
+def test_an_inode_reused_after_a_delete_is_new_content(journal: Journal, folder: FolderSettings) -> None:
+    path = folder.path / "take.mov"
+    path.write_bytes(b"first take")
+    old = os.stat(path)
+    job = settle(journal, folder, "take.mov")
+    finish(journal, job.id, released=True, sha256=sha256_of(path))
+    path.write_bytes(b"other take")  # same size; cp -p gives it the old mtime, the kernel the old inode
+    os.utime(path, ns=(old.st_atime_ns, old.st_mtime_ns))
+    reused = ScannedFile(os.stat(path).st_size, old.st_mtime_ns, old.st_ino)
+    again = settle(journal, folder, "take.mov", reused)
+    assert again is not None and again.id != job.id
+
+
+def test_the_same_content_dropped_again_is_not_uploaded_again(journal: Journal, folder: FolderSettings,
+                                                              tmp_path: Path) -> None:
+    path = folder.path / "clip.mov"
+    path.write_bytes(b"archived")
+    job = settle(journal, folder, "clip.mov")
+    finish(journal, job.id, released=True, sha256=sha256_of(path))
+    os.rename(path, tmp_path / "clip.mov")  # archived ...
+    os.rename(tmp_path / "clip.mov", folder.path / "clip.mov")  # ... and moved back in
+    assert settle(journal, folder, "clip.mov") is None
+    assert len(journal.jobs()) == 1
+
+
+def test_a_failed_file_moved_back_resumes_its_job(journal: Journal, folder: FolderSettings, tmp_path: Path) -> None:
+    path = folder.path / "f.mov"
+    path.write_bytes(b"failed once")
+    job = settle(journal, folder, "f.mov")
+    job = journal.transition(journal.transition(job, JobState.UPLOADING, upload_key="K"), JobState.FAILED,
+                             "gave up", released=1, moved_to=str(tmp_path / "f.mov"))
+    os.rename(path, tmp_path / "f.mov")
+    os.rename(tmp_path / "f.mov", path)
+    resumed = settle(journal, folder, "f.mov")
+    assert resumed is not None and resumed.id == job.id
+    assert resumed.state is JobState.UPLOADING and resumed.upload_key == "K", "resumes on its committed key"
