@@ -126,8 +126,10 @@ def _throughput(base: Path, storage: Path, scale: Scale, out: Outcome) -> Outcom
                         result["curl_s"], result["curl_cpu_s"] = run.seconds, run.cpu
                     else:
                         relpath = f"round-{number}.bin"
+                        staged = base / relpath  # a copy per round: a hard link of one file is one upload
+                        shutil.copyfile(source, staged)
                         cpu_before = cpu_seconds(pid)
-                        os.link(source, runner.drop / relpath)
+                        os.rename(staged, runner.drop / relpath)
                         wait_done(runner, number + 1, timeout=600)
                         result["vaultdrop_cpu_s"] = cpu_seconds(pid) - cpu_before
                         [job] = [j for j in done_jobs(runner) if j.relpath == relpath]

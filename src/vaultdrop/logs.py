@@ -40,10 +40,10 @@ def log(level: int, message: str, *, event: str | None = None, exc_info: bool = 
 
 def job_fields(job: Job) -> dict[str, Any]:
     """What an operator filters a job's lines on (`journalctl JOB_ID=7`, `FILE=a.mov`);
-    ATTEMPT is the number of attempts spent so far (absent before the first failure)."""
+    ATTEMPT is the attempt in progress (a line about a failed attempt overrides it)."""
     return {"job_id": job.id, "folder": job.folder, "file": job.relpath, "upload_key": job.upload_key,
             "video_id": job.video_id, "s3_request_id": job.s3_request_id, "stage": job.state.value,
-            "attempt": job.attempts or None, "bytes": job.size}
+            "attempt": job.attempts + 1, "bytes": job.size}
 
 
 def log_change(journal: JournalStore, job: Job, level: int, message: str, *, event: str | None = None,

@@ -188,12 +188,14 @@ class Pipeline:
         if isinstance(error, Unavailable):
             self.outages.down(error.service, error)
             return Transition(decision.state, decision.detail, {**changes, "waiting_for": error.service},
-                              level=decision.level, discard=decision.discard, quiet=decision.state is None)
+                              level=decision.level, retry=error, discard=decision.discard,
+                              quiet=decision.state is None)
         if isinstance(error, ClockSkew):
             log(logging.WARNING, f"server refused our clock: {error}; check NTP on this machine", **job_fields(job))
         detail = (f"{decision.detail}; retry in {verdict.delay:.1f} s" if decision.state
                   else f"retry in {verdict.delay:.1f} s: {error}")
-        return Transition(decision.state, detail, changes, level=logging.WARNING, discard=decision.discard)
+        return Transition(decision.state, detail, changes, level=logging.WARNING, retry=error,
+                          discard=decision.discard)
 
     def _commit(self, job: Job, decision: Transition) -> Job:
         """The one place a job's state changes: journal first, then its log line."""
@@ -211,16 +213,19 @@ class Pipeline:
         return job
 
     def _log(self, job: Job, decision: Transition) -> None:
+        """One line per commit. A line about a failed attempt names that attempt."""
+        ended = {"attempt": max(job.attempts, 1)} if decision.retry or decision.state is JobState.FAILED else {}
         if decision.state is JobState.DONE:
             log_done(self.journal, job)
         elif decision.state is JobState.FAILED:
             log_change(self.journal, job, logging.ERROR, f"failed: {job.relpath}: {decision.detail}",
-                       event="job_failed")
+                       event="job_failed", **ended)
         elif decision.state is not None:
-            log_change(self.journal, job, decision.level, f"{decision.state.value}: {job.relpath}: {decision.detail}")
+            log_change(self.journal, job, decision.level, f"{decision.state.value}: {job.relpath}: {decision.detail}",
+                       **ended)
         else:
             log(logging.DEBUG if decision.quiet else decision.level, f"{job.relpath}: {decision.detail}",
-                **job_fields(job))
+                **{**job_fields(job), **ended})
 
     # -- discarded vault copies --------------------------------------------------------
 

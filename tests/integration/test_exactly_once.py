@@ -191,12 +191,24 @@ def test_queued_files_resume_within_seconds_after_an_outage(runner: DaemonRunner
         write(runner.drop / name, 50_000)
     wait_for(lambda: len(runner.jobs()) == 6, what="six files queued during the outage")
     time.sleep(30)
-    runner.sandbox = spawn_sandbox(runner.sandbox.root, port=port)
-    back = time.monotonic()
-    for name in names:
-        runner.wait_state(name, JobState.DONE, timeout=30)
-    recovery = time.monotonic() - back
+    with spawn_sandbox(runner.sandbox.root, port=port) as runner.sandbox:
+        back = time.monotonic()
+        for name in names:
+            runner.wait_state(name, JobState.DONE, timeout=30)
+        recovery = time.monotonic() - back
     print(f"all six done {recovery:.1f} s after a 30 s outage ended")
     assert recovery <= 15
     assert len([line for line in runner.lines if "is not answering" in line]) == 1
     assert len([line for line in runner.lines if "answering again" in line]) == 1
+
+
+def test_the_gave_up_line_names_the_attempts_made(runner: DaemonRunner) -> None:
+    runner.vault["max_attempts"] = 3
+    runner.sandbox.add_fault(endpoint="new_key", action="status", status=500, code="server_error", count=3)
+    runner.start()
+    write(runner.drop / "g.mov", 10_000)
+    runner.wait_state("g.mov", JobState.FAILED)
+    [line] = [line for line in runner.lines if "gave up" in line]
+    assert "gave up after 3 attempts" in line and " attempt=3 " in line
+    retries = [line for line in runner.lines if "retry in" in line]
+    assert [" attempt=1 " in retries[0], " attempt=2 " in retries[1]] == [True, True]
