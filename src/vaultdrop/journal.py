@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import fields
 from pathlib import Path
@@ -43,7 +43,7 @@ class IllegalTransition(VaultdropError):
 
 
 class JournalUnwritable(ConfigError):
-    """The journal's disk is full, read-only or failing. Every change is one transaction, so
+    """The journal's disk is full, read-only or failing (for a read too). Every change is one transaction, so
     nothing is lost: the daemon stops like on a config error, but exits 75 (EX_TEMPFAIL) so
     that systemd starts it again, and it carries on once the disk takes writes."""
 
@@ -224,6 +224,17 @@ class Journal:
                     db.execute(statement)
                 db.execute(f"PRAGMA user_version = {number}")
 
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """A read outside a write transaction; a failing disk is said once, here."""
+        try:
+            return self._db.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise JournalUnwritable(f"the journal {self.path} cannot be read: {exc}") from None
+
+    def _read_one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
+        rows = self._read(sql, params)
+        return rows[0] if rows else None
+
     @staticmethod
     def _job(row: sqlite3.Row) -> Job:
         values = {key: _from_db(value) for key, value in dict(row).items()}
@@ -284,10 +295,10 @@ class Journal:
     def same_inode(self, identity: FileIdentity) -> list[Job]:
         """Jobs of a file with this inode, size and mtime at any path: the same file renamed,
         linked, moved back from failed_dir or re-dropped. Newest first."""
-        rows = self._db.execute(
+        rows = self._read(
             f"SELECT {_JOB_COLUMNS} FROM jobs WHERE inode=? AND size=? AND mtime_ns=? ORDER BY id DESC",
             (identity.inode, identity.size, identity.mtime_ns),
-        ).fetchall()
+        )
         return [self._job(r) for r in rows]
 
     def follow(self, job: Job, identity: FileIdentity, detail: str) -> Job:
@@ -301,9 +312,9 @@ class Journal:
 
     def known_identities(self, folder: str) -> set[tuple[str, int, int, int]]:
         """(relpath, size, mtime_ns, inode) of every file a job still owns, for fast rescans."""
-        rows = self._db.execute(
+        rows = self._read(
             "SELECT relpath, size, mtime_ns, inode FROM jobs WHERE folder=? AND released=0", _params(folder)
-        ).fetchall()
+        )
         return {(_from_db(r[0]), r[1], r[2], r[3]) for r in rows}
 
     # -- scheduling ------------------------------------------------------------------
@@ -319,21 +330,21 @@ class Journal:
         states, places = ",".join("?" * len(ACTIVE)), ",".join("?" * len(folders))
         # `+folder` keeps SQLite on the (state, not_before) index: on the identity index it
         # read every job the folder ever had, 4 ms per wake-up at 10,000 jobs (both queries).
-        rows = self._db.execute(
+        rows = self._read(
             f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state IN ({states}) AND +folder IN ({places})"
             " AND (not_before <= ? OR not_before > ?) ORDER BY not_before, id LIMIT ?",
             (*ACTIVE, *_params(*folders), now, horizon, limit + len(exclude)),
-        ).fetchall()
+        )
         return [job for job in map(self._job, rows) if job.id not in exclude][:limit]
 
     def next_due(self, exclude: set[int], folders: Collection[str], horizon: float = float("inf")) -> float | None:
         """Earliest not_before among runnable jobs not running here (for the scheduler's sleep)."""
         states, places = ",".join("?" * len(ACTIVE)), ",".join("?" * len(folders))
-        rows = self._db.execute(
+        rows = self._read(
             f"SELECT id, not_before FROM jobs WHERE state IN ({states}) AND +folder IN ({places})"
             " ORDER BY not_before LIMIT ?",
             (*ACTIVE, *_params(*folders), len(exclude) + 1),
-        ).fetchall()
+        )
         due = next((r["not_before"] for r in rows if r["id"] not in exclude), None)
         return None if due is None else min(due, horizon)
 
@@ -346,7 +357,7 @@ class Journal:
     # -- state changes ---------------------------------------------------------------
 
     def get(self, job_id: int) -> Job | None:
-        row = self._db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
+        row = self._read_one(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,))
         return self._job(row) if row else None
 
     def transition(self, job: Job, state: JobState, detail: str | None = None, **changes: Any) -> Job:
@@ -390,26 +401,26 @@ class Journal:
 
     def twins(self, sha256: str, exclude_id: int) -> list[Job]:
         """Other jobs with this content that have not failed, oldest first (sha256 dedupe)."""
-        rows = self._db.execute(
+        rows = self._read(
             f"SELECT {_JOB_COLUMNS} FROM jobs WHERE sha256=? AND id<>? AND state<>? ORDER BY id",
             (sha256, exclude_id, JobState.FAILED.value),
-        ).fetchall()
+        )
         return [self._job(r) for r in rows]
 
     def by_video(self, video_id: str) -> Job | None:
         """The job that uploaded this video (a skipped twin's S3 copy names its file)."""
-        row = self._db.execute(
+        row = self._read_one(
             f"SELECT {_JOB_COLUMNS} FROM jobs WHERE video_id=? AND upload_key IS NOT NULL ORDER BY id LIMIT 1",
             (video_id,),
-        ).fetchone()
+        )
         return self._job(row) if row else None
 
     # -- videos to delete ------------------------------------------------------------
 
     def stale_videos(self, now: float, limit: int = 10) -> list[tuple[str, int]]:
         """(video_id, attempts) of discarded vault copies due for another delete."""
-        rows = self._db.execute("SELECT video_id, attempts FROM stale_videos WHERE not_before <= ?"
-                                " ORDER BY not_before LIMIT ?", (now, limit)).fetchall()
+        rows = self._read("SELECT video_id, attempts FROM stale_videos WHERE not_before <= ?"
+                                " ORDER BY not_before LIMIT ?", (now, limit))
         return [(r[0], r[1]) for r in rows]
 
     def stale_deleted(self, video_id: str) -> None:
@@ -457,21 +468,20 @@ class Journal:
     # -- reporting -------------------------------------------------------------------
 
     def counts(self) -> dict[JobState, int]:
-        rows = self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
+        rows = self._read("SELECT state, COUNT(*) FROM jobs GROUP BY state")
         found = {JobState(r[0]): r[1] for r in rows}
         return {state: found.get(state, 0) for state in JobState}
 
     def jobs(self, state: JobState | None = None, limit: int = 50) -> list[Job]:
         if state is None:
-            rows = self._db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs ORDER BY id DESC LIMIT ?", (limit,))
+            rows = self._read(f"SELECT {_JOB_COLUMNS} FROM jobs ORDER BY id DESC LIMIT ?", (limit,))
         else:
-            rows = self._db.execute(
-                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state=? ORDER BY id DESC LIMIT ?", (state.value, limit)
-            )
-        return [self._job(r) for r in rows.fetchall()]
+            rows = self._read(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state=? ORDER BY id DESC LIMIT ?",
+                              (state.value, limit))
+        return [self._job(r) for r in rows]
 
     def history(self, job_id: int) -> list[dict[str, Any]]:
-        rows = self._db.execute(
+        rows = self._read(
             "SELECT at, from_state, to_state, detail FROM history WHERE job_id=? ORDER BY id", (job_id,)
-        ).fetchall()
+        )
         return [{key: _from_db(value) for key, value in dict(r).items()} for r in rows]

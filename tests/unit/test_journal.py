@@ -1,10 +1,11 @@
 """The journal is the source of truth: transitions are guarded, facts survive a reopen."""
 
+import sqlite3
 from pathlib import Path
 
 import pytest
 
-from vaultdrop.journal import IllegalTransition, Journal
+from vaultdrop.journal import IllegalTransition, Journal, JournalUnwritable
 from vaultdrop.model import ALLOWED, FileIdentity, JobState
 
 
@@ -165,3 +166,15 @@ def test_waking_a_service_makes_only_its_waiting_jobs_due(journal: Journal) -> N
     assert journal.wake("vault") == 1
     assert journal.get(vault.id).not_before == 0 and journal.get(vault.id).waiting_for is None
     assert journal.get(other.id).not_before == 9e9
+
+
+def test_a_journal_that_cannot_be_read_says_so_once_without_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "vaultdrop.db"
+    journal = Journal(path)
+    journal.enqueue(identity())
+    with sqlite3.connect(path) as other:  # someone else broke the file under the daemon
+        other.execute("DROP TABLE history")
+        other.execute("DROP TABLE jobs")
+    with pytest.raises(JournalUnwritable, match="cannot be read"):
+        journal.jobs()
+    journal.close()
