@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 APT_RUN  := libsystemd-dev pkg-config gcc python3-dev
 APT_TEST := $(APT_RUN) curl php-cli systemd
 
-.PHONY: run test campaign bench install apt-run apt-test clean
+.PHONY: run test campaign bench bench-outage install apt-run apt-test clean
 
 run: $(BIN)/.installed-run
 	$(BIN)/vaultdrop run --sandbox
@@ -19,6 +19,9 @@ campaign: $(BIN)/.installed-test
 
 bench: $(BIN)/.installed-test
 	$(BIN)/python benchmarks/run.py
+
+bench-outage: $(BIN)/.installed-test
+	$(BIN)/python benchmarks/outage.py
 
 # As root: the service under systemd (deploy/install.sh says what it does and what is next).
 install:

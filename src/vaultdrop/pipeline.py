@@ -26,7 +26,7 @@ from .retry import GiveUp, Policy, Retry, decide
 from .stages import VaultStages
 
 CRASH_PAUSE = 60.0
-FOLDER_GONE_PAUSE = 60.0
+S3_GONE_PAUSE = 60.0
 STALE_DELETE_BATCH = 10
 VAULT = "vault"
 SCALEENGINE = "scaleengine"
@@ -93,10 +93,9 @@ class Pipeline:
         rescued = False
         while job.state not in TERMINAL:
             folder = self._folder_for(job)
-            if folder is None:
-                return self._commit(job, Transition(None, "waiting: its folder is not configured", {
-                    "not_before": self._clock() + FOLDER_GONE_PAUSE, "last_error": "its folder is not configured"},
-                    quiet=True))
+            if folder is None:  # the scheduler skips such jobs; they are due again the moment it returns
+                return self._commit(job, Transition(None, "waiting: its folder is not configured",
+                                                    {"last_error": "waiting: its folder is not configured"}))
             service = SCALEENGINE if job.state in (JobState.S3_QUEUEING, JobState.S3_WAITING) else VAULT
             try:
                 decision = await self._stage(job, folder, resumed)
@@ -123,7 +122,7 @@ class Pipeline:
                 await self.delete_stale_videos()  # a first try at once; a failure is retried on its own
             if job.not_before > self._clock():
                 return job
-            resumed = decision.retry is not None
+            resumed = False  # whatever happened since the pickup, this drive did it and knows
         return job
 
     async def _stage(self, job: Job, folder: FolderSettings, resumed: bool) -> Transition:
@@ -137,7 +136,7 @@ class Pipeline:
             case JobState.S3_QUEUEING | JobState.S3_WAITING:
                 if self._s3 is None or folder.s3 is None:
                     raise Waiting("its S3 step is no longer configured ([folders.s3], [scaleengine])",
-                                  FOLDER_GONE_PAUSE)
+                                  S3_GONE_PAUSE)
                 if job.state is JobState.S3_QUEUEING:
                     return await self._s3.queue(job, folder)
                 return await self._s3.follow(job)

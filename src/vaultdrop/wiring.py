@@ -16,7 +16,7 @@ from .config import FolderSettings, Settings
 from .journal import Journal, JournalStore
 from .model import Job
 from .outage import Outages, Probe
-from .pipeline import CRASH_PAUSE, FOLDER_GONE_PAUSE, SCALEENGINE, VAULT, Pipeline
+from .pipeline import CRASH_PAUSE, S3_GONE_PAUSE, SCALEENGINE, VAULT, Pipeline
 from .retry import Policy
 from .stages import VaultStages
 from .throttle import Throttle
@@ -70,7 +70,7 @@ def max_delay(settings: Settings) -> float:
     """The furthest ahead anything is ever scheduled: a later retry time means the clock
     was stepped back, and the job is due now."""
     delays = [Policy(1, settings.vault.backoff_base, settings.vault.backoff_max).max_delay, CRASH_PAUSE,
-              FOLDER_GONE_PAUSE]
+              S3_GONE_PAUSE]
     if settings.scaleengine is not None:
         delays.append(settings.scaleengine.status_poll_interval)
     return max(delays)
