@@ -35,7 +35,7 @@ from .retry import backoff
 
 SIGNATURE_HEADER = "X-Vaultdrop-Signature"
 EVENT_ID_HEADER = "X-Vaultdrop-Event-Id"
-POLL_INTERVAL = 5.0  # also how soon a retry that came due is sent
+POLL_INTERVAL = 5.0  # the longest sleep: a job that ended wakes the sender sooner
 BATCH = 50
 
 
@@ -58,9 +58,9 @@ def signature(secret: str, body: bytes) -> str:
 
 
 def _where(url: str) -> str:
-    """For log lines: a webhook URL's path often is its secret (a token), so show the host only."""
+    """For log lines: a webhook URL's path (or user info) is often its secret, so show host and port only."""
     parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname}"
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
 
 
 class NotificationSender(Observer):
@@ -74,6 +74,7 @@ class NotificationSender(Observer):
         self._clock = clock
         self._rng = rng or random.Random()
         self._wake = asyncio.Event()
+        self._soonest_retry = float("inf")
         self._http = httpx.AsyncClient(transport=transport, follow_redirects=False,
                                        headers={"User-Agent": "vaultdrop"})
 
@@ -89,8 +90,9 @@ class NotificationSender(Observer):
             self._wake.clear()
             if self._settings().events:
                 await self.deliver_due()
+            sleep = min(POLL_INTERVAL, max(0.05, self._soonest_retry - self._clock()))
             try:
-                await asyncio.wait_for(self._wake.wait(), POLL_INTERVAL)
+                await asyncio.wait_for(self._wake.wait(), sleep)
             except TimeoutError:
                 pass
 
@@ -98,6 +100,7 @@ class NotificationSender(Observer):
         """One pass over the due events; returns how many were delivered."""
         settings = self._settings()
         delivered = 0
+        self._soonest_retry = float("inf")
         for notification in self._journal.due_notifications(self._clock(), settings.events, BATCH):
             url = settings.url_for(notification.event)
             assert url is not None
@@ -117,6 +120,7 @@ class NotificationSender(Observer):
             log(logging.WARNING, f"notification to {_where(url)} failed, retry in {delay:.1f} s: {error}",
                 job_id=notification.job_id)
             self._journal.notification_deferred(notification.id, self._clock() + delay, error)
+            self._soonest_retry = min(self._soonest_retry, self._clock() + delay)
         return delivered
 
     async def _post(self, settings: NotifySettings, url: str, notification: Notification) -> str | None:

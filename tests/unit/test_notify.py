@@ -128,3 +128,15 @@ def test_event_is_part_of_the_transition_that_ends_the_job(journal: Journal) -> 
     with pytest.raises(IllegalTransition, match="changed under us"):
         journal.transition(job, JobState.FAILED, last_error="twice")
     assert len(journal.due_notifications(1e12, ["failed"], 10)) == 1
+
+
+async def test_event_not_yet_delivered_survives_a_restart(tmp_path: Path, journal: Journal, clock: Clock) -> None:
+    failed_job(journal)
+    journal.close()  # the process dies before its sender ran
+    reopened = Journal(tmp_path / "vaultdrop.db", clock=clock)
+    with receiver() as hook:
+        notify = sender(reopened, clock, on_failed=hook.url)
+        assert await notify.deliver_due() == 1
+        await notify.aclose()
+    reopened.close()
+    assert [p.json["file"] for p in hook.posts] == ["day1/clip.mov"]
