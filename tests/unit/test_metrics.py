@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -15,25 +14,7 @@ from vaultdrop.journal import Journal
 from vaultdrop.metrics import JournalCollector, MetricsRecorder
 from vaultdrop.model import FileIdentity, Job, JobState
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def journal(tmp_path: Path, clock: Clock) -> Iterator[Journal]:
-    j = Journal(tmp_path / "vaultdrop.db", clock=clock)
-    yield j
-    j.close()
+from .conftest import Clock
 
 
 def queued(journal: Journal, folder: str, name: str) -> Job:

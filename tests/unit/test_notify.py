@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,27 +15,14 @@ from vaultdrop.model import FileIdentity, Job, JobState
 from vaultdrop.notify import SIGNATURE_HEADER, NotificationSender
 
 from ..receiver import closed_port_url, receiver
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
+from .conftest import Clock
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def journal(tmp_path: Path, clock: Clock) -> Iterator[Journal]:
-    j = Journal(tmp_path / "vaultdrop.db", clock=clock)
-    j.notify_states = frozenset({JobState.DONE, JobState.FAILED})
-    yield j
-    j.close()
+def journal(journal: Journal) -> Journal:
+    """The shared clocked journal, writing both kinds of events."""
+    journal.notify_states = frozenset({JobState.DONE, JobState.FAILED})
+    return journal
 
 
 def failed_job(journal: Journal, name: str = "day1/clip.mov") -> Job:
