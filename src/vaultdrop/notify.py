@@ -27,11 +27,12 @@ from urllib.parse import urlsplit
 import httpx
 
 from .config import NotifySettings
+from .errors import RetryLater
 from .events import Observer
 from .journal import JournalStore
 from .logs import log
 from .model import Job, JobState, Notification
-from .retry import backoff
+from .retry import GiveUp, Policy, decide
 
 SIGNATURE_HEADER = "X-Vaultdrop-Signature"
 EVENT_ID_HEADER = "X-Vaultdrop-Event-Id"
@@ -99,6 +100,7 @@ class NotificationSender(Observer):
     async def deliver_due(self) -> int:
         """One pass over the due events; returns how many were delivered."""
         settings = self._settings()
+        policy = Policy(settings.max_attempts, settings.backoff_base, settings.backoff_max)
         delivered = 0
         self._soonest_retry = float("inf")
         for notification in self._journal.due_notifications(self._clock(), settings.events, BATCH):
@@ -109,18 +111,18 @@ class NotificationSender(Observer):
                 self._journal.notification_delivered(notification.id)
                 delivered += 1
                 continue
-            attempts = notification.attempts + 1
-            if attempts >= settings.max_attempts:
+            verdict = decide(RetryLater(error), notification.attempts, 0, policy, self._rng)
+            if isinstance(verdict, GiveUp):
                 log(logging.ERROR, f"notification {notification.event_id} ({notification.event}: "
-                    f"{notification.relpath}) to {_where(url)} given up after {attempts} attempts: {error}",
+                    f"{notification.relpath}) to {_where(url)} given up after {verdict.attempts} attempts: {error}",
                     job_id=notification.job_id)
                 self._journal.notification_deferred(notification.id, None, error)
                 continue
-            delay = backoff(attempts, settings.backoff_base, settings.backoff_max, self._rng)
-            log(logging.WARNING, f"notification to {_where(url)} failed, retry in {delay:.1f} s: {error}",
+            log(logging.WARNING, f"notification to {_where(url)} failed, retry in {verdict.delay:.1f} s: {error}",
                 job_id=notification.job_id)
-            self._journal.notification_deferred(notification.id, self._clock() + delay, error)
-            self._soonest_retry = min(self._soonest_retry, self._clock() + delay)
+            retry_at = self._clock() + verdict.delay
+            self._journal.notification_deferred(notification.id, retry_at, error)
+            self._soonest_retry = min(self._soonest_retry, retry_at)
         return delivered
 
     async def _post(self, settings: NotifySettings, url: str, notification: Notification) -> str | None:
