@@ -9,6 +9,7 @@ own read-only connection, never through the event loop's.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -33,6 +34,7 @@ from .config import listen_parts
 from .errors import ConfigError
 from .events import RETRY_REASONS, Observer
 from .journal import Journal, JournalStore
+from .logs import log
 from .model import ACTIVE, Job, JobState
 
 INGEST_BUCKETS = (1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200, float("inf"))
@@ -95,8 +97,12 @@ class JournalCollector(Collector):
         self._lock = threading.Lock()
 
     def collect(self) -> Iterable[Metric]:
-        with self._lock:
-            groups = self._journal.summary()
+        try:
+            with self._lock:
+                groups = self._journal.summary()
+        except ConfigError as exc:  # an unreadable journal: the scrape says so by missing gauges
+            log(logging.WARNING, f"metrics: cannot read the journal: {exc}")
+            return []
         now = self._clock()
         jobs = GaugeMetricFamily("vaultdrop_jobs", "Jobs in the journal per folder and state",
                                  labels=["folder", "state"])

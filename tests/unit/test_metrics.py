@@ -6,11 +6,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 
 from vaultdrop.errors import ClockSkew, ProtocolError, RetryLater, Unavailable
 from vaultdrop.events import retry_reason
-from vaultdrop.journal import Journal
+from vaultdrop.journal import Journal, JournalUnwritable
 from vaultdrop.metrics import JournalCollector, MetricsRecorder
 from vaultdrop.model import FileIdentity, Job, JobState
 
@@ -91,3 +91,15 @@ def _raised_from(cause: BaseException) -> RetryLater:
 ])
 def test_retry_reason(error: RetryLater, reason: str) -> None:
     assert retry_reason(error) == reason
+
+
+def test_unreadable_journal_costs_the_job_gauges_not_the_scrape() -> None:
+    class Unreadable:
+        def summary(self) -> list[object]:
+            raise JournalUnwritable("the journal /x cannot be read: disk I/O error")
+
+    registry = CollectorRegistry()
+    MetricsRecorder(registry)
+    registry.register(JournalCollector(Unreadable()))  # type: ignore[arg-type]
+    text = generate_latest(registry).decode()
+    assert "vaultdrop_vault_up 1.0" in text and "vaultdrop_jobs" not in text
