@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 APT_RUN  := libsystemd-dev pkg-config gcc python3-dev
-APT_TEST := $(APT_RUN) curl php-cli systemd
+APT_TEST := $(APT_RUN) curl php-cli systemd prometheus
 
 .PHONY: run test campaign bench bench-outage install apt-run apt-test clean
 

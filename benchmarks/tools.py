@@ -16,12 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+import httpx
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.integration.harness import DaemonRunner, wait_for  # noqa: E402
+from tests.receiver import free_port  # noqa: E402,F401 - for cases.py
 from vaultdrop.journal import Journal  # noqa: E402
 from vaultdrop.model import Job, JobState  # noqa: E402
 from vaultdrop.sandbox.launcher import SandboxProcess, spawn_sandbox  # noqa: E402
@@ -161,6 +163,13 @@ def prefill_journal(runner: DaemonRunner, files: list[Path]) -> None:
                 job = journal.transition(job, state, "prefilled")
     finally:
         journal.close()
+
+
+def timed_get(url: str) -> float:
+    """Seconds for one GET of `url`, body read in full."""
+    started = time.perf_counter()
+    httpx.get(url, timeout=30).raise_for_status()
+    return time.perf_counter() - started
 
 
 # -- curl, by hand ---------------------------------------------------------------------

@@ -22,7 +22,7 @@ from .model import FileIdentity, Job, JobState
 DEMO_DIR = Path("vaultdrop-demo")
 
 
-def demo_settings(base: Path, url: str) -> Settings:
+def demo_settings(base: Path, url: str, environ: dict[str, str] | None = None) -> Settings:
     """The embedded default: a local drop folder, a local journal, the sandbox's credentials."""
     from .sandbox.launcher import DEFAULT_PASSWORD, DEFAULT_USER
 
@@ -35,7 +35,7 @@ def demo_settings(base: Path, url: str) -> Settings:
                   "max_attempts": 5},
         "folders": [{"path": str(base / "drop"), "settle": 2, "after_upload": "archive",
                      "archive_dir": str(base / "archive"), "failed_dir": str(base / "failed")}],
-    }, source="the built-in sandbox demo")
+    }, source="the built-in sandbox demo", environ=environ)
 
 
 def _journal_path(args: argparse.Namespace) -> Path:
@@ -53,12 +53,16 @@ def _journal_path(args: argparse.Namespace) -> Path:
 def cmd_run(args: argparse.Namespace) -> int:
     from .daemon import Daemon
 
+    # --metrics-addr is validated (and kept across reloads) like [metrics] listen itself.
+    environ = dict(os.environ)
+    if args.metrics_addr is not None:
+        environ["VAULTDROP_METRICS__LISTEN"] = args.metrics_addr
     sandbox = None
     if args.sandbox:
         from .sandbox.launcher import spawn_sandbox
 
         sandbox = spawn_sandbox(args.demo_dir.resolve() / "sandbox", port=args.port)
-        settings = demo_settings(args.demo_dir, sandbox.url)
+        settings = demo_settings(args.demo_dir, sandbox.url, environ)
         print(
             f"vaultdrop demo: sandbox vault at {sandbox.url}\n"
             f"  drop files into   {settings.folders[0].path}\n"
@@ -70,9 +74,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         reload_settings = None
     else:
-        settings = load_config(args.config)
+        settings = load_config(args.config, environ)
         def reload_settings() -> Settings:
-            return load_config(args.config)
+            return load_config(args.config, environ)
     logs.setup(settings.daemon.log_level, settings.secrets())
     try:
         return asyncio.run(Daemon(settings, reload_settings).run())
@@ -254,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = with_config("run", "run the daemon", demo=True)
     run.add_argument("--port", type=int, default=8765, help="sandbox port with --sandbox (0 = any free)")
+    run.add_argument("--metrics-addr", metavar="HOST:PORT",
+                     help="serve Prometheus metrics at http://HOST:PORT/metrics (overrides [metrics] listen)")
     run.set_defaults(func=cmd_run)
 
     from .sandbox.cli import add_sandbox_arguments, run_sandbox

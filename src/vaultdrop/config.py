@@ -52,6 +52,8 @@ __all__ = [
     "DaemonSettings",
     "Duration",
     "FolderSettings",
+    "MetricsSettings",
+    "NotifySettings",
     "S3Settings",
     "ScaleEngineSettings",
     "Settings",
@@ -145,6 +147,23 @@ def _http_url(value: str) -> str:
     return value
 
 
+def listen_parts(value: str) -> tuple[str, int]:
+    """"host:port" or "[v6]:port" split for bind(); raises ValueError on anything else."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected host:port, such as 127.0.0.1:9464, not {value!r}")
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
+def _listen_address(value: str) -> str:
+    if value:
+        try:
+            listen_parts(value)
+        except ValueError as exc:
+            raise _invalid("listen", str(exc)) from None
+    return value
+
+
 def _resolved(path: Path) -> Path:
     """Absolute and symlink-free, so nesting checks compare what the kernel will see."""
     return path.resolve()
@@ -181,6 +200,7 @@ Size = Annotated[int, BeforeValidator(_parse_size)]
 """Bytes as an int; accepts an int or "512KiB", "20MiB", "1GiB", "10MB", "1.5GB"."""
 
 WebUrl = Annotated[str, AfterValidator(_http_url)]
+ListenAddress = Annotated[str, AfterValidator(_listen_address)]
 ResolvedPath = Annotated[Path, AfterValidator(_resolved)]
 Template = Annotated[str, AfterValidator(_template)]
 
@@ -203,8 +223,9 @@ def _read_secret(path: Path) -> str:
     return secret
 
 
-def _resolve_secret(data: dict[str, Any], name: str, credential: str) -> None:
-    """Fill `data[name]`: plain key > `<name>_file` > `$CREDENTIALS_DIRECTORY/<credential>`."""
+def _resolve_secret(data: dict[str, Any], name: str, credential: str, required: bool) -> None:
+    """Fill `data[name]`: plain key > `<name>_file` > `$CREDENTIALS_DIRECTORY/<credential>`
+    (an optional secret found nowhere stays unset)."""
     file_key = f"{name}_file"
     secret_file = data.pop(file_key, None)
     if data.get(name) is not None:
@@ -217,6 +238,8 @@ def _resolve_secret(data: dict[str, Any], name: str, credential: str) -> None:
         directory = _origin().environ.get("CREDENTIALS_DIRECTORY")
         credential_path = Path(directory, credential) if directory else None
         if credential_path is None or not credential_path.exists():
+            if not required:
+                return
             _fail([((name,), f"missing: set {name}, {file_key}, or the systemd credential {credential}")])
         key, path = name, credential_path
     try:
@@ -240,7 +263,7 @@ class _Section(BaseModel):
         for name, field in cls.model_fields.items():
             for marker in field.metadata:
                 if isinstance(marker, Credential):
-                    _resolve_secret(data, name, marker.name)
+                    _resolve_secret(data, name, marker.name, field.is_required())
         return data
 
 
@@ -333,6 +356,30 @@ class ScaleEngineSettings(_Section):
     timeout: Duration = Field(60.0, gt=0)
 
 
+class MetricsSettings(_Section):
+    listen: ListenAddress = ""  # "127.0.0.1:9464" serves /metrics there; empty: no metrics
+
+
+class NotifySettings(_Section):
+    """A JSON POST per finished job, from a durable outbox in the journal."""
+
+    on_failed: WebUrl | None = None
+    on_done: WebUrl | None = None
+    secret: Annotated[SecretStr | None, Credential("notify-secret"), Field(min_length=1)] = None
+    timeout: Duration = Field(10.0, gt=0)
+    max_attempts: int = Field(10, ge=1)
+    backoff_base: Duration = Field(5.0, gt=0)
+    backoff_max: Duration = Field(600.0, gt=0)
+
+    def url_for(self, event: str) -> str | None:
+        """Where a `done` or `failed` event goes (None: that event is not wanted)."""
+        return {"done": self.on_done, "failed": self.on_failed}.get(event)
+
+    @property
+    def events(self) -> frozenset[str]:
+        return frozenset(event for event in ("done", "failed") if self.url_for(event))
+
+
 class _EnvironSource(EnvSettingsSource):
     """The env source reads os.environ; this one reads the mapping the caller passed."""
 
@@ -352,6 +399,8 @@ class Settings(BaseSettings):
     vault: VaultSettings
     folders: list[FolderSettings] = Field(min_length=1)
     scaleengine: ScaleEngineSettings | None = None
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
 
     _source: str = PrivateAttr(BUILT_IN)
 
@@ -382,6 +431,8 @@ class Settings(BaseSettings):
         found = [self.vault.password]
         if self.scaleengine is not None:
             found.append(self.scaleengine.api_secret)
+        if self.notify.secret is not None:
+            found.append(self.notify.secret)
         return [secret.get_secret_value() for secret in found]
 
     @model_validator(mode="after")

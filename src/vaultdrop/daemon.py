@@ -21,9 +21,12 @@ from typing import IO, Any
 from . import logs
 from .config import FolderSettings, Settings
 from .errors import ConfigError
+from .events import Fanout
 from .journal import Journal
 from .model import Job, JobState, stat_key
 from .logs import log
+from .metrics import MetricsServer
+from .notify import NotificationSender, notify_states
 from .admission import admit
 from .pipeline import SCALEENGINE, VAULT, Pipeline
 from .service import Notifier
@@ -95,6 +98,10 @@ class Daemon:
         loop = asyncio.get_running_loop()
         lock = lock_state_dir(self.settings.daemon.state_dir)
         self.journal = open_journal(self.settings)
+        self._metrics = MetricsServer(self.settings.metrics.listen, self.journal.path) \
+            if self.settings.metrics.listen else None
+        self._sender = NotificationSender(self.journal, lambda: self.settings.notify)
+        self.events = Fanout(self._sender, *([self._metrics.recorder] if self._metrics else []))
         self._settler = Settler(loop, self._on_settled)
         self._overflow = OverflowHook(loop, self._rescan_all)
         self._overflow.install()
@@ -115,6 +122,9 @@ class Daemon:
             self._spawn(self._pinger())
             self._spawn(self._periodic_rescan())
             self._spawn(self._delete_stale_videos())
+            self._spawn(self._sender.run())
+            if self._metrics is not None:
+                log(logging.INFO, f"metrics at http://{self._metrics.address}/metrics")
             await self._schedule()
             await self._drain()
         finally:
@@ -128,6 +138,9 @@ class Daemon:
             self._overflow.remove()
             self._settler.close()
             await self.pipeline.aclose()
+            await self._sender.aclose()
+            if self._metrics is not None:
+                self._metrics.close()
             self.journal.close()
             lock.close()
         if self._fatal is not None:
@@ -137,7 +150,8 @@ class Daemon:
         return 0
 
     def _build_pipeline(self, settings: Settings) -> Pipeline:
-        return build_pipeline(settings, self.journal, self._folder_for, on_back=lambda service: self._wake.set())
+        return build_pipeline(settings, self.journal, self._folder_for, on_back=lambda service: self._wake.set(),
+                              events=self.events)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)
@@ -163,6 +177,8 @@ class Daemon:
                 self._folders[key] = folder
                 self._watches[key] = FolderWatch.start(folder, loop, self._settler.touch, self._rescan)
                 self._rescan(folder)
+                if self._metrics is not None:
+                    self._metrics.recorder.watching(key)
                 log(logging.INFO, f"watching {key} ({folder.watcher}, settle {folder.settle:g} s, "
                     f"after upload: {folder.after_upload})", folder=key)
 
@@ -212,6 +228,7 @@ class Daemon:
                 self.request_stop()
                 return
         if job is not None:
+            self.events.changed(job, None, "queued")
             self._wake.set()
 
     # -- scheduling ------------------------------------------------------------------
@@ -285,6 +302,7 @@ class Daemon:
         old_pipeline = self.pipeline
         self.settings = new
         logs.setup(new.daemon.log_level, new.secrets())
+        self.journal.notify_states = notify_states(new.notify)
         self.pipeline = self._build_pipeline(new)
         self._spawn(self._close_when_idle(old_pipeline, list(self._tasks.values())))
         self._apply_folders(new.folders)

@@ -140,3 +140,33 @@ class Transition:
     retry: RetryLater | None = None
     discard: str | None = None
     quiet: bool = False  # a step worth a debug line only
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    """One (folder, state, s3_status) group of jobs, for the metrics."""
+
+    folder: str
+    state: JobState
+    s3_status: str | None
+    count: int
+    oldest_created_at: float
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One outbox row: the job as it was when it ended, plus its delivery bookkeeping."""
+
+    id: int
+    event_id: str
+    event: str
+    job_id: int
+    folder: str
+    relpath: str
+    size: int
+    state: str
+    error: str | None
+    video_id: str | None
+    s3_request_id: int | None
+    created_at: float
+    attempts: int

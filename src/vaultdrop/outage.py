@@ -23,10 +23,13 @@ Probe = Callable[[], Awaitable[object]]
 
 class Outages:
     def __init__(self, probes: dict[str, tuple[str, Probe]], on_back: Callable[[str], None],
-                 clock: Callable[[], float]) -> None:
-        """`probes` maps a service name to (its URL, a call that raises Unavailable while it is down)."""
+                 clock: Callable[[], float],
+                 on_verdict: Callable[[str, bool], None] = lambda service, up: None) -> None:
+        """`probes` maps a service name to (its URL, a call that raises Unavailable while it is down);
+        `on_verdict(service, up)` hears every answer and every outage (the up/down gauges)."""
         self._probes = probes
         self._on_back = on_back
+        self._on_verdict = on_verdict
         self._clock = clock
         self._down: dict[str, float] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -41,6 +44,7 @@ class Outages:
         return self.failed_probes if self._down else 0
 
     def down(self, service: str, error: Unavailable) -> None:
+        self._on_verdict(service, False)
         if service in self._down:
             return
         self._down[service] = self._clock()
@@ -52,6 +56,7 @@ class Outages:
             self._tasks[service] = asyncio.create_task(self._probe(service), name=f"probe-{service}")
 
     def up(self, service: str) -> None:
+        self._on_verdict(service, True)
         since = self._down.pop(service, None)
         if since is None:
             return

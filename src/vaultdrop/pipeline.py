@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from . import postaction
 from .config import FolderSettings, Settings
 from .errors import ClockSkew, ConfigError, JobFailed, RetryLater, Unavailable, Waiting
+from .events import Fanout, JobEvents, retry_reason
 from .journal import IllegalTransition, JournalStore
 from .logs import job_fields, log, log_change, log_done
 from .model import TERMINAL, Job, JobState, Transition
@@ -54,6 +55,7 @@ class Pipeline:
         s3: S3Stage | None = None,
         clock: Callable[[], float],
         rng: random.Random | None = None,
+        events: JobEvents | None = None,
     ) -> None:
         self.journal = journal
         self.stages = stages
@@ -63,6 +65,7 @@ class Pipeline:
         self._s3 = s3
         self._clock = clock
         self._rng = rng or random.Random()
+        self._events = events or Fanout()
         vault = settings.vault
         self.policy = Policy(vault.max_attempts, vault.backoff_base, vault.backoff_max)
 
@@ -182,6 +185,7 @@ class Pipeline:
             failure = await self._failure(job, folder, f"gave up after {verdict.attempts} attempts: {error}")
             return Transition(failure.state, failure.detail, {**decision.changes, **failure.changes,
                                                                "attempts": verdict.attempts}, level=logging.ERROR)
+        self._events.retry_scheduled(job, retry_reason(error))
         changes = {**decision.changes, "attempts": verdict.attempts, "not_before": self._clock() + verdict.delay,
                    "last_error": str(error)}
         if isinstance(error, Unavailable):
@@ -197,7 +201,8 @@ class Pipeline:
                           discard=decision.discard)
 
     def _commit(self, job: Job, decision: Transition) -> Job:
-        """The one place a job's state changes: journal first, then its log line."""
+        """The one place a job's state changes: journal first, then its log line and observers."""
+        previous = job.state
         changes = dict(decision.changes)
         if job.waiting_for and "waiting_for" not in changes:
             changes["waiting_for"] = None
@@ -209,6 +214,8 @@ class Pipeline:
         else:
             job = self.journal.transition(job, decision.state, decision.detail, **changes)
         self._log(job, decision)
+        if decision.state is not None:
+            self._events.changed(job, previous, decision.detail)
         return job
 
     def _log(self, job: Job, decision: Transition) -> None:

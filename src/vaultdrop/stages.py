@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .config import FolderSettings, Settings
 from .errors import JobFailed, RetryLater, Waiting
+from .events import Fanout, JobEvents
 from .journal import JournalStore
 from .model import CONFIRMED, UNCONFIRMED, Job, JobState, Transition
 from .throttle import Throttle
@@ -54,8 +55,9 @@ def after_confirmation(folder: FolderSettings) -> JobState:
 class VaultStages:
     def __init__(self, journal: JournalStore, vault: VaultClient, settings: Settings, *,
                  clock: Callable[[], float], sleep: Callable[[float], Awaitable[None]],
-                 throttle: Throttle | None = None) -> None:
+                 throttle: Throttle | None = None, events: JobEvents | None = None) -> None:
         self._journal = journal
+        self._events = events or Fanout()
         self.vault = vault
         self._settings = settings
         self._clock = clock
@@ -112,6 +114,7 @@ class VaultStages:
 
         def on_progress(sent: int) -> None:
             nonlocal job, last_write, latest
+            self._events.uploaded(job, sent - latest)
             latest = sent
             if time.monotonic() - last_write >= PROGRESS_WRITE_INTERVAL:
                 last_write = time.monotonic()

@@ -13,8 +13,10 @@ from collections.abc import Awaitable, Callable
 import httpx
 
 from .config import FolderSettings, Settings
+from .events import Fanout, JobEvents
 from .journal import Journal, JournalStore
 from .model import Job
+from .notify import notify_states
 from .outage import Outages, Probe
 from .pipeline import CRASH_PAUSE, S3_GONE_PAUSE, SCALEENGINE, VAULT, Pipeline
 from .retry import Policy
@@ -28,8 +30,10 @@ Clock = Callable[[], float]
 
 
 def open_journal(settings: Settings, *, clock: Clock = time.time) -> Journal:
-    """The configured journal (SQLite in state_dir)."""
-    return Journal(settings.daemon.journal_path, clock=clock)
+    """The configured journal (SQLite in state_dir), writing the notifications the config wants."""
+    journal = Journal(settings.daemon.journal_path, clock=clock)
+    journal.notify_states = notify_states(settings.notify)
+    return journal
 
 
 def build_pipeline(
@@ -41,16 +45,19 @@ def build_pipeline(
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     transport: httpx.AsyncBaseTransport | None = None,
     on_back: Callable[[str], None] = lambda service: None,
+    events: JobEvents | None = None,
 ) -> Pipeline:
     """A pipeline with its own connection pools (a reload builds a new one).
 
     `on_back(service)` runs once jobs waiting on that service's outage are due again
-    (the daemon wakes its scheduler there).
+    (the daemon wakes its scheduler there). `events` hears what happens to jobs and
+    whether the vault answers.
     """
+    events = events or Fanout()
     vault = VaultClient.from_settings(settings.vault, clock=clock, transport=transport)
     limit = settings.daemon.bandwidth_limit
     stages = VaultStages(journal, vault, settings, clock=clock, sleep=sleep,
-                         throttle=Throttle(limit) if limit else None)
+                         throttle=Throttle(limit) if limit else None, events=events)
     probes: dict[str, tuple[str, Probe]] = {VAULT: (settings.vault.base_url, lambda: vault.progress(PROBE_KEY))}
     s3 = None
     if settings.scaleengine is not None:
@@ -63,7 +70,12 @@ def build_pipeline(
         journal.wake(service)
         on_back(service)
 
-    return Pipeline(journal, stages, settings, folder_for, Outages(probes, back, clock), s3=s3, clock=clock)
+    def verdict(service: str, up: bool) -> None:
+        if service == VAULT:
+            events.vault_reachable(up)
+
+    return Pipeline(journal, stages, settings, folder_for, Outages(probes, back, clock, verdict), s3=s3,
+                    clock=clock, events=events)
 
 
 def max_delay(settings: Settings) -> float:

@@ -44,6 +44,10 @@ def toml_value(value: Any) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _table(header: str, values: dict[str, Any]) -> str:
+    return f"\n[{header}]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in values.items())
+
+
 class DaemonRunner:
     """A config file plus start/stop/kill of `vaultdrop run` over it."""
 
@@ -67,19 +71,22 @@ class DaemonRunner:
                                        "archive_dir": str(self.archive), "failed_dir": str(self.failed)}
         self.s3: dict[str, Any] | None = None
         self.scaleengine: dict[str, Any] | None = None
+        self.tables: dict[str, dict[str, Any]] = {}  # more top-level tables: [metrics], [notify]
+        self.run_args: list[str] = []  # more `vaultdrop run` options
         self.command_prefix: list[str] = []  # e.g. setpriv, to run without root's permission override
         self.process: subprocess.Popen[bytes] | None = None
         self.lines: list[str] = []
         self.exit_status: int | None = None
 
     def write_config(self) -> Path:
-        text = "[daemon]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in self.daemon.items())
-        text += "\n[vault]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in self.vault.items())
+        text = _table("daemon", self.daemon).lstrip("\n") + _table("vault", self.vault)
         if self.scaleengine is not None:
-            text += "\n[scaleengine]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in self.scaleengine.items())
-        text += "\n[[folders]]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in self.folder.items())
+            text += _table("scaleengine", self.scaleengine)
+        text += _table("[folders]", self.folder)
         if self.s3 is not None:
-            text += "\n[folders.s3]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in self.s3.items())
+            text += _table("folders.s3", self.s3)
+        for name, table in self.tables.items():
+            text += _table(name, table)
         self.config_path.write_text(text)
         return self.config_path
 
@@ -87,7 +94,8 @@ class DaemonRunner:
         self.write_config()
         self.lines = []
         self.process = subprocess.Popen(
-            [*self.command_prefix, sys.executable, "-m", "vaultdrop.cli", "run", "--config", str(self.config_path)],
+            [*self.command_prefix, sys.executable, "-m", "vaultdrop.cli", "run", "--config", str(self.config_path),
+             *self.run_args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             env={k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "JOURNAL_STREAM")},
         )

@@ -13,6 +13,8 @@ from vaultdrop.config import (
     DEFAULT_CONFIG_PATH,
     DaemonSettings,
     FolderSettings,
+    MetricsSettings,
+    NotifySettings,
     S3Settings,
     ScaleEngineSettings,
     VaultSettings,
@@ -86,10 +88,13 @@ def test_example_commented_sections_load_once_uncommented(tmp_path: Path) -> Non
     assert s3 is not None and s3.bucket == "my-bucket" and s3.metadata == {"origin": "vaultdrop"}
     assert settings.scaleengine is not None and settings.scaleengine.cdn == 158
     assert settings.scaleengine.status_timeout == 3600.0
+    assert settings.metrics.listen == "127.0.0.1:9464"
+    assert settings.notify.events == {"done", "failed"} and settings.notify.secret is None
 
 
 @pytest.mark.parametrize(
-    "model", [DaemonSettings, VaultSettings, FolderSettings, S3Settings, ScaleEngineSettings]
+    "model", [DaemonSettings, VaultSettings, FolderSettings, S3Settings, ScaleEngineSettings, MetricsSettings,
+              NotifySettings]
 )
 def test_example_documents_every_key(model: type) -> None:
     text = EXAMPLE.read_text(encoding="utf-8")
@@ -386,3 +391,19 @@ def test_secret_never_in_error_messages(tmp_path: Path, drop: Path, vault: str) 
     message = config_error(path, {"VAULTDROP_SCALEENGINE__API_SECRET": SECRET})
     assert SECRET not in message
     assert f"{path}: " in message
+
+
+def test_notify_secret_comes_from_the_credential_and_joins_the_redaction_list(tmp_path: Path, drop: Path) -> None:
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "notify-secret").write_text("hook-" + SECRET + "\n")
+    (credentials / "notify-secret").chmod(0o600)
+    config = write(tmp_path, minimal(drop, extra='[notify]\non_failed = "https://hooks.example.com/x"\n'))
+    settings = load_config(config, {"CREDENTIALS_DIRECTORY": str(credentials)})
+    assert settings.notify.secret is not None and "hook-" + SECRET in settings.secrets()
+    assert load_config(config, {}).notify.secret is None, "the secret is optional"
+
+
+def test_metrics_listen_must_be_host_and_port(tmp_path: Path, drop: Path) -> None:
+    message = config_error(write(tmp_path, minimal(drop, extra='[metrics]\nlisten = "9464"\n')))
+    assert "metrics.listen" in message and "host:port" in message

@@ -1,0 +1,161 @@
+"""Prometheus metrics: event counters from the pipeline, job gauges from the journal.
+
+Counters and histograms are fed by `JobEvents` on the event loop and start from zero
+with each process, as Prometheus expects. Gauges about jobs are read from the journal at
+scrape time (one GROUP BY), so they are right immediately after a restart. prometheus-
+client serves /metrics from its own thread; that thread reads the journal through its
+own read-only connection, never through the event loop's.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+    start_http_server,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+
+from . import __version__
+from .config import listen_parts
+from .errors import ConfigError
+from .events import RETRY_REASONS, Observer
+from .journal import Journal, JournalStore
+from .logs import log
+from .model import ACTIVE, Job, JobState
+
+INGEST_BUCKETS = (1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200, float("inf"))
+OUTCOMES = {JobState.DONE: "done", JobState.FAILED: "failed", JobState.SKIPPED: "skipped"}
+
+
+class MetricsRecorder(Observer):
+    """The counters, histogram and gauges the pipeline's events drive."""
+
+    def __init__(self, registry: CollectorRegistry, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self.ingest = Histogram("vaultdrop_ingest_seconds", "From the file settling to the vault confirming it",
+                                ["folder"], buckets=INGEST_BUCKETS, registry=registry)
+        self.upload_bytes = Counter("vaultdrop_upload_bytes", "Bytes sent to the vault (resent bytes included)",
+                                    ["folder"], registry=registry)
+        self.files = Counter("vaultdrop_files", "Jobs that ended, by outcome", ["folder", "outcome"],
+                             registry=registry)
+        self.retries = Counter("vaultdrop_retries", "Retries scheduled, by reason", ["reason"], registry=registry)
+        self.vault_up = Gauge("vaultdrop_vault_up", "0 while the vault cannot be reached (an outage), else 1",
+                              registry=registry)
+        self.last_success = Gauge("vaultdrop_last_success_timestamp_seconds",
+                                  "When the vault last confirmed a file (Unix time)", registry=registry)
+        Info("vaultdrop_build", "The running vaultdrop", registry=registry).info({"version": __version__})
+        self.vault_up.set(1)  # no evidence of an outage yet
+        for reason in RETRY_REASONS:
+            self.retries.labels(reason)
+
+    def watching(self, folder: str) -> None:
+        """Create a folder's series at zero, so its first failure is an increase, not a new series."""
+        self.ingest.labels(folder)
+        self.upload_bytes.labels(folder)
+        for outcome in OUTCOMES.values():
+            self.files.labels(folder, outcome)
+
+    def changed(self, job: Job, previous: JobState | None, detail: str) -> None:
+        if previous is JobState.CONFIRMING and job.state in (JobState.S3_QUEUEING, JobState.FINISHING):
+            now = self._clock()
+            self.ingest.labels(job.folder).observe(max(0.0, now - job.created_at))
+            self.last_success.set(now)
+        outcome = OUTCOMES.get(job.state)
+        if outcome is not None:
+            self.files.labels(job.folder, outcome).inc()
+
+    def retry_scheduled(self, job: Job, reason: str) -> None:
+        self.retries.labels(reason).inc()
+
+    def uploaded(self, job: Job, nbytes: int) -> None:
+        self.upload_bytes.labels(job.folder).inc(nbytes)
+
+    def vault_reachable(self, up: bool) -> None:
+        self.vault_up.set(1 if up else 0)
+
+
+class JournalCollector(Collector):
+    """Job gauges computed from the journal at each scrape (scrapes may run concurrently)."""
+
+    def __init__(self, journal: JournalStore, clock: Callable[[], float] = time.time) -> None:
+        self._journal = journal
+        self._clock = clock
+        self._lock = threading.Lock()
+
+    def collect(self) -> Iterable[Metric]:
+        try:
+            with self._lock:
+                groups = self._journal.summary()
+        except ConfigError as exc:  # an unreadable journal: the scrape says so by missing gauges
+            log(logging.WARNING, f"metrics: cannot read the journal: {exc}")
+            return []
+        now = self._clock()
+        jobs = GaugeMetricFamily("vaultdrop_jobs", "Jobs in the journal per folder and state",
+                                 labels=["folder", "state"])
+        oldest = GaugeMetricFamily("vaultdrop_oldest_pending_seconds",
+                                   "Age of the oldest job not yet done, failed or skipped (0: none)",
+                                   labels=["folder"])
+        s3 = GaugeMetricFamily("vaultdrop_s3_requests", "S3 copy requests being followed, by their status",
+                               labels=["status"])
+        counts: dict[tuple[str, JobState], int] = {}
+        pending: dict[str, float] = {}
+        requests: dict[str, int] = {}
+        for group in groups:
+            counts[group.folder, group.state] = counts.get((group.folder, group.state), 0) + group.count
+            pending.setdefault(group.folder, now)
+            if group.state in ACTIVE:
+                pending[group.folder] = min(pending[group.folder], group.oldest_created_at)
+            if group.state is JobState.S3_WAITING:
+                status = group.s3_status or "unknown"
+                requests[status] = requests.get(status, 0) + group.count
+        for folder in sorted(pending):
+            for state in JobState:
+                jobs.add_metric([folder, state.value], counts.get((folder, state), 0))
+            oldest.add_metric([folder], max(0.0, now - pending[folder]))
+        for status, count in sorted(requests.items()):
+            s3.add_metric([status], count)
+        return [jobs, oldest, s3]
+
+
+class MetricsServer:
+    """/metrics on `listen` (host:port) from prometheus-client's own HTTP thread."""
+
+    def __init__(self, listen: str, journal_path: Path, recorder_clock: Callable[[], float] = time.time) -> None:
+        disable_created_metrics()  # `_created` series would double the output and no rule uses them
+        self.registry = CollectorRegistry()
+        self.recorder = MetricsRecorder(self.registry, clock=recorder_clock)
+        ProcessCollector(registry=self.registry)
+        self._reader = Journal(journal_path, readonly=True)
+        self.registry.register(JournalCollector(self._reader))
+        host, port = listen_parts(listen)
+        try:
+            self._server: WSGIServer
+            self._server, self._thread = start_http_server(port, host, registry=self.registry)
+        except OSError as exc:
+            self._reader.close()
+            raise ConfigError(f"metrics.listen {listen}: cannot listen: {exc.strerror or exc}") from None
+
+    @property
+    def address(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+        self._reader.close()

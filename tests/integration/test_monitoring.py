@@ -1,0 +1,114 @@
+"""Monitoring end to end: scrape the running daemon's /metrics over real HTTP after uploads,
+a failure and an outage, and receive its notifications on real loopback receivers."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import sqlite3
+import time
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from vaultdrop.model import JobState
+
+from ..receiver import closed_port_url, free_port, receiver
+from .harness import DaemonRunner, wait_for
+from .test_daemon import write
+
+SECRET = "hook-secret"
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample as {(name, sorted labels): value}."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def sample(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float | None:
+    return samples.get((name, tuple(sorted(labels.items()))))
+
+
+def outbox(runner: DaemonRunner) -> list[dict[str, Any]]:
+    with sqlite3.connect(f"file:{runner.state / 'vaultdrop.db'}?mode=ro", uri=True) as db:
+        db.row_factory = sqlite3.Row
+        return [dict(r) for r in db.execute("SELECT * FROM outbox ORDER BY id")]
+
+
+def assert_job_gauges_match_the_journal(runner: DaemonRunner, samples: dict[Any, float]) -> None:
+    folder = str(runner.drop)
+    jobs = runner.jobs()
+    for state in JobState:
+        expected = sum(1 for job in jobs if job.state is state)
+        assert sample(samples, "vaultdrop_jobs", folder=folder, state=state.value) == expected, state
+
+
+def test_metrics_and_notifications_follow_uploads_a_failure_and_an_outage(runner: DaemonRunner) -> None:
+    port = free_port()
+    started = time.time()
+    runner.run_args = ["--metrics-addr", f"127.0.0.1:{port}"]
+    with receiver([500]) as failed_hook:
+        runner.tables["notify"] = {"on_failed": failed_hook.url, "on_done": closed_port_url(), "secret": SECRET,
+                                   "backoff_base": 0.2, "backoff_max": 0.4, "max_attempts": 3}
+        runner.sandbox.add_fault(endpoint="upload", action="status", status=413, code="too_large", count=1)
+        runner.start()
+        write(runner.drop / "bad.mov", 20_000)
+        failed = runner.wait_state("bad.mov", JobState.FAILED)
+        sizes = [30_000, 40_000]
+        for i, size in enumerate(sizes):
+            write(runner.drop / f"ok{i}.mov", size)
+        for i in range(len(sizes)):
+            runner.wait_state(f"ok{i}.mov", JobState.DONE)
+
+        runner.sandbox.add_fault(endpoint="new_key", action="status", status=503, code="server_error", count=10_000)
+        write(runner.drop / "late.mov", 10_000)
+        def outage_seen() -> dict[Any, float] | None:
+            samples = scrape(port)
+            return samples if sample(samples, "vaultdrop_vault_up") == 0 else None
+
+        during = wait_for(outage_seen, what="vault_up 0 during the outage")
+        assert sample(during, "vaultdrop_retries_total", reason="outage") >= 1
+        assert sample(during, "vaultdrop_jobs", folder=str(runner.drop), state="queued") == 1
+        assert sample(during, "vaultdrop_oldest_pending_seconds", folder=str(runner.drop)) > 0
+        runner.sandbox.clear_faults()
+        runner.wait_state("late.mov", JobState.DONE)
+
+        wait_for(lambda: failed_hook.delivered(), what="the failed notification")
+        wait_for(lambda: all(row["next_at"] is None for row in outbox(runner)), what="every event settled")
+        samples = scrape(port)
+        runner.stop()
+
+        runner.run_args = ["--metrics-addr", f"127.0.0.1:{port}"]
+        runner.start()
+        after_restart = scrape(port)
+        time.sleep(1.0)  # a pass of the restarted sender over the outbox
+        runner.stop()
+
+    folder = str(runner.drop)
+    assert_job_gauges_match_the_journal(runner, samples)
+    assert_job_gauges_match_the_journal(runner, after_restart)
+    assert sample(samples, "vaultdrop_files_total", folder=folder, outcome="done") == 3
+    assert sample(samples, "vaultdrop_files_total", folder=folder, outcome="failed") == 1
+    assert sample(after_restart, "vaultdrop_files_total", folder=folder, outcome="done") == 0, "counters restart"
+    assert sample(samples, "vaultdrop_ingest_seconds_count", folder=folder) == 3
+    assert sample(samples, "vaultdrop_upload_bytes_total", folder=folder) >= sum(sizes) + 10_000
+    assert sample(samples, "vaultdrop_oldest_pending_seconds", folder=folder) == 0
+    assert sample(samples, "vaultdrop_vault_up") == 1, "the vault answered again"
+    assert sample(samples, "vaultdrop_last_success_timestamp_seconds") > started
+    assert sample(samples, "vaultdrop_build_info", version="0.1.0") == 1
+
+    assert [p.status for p in failed_hook.posts] == [500, 200], "retried once, then never sent again"
+    first, second = failed_hook.posts
+    assert first.body == second.body, "the same event, the same bytes"
+    event = second.json
+    assert (event["event"], event["job_id"], event["file"], event["folder"]) == ("failed", failed.id, "bad.mov", folder)
+    assert "too_large" in event["error"] and event["size"] == 20_000
+    signature = "sha256=" + hmac.new(SECRET.encode(), second.body, hashlib.sha256).hexdigest()
+    assert second.headers["x-vaultdrop-signature"] == signature
+    done_events = [row for row in outbox(runner) if row["event"] == "done"]
+    assert len(done_events) == 3 and all(row["attempts"] == 3 and row["delivered_at"] is None
+                                         for row in done_events), "a receiver that is down: bounded retries"
+    assert SECRET not in runner.output()
