@@ -29,9 +29,10 @@ def canonical(folder: FolderSettings, relpath: str) -> str:
         return relpath
 
 
-def _holds(job: Job) -> bool:
+def _holds_inode(job: Job, inode: int) -> bool:
+    """Whether the job's own path is still this inode (a hard link's other name)."""
     try:
-        return job.is_file(os.stat(job.path))
+        return os.stat(job.path).st_ino == inode
     except OSError:
         return False
 
@@ -40,18 +41,23 @@ async def admit(journal: JournalStore, folder: FolderSettings, relpath: str, inf
     """Journal a settled file; the job when there is new work, None when there is none."""
     identity = FileIdentity.of(str(folder.path), canonical(folder, relpath), info)
     for other in journal.same_inode(identity):
+        unchanged = (other.size, other.mtime_ns) == (identity.size, identity.mtime_ns)
         if other.path == identity.path and not other.released:
-            return None  # this very file, already journalled
+            if unchanged:
+                return None  # this very file, already journalled
+            continue  # changed in place: enqueue decides
+        if not other.released and _holds_inode(other, identity.inode):
+            log(logging.INFO, f"{identity.relpath} is the same file as {other.relpath}: "
+                f"job {other.id} uploads it once", **job_fields(other))
+            return None  # a hard link (changed or not, the job at the first name sees its content)
+        if not unchanged:
+            continue
         if other.state is JobState.FAILED and other.released:
             job = journal.retry(other.id, identity)
             log_change(journal, job, logging.INFO, f"picked up again: {identity.relpath} (failed job {job.id}) "
                        "was moved back into the folder")
             return job
         if not other.released:
-            if _holds(other):
-                log(logging.INFO, f"{identity.relpath} is the same file as {other.relpath}: "
-                    f"job {other.id} uploads it once", **job_fields(other))
-                return None
             job = journal.follow(other, identity, f"renamed from {other.relpath}")
             log(logging.INFO, f"renamed: {other.relpath} -> {identity.relpath}: job {job.id} follows it",
                 **job_fields(job))

@@ -147,7 +147,7 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE jobs ADD COLUMN upload_seconds REAL;
     DROP INDEX jobs_identity;
     CREATE INDEX jobs_identity ON jobs (folder, relpath, size, mtime_ns, inode);
-    CREATE INDEX jobs_inode ON jobs (inode, size, mtime_ns);
+    CREATE INDEX jobs_inode ON jobs (inode);
     CREATE INDEX jobs_video ON jobs (video_id);
     CREATE TABLE stale_videos (
         video_id TEXT PRIMARY KEY,
@@ -336,12 +336,9 @@ class Journal:
         return self._job(row)
 
     def same_inode(self, identity: FileIdentity) -> list[Job]:
-        """Jobs of a file with this inode, size and mtime at any path: the same file renamed,
-        linked, moved back from failed_dir or re-dropped. Newest first."""
-        rows = self._read(
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE inode=? AND size=? AND mtime_ns=? ORDER BY id DESC",
-            (identity.inode, identity.size, identity.mtime_ns),
-        )
+        """Jobs of a file with this inode at any path: the same file renamed, linked, moved
+        back from failed_dir or re-dropped, or a reused inode. Newest first."""
+        rows = self._read(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE inode=? ORDER BY id DESC", (identity.inode,))
         return [self._job(r) for r in rows]
 
     def follow(self, job: Job, identity: FileIdentity, detail: str) -> Job:

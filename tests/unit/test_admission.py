@@ -98,3 +98,16 @@ def test_a_failed_file_moved_back_resumes_its_job(journal: Journal, folder: Fold
     resumed = settle(journal, folder, "f.mov")
     assert resumed is not None and resumed.id == job.id
     assert resumed.state is JobState.UPLOADING and resumed.upload_key == "K", "resumes on its committed key"
+
+
+def test_a_hard_link_settled_after_its_file_changed_is_still_one_job(journal: Journal,
+                                                                    folder: FolderSettings) -> None:
+    """Found by the state-machine exploration: the link's new size no longer matched."""
+    (folder.path / "a.mov").write_bytes(b"take one")
+    job = settle(journal, folder, "a.mov")
+    os.link(folder.path / "a.mov", folder.path / "b.mov")
+    with (folder.path / "b.mov").open("ab") as handle:
+        handle.write(b" and more")
+    assert settle(journal, folder, "b.mov") is None
+    assert settle(journal, folder, "a.mov") is not None  # the job takes the new content at its own name
+    assert [(j.id, j.relpath, j.size) for j in journal.jobs()] == [(job.id, "a.mov", 17)]
