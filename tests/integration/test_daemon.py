@@ -228,7 +228,7 @@ def test_unusable_failed_dir_leaves_the_file_in_place_instead_of_spinning(runner
     write(runner.drop / "stuck.mov", 5000)
     runner.wait_state("stuck.mov", JobState.FAILED)
     assert (runner.drop / "stuck.mov").exists()
-    assert runner.saw("left in place: cannot move it to failed_dir")
+    assert runner.saw(f"left in place: cannot move {runner.drop / 'stuck.mov'} to failed_dir")
     assert len([r for r in runner.sandbox.log() if r["endpoint"] == "upload"]) == 1
 
 
