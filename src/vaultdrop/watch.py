@@ -140,23 +140,44 @@ class _Handler(FileSystemEventHandler):
             self._loop.call_soon_threadsafe(self._on_path, self._folder, target)
 
 
+def _directory_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino) if stat.S_ISDIR(info.st_mode) else None
+
+
 @dataclass
 class FolderWatch:
     """One observer thread per folder, so folders can be added and removed on reload."""
 
     folder: FolderSettings
     observer: BaseObserver
+    identity: tuple[int, int] | None
 
     @classmethod
     def start(cls, folder: FolderSettings, loop: asyncio.AbstractEventLoop, on_path: PathCallback,
               on_rescan: Callable[[FolderSettings], None]) -> FolderWatch:
+        identity = _directory_identity(folder.path)
         observer: BaseObserver = (
             PollingObserver(timeout=folder.poll_interval) if folder.watcher == "polling" else Observer()
         )
         observer.schedule(_Handler(folder, loop, on_path, on_rescan), str(folder.path), recursive=folder.recursive)
         observer.daemon = True
         observer.start()
-        return cls(folder, observer)
+        return cls(folder, observer, identity)
+
+    def is_live(self) -> bool:
+        """Whether events still arrive: a deleted folder stops its emitter (even when a new
+        folder reuses the inode at once), a moved one leaves another directory at the path."""
+        emitters = self.observer.emitters
+        return (bool(emitters) and all(e.is_alive() for e in emitters)
+                and _directory_identity(self.folder.path) == self.identity)
+
+    @staticmethod
+    def folder_exists(folder: FolderSettings) -> bool:
+        return _directory_identity(folder.path) is not None
 
     def stop(self) -> None:
         self.observer.stop()

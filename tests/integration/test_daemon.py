@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -251,3 +252,20 @@ def test_an_outage_longer_than_max_attempts_fails_no_file(runner: DaemonRunner) 
     job = runner.wait_state("outage.mov", JobState.DONE)
     assert [v["sha256"] for v in runner.uploads_of("outage.mov")] == [digest]
     assert len([r for r in runner.sandbox.log() if r["endpoint"] == "new_key"]) == 7 and job.attempts == 0
+
+
+def test_a_deleted_and_recreated_folder_is_watched_again(runner: DaemonRunner) -> None:
+    runner.start()
+    shutil.rmtree(runner.drop)
+    runner.drop.mkdir()  # at once: the new folder often reuses the old inode
+    wait_for(lambda: runner.saw("the folder is back"), timeout=10, what="watched again")
+    first = write(runner.drop / "first.mov", 5000)
+    runner.wait_state("first.mov", JobState.DONE, timeout=10)
+    shutil.rmtree(runner.drop)
+    wait_for(lambda: runner.saw("disappeared"), timeout=10, what="disappearance logged")
+    runner.drop.mkdir()
+    wait_for(lambda: runner.output().count("the folder is back") == 2, timeout=10, what="watched again")
+    second = write(runner.drop / "second.mov", 6000)
+    runner.wait_state("second.mov", JobState.DONE, timeout=10)
+    assert [v["sha256"] for v in runner.sandbox.videos()] == [first, second]
+    assert runner.output().count("disappeared") == 1
