@@ -269,3 +269,20 @@ def test_a_deleted_and_recreated_folder_is_watched_again(runner: DaemonRunner) -
     runner.wait_state("second.mov", JobState.DONE, timeout=10)
     assert [v["sha256"] for v in runner.sandbox.videos()] == [first, second]
     assert runner.output().count("disappeared") == 1
+
+
+def test_a_blocked_archive_folder_is_retried_in_one_line_and_archives_once_unblocked(runner: DaemonRunner) -> None:
+    blocker = runner.base / "blocked"
+    blocker.write_text("")
+    runner.folder["archive_dir"] = str(blocker / "archive")
+    runner.vault["max_attempts"] = 100
+    runner.start()
+    digest = write(runner.drop / "held.mov", 5000)
+    wait_for(lambda: runner.saw(f"cannot archive {runner.drop / 'held.mov'}: Not a directory"), what="retry line")
+    assert runner.job_states()["held.mov"] is JobState.FINISHING
+    blocker.unlink()
+    blocker.mkdir()
+    runner.wait_state("held.mov", JobState.DONE)
+    assert (blocker / "archive" / "held.mov").exists() and not (runner.drop / "held.mov").exists()
+    assert [v["sha256"] for v in runner.uploads_of("held.mov")] == [digest]
+    assert "Traceback" not in runner.output() and "unexpected" not in runner.output()
