@@ -36,7 +36,7 @@ NOTHING_THERE = "left alone: nothing at the path any more"
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
 _NO_RENAMEAT2 = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP)
-_libc = ctypes.CDLL(None, use_errno=True)
+_renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)  # glibc >= 2.28
 
 
 class Outcome(NamedTuple):
@@ -81,15 +81,16 @@ def _free_names(wanted: Path) -> Iterator[Path]:
 def _rename_noreplace(source: Path, target: Path) -> None:
     """rename(2) that raises FileExistsError instead of replacing `target`.
 
-    renameat2(RENAME_NOREPLACE) is atomic; where the file system lacks it, link + unlink
-    gives the same answer (a crash in between leaves a second name of the same file,
-    which the next attempt removes).
+    renameat2(RENAME_NOREPLACE) is atomic; where the C library or the file system lacks
+    it, link + unlink gives the same answer (a crash in between leaves a second name of the
+    same file, which the next attempt finds: see _destination).
     """
-    if _libc.renameat2(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), _RENAME_NOREPLACE) == 0:
-        return
-    code = ctypes.get_errno()
-    if code not in _NO_RENAMEAT2:
-        raise OSError(code, os.strerror(code), str(source), None, str(target))
+    if _renameat2 is not None:
+        if _renameat2(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), _RENAME_NOREPLACE) == 0:
+            return
+        code = ctypes.get_errno()
+        if code not in _NO_RENAMEAT2:
+            raise OSError(code, os.strerror(code), str(source), None, str(target))
     try:
         os.link(source, target, follow_symlinks=False)
     except FileExistsError:
@@ -127,19 +128,33 @@ def _move(source: Path, target: Path) -> None:
     source.unlink()
 
 
+def _destination(source: Path, wanted: Path) -> Path:
+    """The first of wanted, wanted~1, ... that is free, or that already is `source` (an
+    interrupted link + unlink)."""
+    for target in _free_names(wanted):
+        try:
+            if not os.path.samestat(os.lstat(target), os.lstat(source)):
+                continue
+        except FileNotFoundError:
+            pass
+        return target
+    raise AssertionError("unreachable: _free_names never ends")
+
+
 def _place(source: Path, wanted: Path) -> Path:
     """Move `source` to `wanted` or its first free `~N` name; never replaces a file."""
     wanted.parent.mkdir(parents=True, exist_ok=True)
-    for target in _free_names(wanted):
+    while True:
+        target = _destination(source, wanted)
         if os.path.lexists(target):
-            continue
-        try:
-            _move(source, target)
-        except FileExistsError:
-            continue  # taken since we looked
+            os.unlink(source)
+        else:
+            try:
+                _move(source, target)
+            except FileExistsError:
+                continue  # taken since we looked
         _fsync(target.parent)
         return target
-    raise AssertionError("unreachable: _free_names never ends")
 
 
 def _claim(job: Job) -> Path | Outcome:
@@ -192,7 +207,7 @@ def _relocate(folder: FolderSettings, job: Job, private: Path, base: Path,
     """Companions first, the file last: a crash in between leaves the file claimed, and
     the retry finds the same free name for it."""
     wanted = base / job.relpath
-    target = next(t for t in _free_names(wanted) if not os.path.lexists(t))
+    target = _destination(private, wanted)
     for extra in companions(folder, job.path):
         _place(extra, target.with_name(_fit(target.name, extra.name[len(job.path.name):])))
     before(target)
@@ -237,7 +252,8 @@ def _error_file(target: Path) -> Path:
 
 
 def _trouble(doing: str, exc: OSError) -> LocalFileError:
-    where = f" ({exc.filename})" if exc.filename else ""
+    names = [str(n) for n in (exc.filename, exc.filename2) if n]
+    where = f" ({' -> '.join(names)})" if names else ""
     return LocalFileError(f"{doing}: {exc.strerror or exc}{where}")
 
 

@@ -98,12 +98,10 @@ async def test_finish_with_nothing_at_the_path_says_so(drop: Path) -> None:
 
 def no_renameat2(monkeypatch: pytest.MonkeyPatch) -> None:
     """A file system without RENAME_NOREPLACE (the link + unlink fallback)."""
-    class Libc:
-        @staticmethod
-        def renameat2(*_: object) -> int:
-            ctypes.set_errno(errno.EINVAL)
-            return -1
-    monkeypatch.setattr(postaction, "_libc", Libc())
+    def renameat2(*_: object) -> int:
+        ctypes.set_errno(errno.EINVAL)
+        return -1
+    monkeypatch.setattr(postaction, "_renameat2", renameat2)
 
 
 @pytest.mark.parametrize("renameat2", [True, False], ids=["renameat2", "link-unlink"])
@@ -162,6 +160,19 @@ async def test_a_crash_after_the_private_rename_loses_nothing(drop: Path) -> Non
     assert os.listdir(drop) == []
 
 
+async def test_an_interrupted_link_and_unlink_is_completed_not_archived_twice(drop: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    no_renameat2(monkeypatch)
+    folder = settings(drop)
+    archive = drop.parent / "archive"
+    (drop / "clip.mov").write_bytes(b"take 1")
+    job = job_for(folder, "clip.mov")
+    os.rename(drop / "clip.mov", postaction.private_path(job))
+    os.link(postaction.private_path(job), archive / "clip.mov")  # killed between link and unlink
+    assert (await postaction.finish(folder, job)).text == f"archived to {archive / 'clip.mov'}"
+    assert visible(archive) == {"clip.mov": b"take 1"} and os.listdir(drop) == []
+
+
 async def test_keep_after_an_interrupted_action_puts_the_file_back_but_never_over_new_content(drop: Path) -> None:
     folder = settings(drop, after_upload="keep")
     (drop / "a.mov").write_bytes(b"a")
@@ -198,7 +209,7 @@ async def test_a_blocked_archive_folder_is_a_retry_naming_the_path_and_the_file_
         await postaction.finish(folder, job_for(folder, "clip.mov"))
     assert isinstance(caught.value, RetryLater)
     assert str(caught.value) == (f"cannot archive {drop / 'clip.mov'}: Not a directory "
-                                 f"({blocker / 'archive'})")
+                                 f"({blocker / 'archive' / 'clip.mov'})")
     assert visible(drop) == {"clip.mov": b"video", "clip.mov.done": b""}
 
 
