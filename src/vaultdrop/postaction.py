@@ -117,6 +117,7 @@ def _move(source: Path, target: Path) -> None:
         if exc.errno != errno.EXDEV:
             raise
     staged = target.with_name(_fit(f"{PRIVATE_PREFIX}copy-{source.name}", ""))
+    staged.unlink(missing_ok=True)  # an earlier attempt's partial copy
     shutil.copy2(source, staged, follow_symlinks=False)
     if not staged.is_symlink():
         _fsync(staged)
@@ -131,14 +132,14 @@ def _move(source: Path, target: Path) -> None:
 def _destination(source: Path, wanted: Path) -> Path:
     """The first of wanted, wanted~1, ... that is free, or that already is `source` (an
     interrupted link + unlink)."""
-    for target in _free_names(wanted):
-        try:
-            if not os.path.samestat(os.lstat(target), os.lstat(source)):
-                continue
-        except FileNotFoundError:
-            pass
-        return target
-    raise AssertionError("unreachable: _free_names never ends")
+    return next(target for target in _free_names(wanted) if _free_or_same(target, source))
+
+
+def _free_or_same(target: Path, source: Path) -> bool:
+    try:
+        return os.path.samestat(os.lstat(target), os.lstat(source))
+    except FileNotFoundError:
+        return True
 
 
 def _place(source: Path, wanted: Path) -> Path:
