@@ -322,6 +322,7 @@ class FolderSettings(_Section):
     path: Annotated[ResolvedPath, AfterValidator(_existing_directory)]
     include: list[str] = ["*"]
     exclude: list[str] = []
+    case_sensitive_globs: bool = False
     recursive: bool = True
     settle: Duration = 5.0
     ready_marker: str = ""

@@ -35,6 +35,7 @@ from .watch import FolderWatch, OverflowHook, scan
 from .wiring import build_pipeline, max_delay, open_journal
 
 STALE_DELETE_INTERVAL = 5.0
+WATCH_CHECK_INTERVAL = 1.0  # how soon a deleted and recreated folder is watched again
 SCHEDULER_MAX_SLEEP = 5.0  # also how soon `vaultdrop jobs retry` from another process is noticed
 STATUS_INTERVAL = 5.0
 LANE_LOOKAHEAD = 16
@@ -78,6 +79,7 @@ class Daemon:
         self._tasks: dict[int, asyncio.Task[Job]] = {}
         self._small_lane: int | None = None
         self._watches: dict[str, FolderWatch] = {}
+        self._missing: set[str] = set()  # watched folders that disappeared (logged once)
         self._folders: dict[str, FolderSettings] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._admitting = asyncio.Lock()
@@ -122,6 +124,7 @@ class Daemon:
             self._spawn(self._pinger())
             self._spawn(self._periodic_rescan())
             self._spawn(self._delete_stale_videos())
+            self._spawn(self._keep_watching())
             self._spawn(self._sender.run())
             if self._metrics is not None:
                 log(logging.INFO, f"metrics at http://{self._metrics.address}/metrics")
@@ -170,6 +173,7 @@ class Daemon:
         for key in list(self._watches):
             if key not in wanted or wanted[key] != self._folders[key]:
                 self._watches.pop(key).stop()
+                self._missing.discard(key)
                 self._settler.forget_folder(self._folders.pop(key))
                 log(logging.INFO, f"stopped watching {key}", folder=key)
         for key, folder in wanted.items():
@@ -181,6 +185,30 @@ class Daemon:
                     self._metrics.recorder.watching(key)
                 log(logging.INFO, f"watching {key} ({folder.watcher}, settle {folder.settle:g} s, "
                     f"after upload: {folder.after_upload})", folder=key)
+
+    async def _keep_watching(self) -> None:
+        """A watch dies with its directory: a folder deleted or moved away and created again
+        is watched again (and rescanned) within WATCH_CHECK_INTERVAL."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(WATCH_CHECK_INTERVAL)
+            for key, watch in list(self._watches.items()):
+                if self._watches.get(key) is not watch or watch.is_live():
+                    continue  # replaced by a reload meanwhile, or fine
+                if not FolderWatch.folder_exists(watch.folder):
+                    if key not in self._missing:
+                        self._missing.add(key)
+                        log(logging.WARNING, f"folder {key} disappeared: watching it again once it is back",
+                            folder=key)
+                    continue
+                try:
+                    self._watches[key] = FolderWatch.start(watch.folder, loop, self._settler.touch, self._rescan)
+                except OSError:
+                    continue  # gone again before the watch started: the next check sees it
+                self._missing.discard(key)
+                self._rescan(watch.folder)
+                log(logging.INFO, f"watching {key} again: the folder is back", folder=key)
+                await asyncio.to_thread(watch.stop)
 
     def _rescan(self, folder: FolderSettings) -> None:
         self._spawn(self._scan(folder))

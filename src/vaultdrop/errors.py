@@ -46,6 +46,11 @@ class ProtocolError(RetryLater):
     """The server answered something we refuse to trust (garbage, hostile, oversized)."""
 
 
+class LocalFileError(RetryLater):
+    """A post-action could not touch a local file (blocked archive folder, permissions, full
+    disk): the operator can fix it, so the job is tried again after a backoff."""
+
+
 class JobFailed(VaultdropError):
     """Permanent for this job: retrying cannot help; the file goes to failed_dir.
 

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from . import postaction
 from .config import FolderSettings, Settings
-from .errors import ClockSkew, ConfigError, JobFailed, RetryLater, Unavailable, Waiting
+from .errors import ClockSkew, ConfigError, JobFailed, LocalFileError, RetryLater, Unavailable, Waiting
 from .events import Fanout, JobEvents, retry_reason
 from .journal import IllegalTransition, JournalStore
 from .logs import job_fields, log, log_change, log_done
@@ -159,8 +159,8 @@ class Pipeline:
                   "upload_key": job.upload_key, "video_id": job.video_id, "state": job.state.value}
         try:
             outcome = await postaction.fail(folder, job, report)
-        except OSError as exc:
-            outcome = postaction.Outcome(f"left in place: cannot move it to failed_dir: {exc.strerror or exc}")
+        except LocalFileError as exc:
+            outcome = postaction.Outcome(f"left in place: {exc}")
         return Transition(JobState.FAILED, f"{error} ({outcome.text})", {
             **(changes or {}), "last_error": error, "released": int(outcome.released), "moved_to": outcome.moved_to},
             level=logging.ERROR)

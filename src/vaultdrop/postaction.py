@@ -1,33 +1,61 @@
 """What happens to the local file once its job ends: keep, delete, archive, or failed_dir.
 
-Every action is idempotent (a crash between the action and the journal commit simply
-runs it again) and moves the file's companions (ready marker, metadata sidecar) with it.
+Only the exact content a job accounts for is ever touched. The file is first renamed to a
+private hidden name beside it (the watcher ignores dot names), then checked (size, mtime,
+inode), then acted on; other content found there is put back without replacing anything.
+Every step is idempotent: a crash at any point leaves the file at its path, at its private
+name (which the next finish or fail looks at first) or at its destination. Nothing
+is ever overwritten: destinations take the first free `name~N`. OSError is translated
+once, here, into LocalFileError.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
+import errno
 import json
 import os
 import shutil
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from .config import FolderSettings
-from .model import Job
-from .watch import SIDECAR_SUFFIX
+from .errors import LocalFileError
+from .model import Job, companion_names
 
 NAME_MAX = 255  # bytes in one file name on every Linux file system vaultdrop runs on
 ERROR_SUFFIX = ".error.json"
+PRIVATE_PREFIX = ".vaultdrop-"
+OTHER_CONTENT = "left alone: the path now holds other content"
+NOTHING_THERE = "left alone: nothing at the path any more"
+
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+_NO_RENAMEAT2 = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP)
+_renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)  # glibc >= 2.28
+
+
+class Outcome(NamedTuple):
+    """What a post-action did: its journal line, and whether the path still holds the file."""
+
+    text: str
+    released: bool = False
+    moved_to: str | None = None
 
 
 def companions(folder: FolderSettings, path: Path) -> list[Path]:
-    """The ready marker and metadata sidecar that belong to `path`, where present."""
-    names = [path.name + SIDECAR_SUFFIX]
-    if folder.ready_marker:
-        names.append(path.name + folder.ready_marker)
-    return [p for p in (path.with_name(n) for n in names) if _fits(p.name) and p.exists()]
+    """The metadata sidecar and ready marker that belong to `path`, where present."""
+    names = companion_names(path.name, folder.ready_marker)
+    return [p for p in (path.with_name(n) for n in names) if _fits(p.name) and os.path.lexists(p)]
+
+
+def private_path(job: Job) -> Path:
+    """Where the job's file sits while a post-action works on it (one name per job)."""
+    return job.path.with_name(_fit(f"{PRIVATE_PREFIX}{job.id}-{job.path.name}", ""))
 
 
 def _fits(name: str) -> bool:
@@ -41,81 +69,212 @@ def _fit(stem: str, rest: str) -> str:
     return stem + rest
 
 
-def _free_destination(destination: Path, tag: str) -> Path:
-    """Never overwrite an earlier archived file of the same name."""
-    if not destination.exists():
-        return destination
-    return destination.with_name(_fit(destination.stem, f"~{tag}{destination.suffix}"))
+def _free_names(wanted: Path) -> Iterator[Path]:
+    """wanted, then wanted~1, wanted~2, ... (the counter before the extension)."""
+    yield wanted
+    counter = 1
+    while True:
+        yield wanted.with_name(_fit(wanted.stem, f"~{counter}{wanted.suffix}"))
+        counter += 1
 
 
-def _move(source: Path, destination: Path) -> None:
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(source, destination)
+def _rename_noreplace(source: Path, target: Path) -> None:
+    """rename(2) that raises FileExistsError instead of replacing `target`.
 
-
-def _relocate(folder: FolderSettings, relpath: str, base: Path, tag: str) -> Path:
-    """Move the file to base/relpath (free name), its companions beside it."""
-    path = folder.path / relpath
-    extras = companions(folder, path)
-    target = _free_destination(base / relpath, tag)
-    _move(path, target)
-    for extra in extras:
-        _move(extra, target.with_name(target.name + extra.name[len(path.name):]))
-    return target
-
-
-class Outcome(NamedTuple):
-    """What a post-action did: its journal line, and whether the path still holds the file."""
-
-    text: str
-    released: bool = False
-    moved_to: str | None = None
-
-
-def _owned(job: Job) -> bool:
-    """Whether the path still holds the exact content the job accounts for."""
+    renameat2(RENAME_NOREPLACE) is atomic; where the C library or the file system lacks
+    it, link + unlink gives the same answer (a crash in between leaves a second name of the
+    same file, which the next attempt finds: see _destination).
+    """
+    if _renameat2 is not None:
+        if _renameat2(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), _RENAME_NOREPLACE) == 0:
+            return
+        code = ctypes.get_errno()
+        if code not in _NO_RENAMEAT2:
+            raise OSError(code, os.strerror(code), str(source), None, str(target))
     try:
-        return job.is_file(os.stat(job.path))
+        os.link(source, target, follow_symlinks=False)
+    except FileExistsError:
+        if not os.path.samestat(os.lstat(source), os.lstat(target)):
+            raise
+    os.unlink(source)
+
+
+def _fsync(path: Path) -> None:
+    handle = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+def _move(source: Path, target: Path) -> None:
+    """Move without replacing (FileExistsError). Across devices the copy is staged under a
+    hidden name in the target folder and fsynced before it takes its name and the source goes."""
+    try:
+        _rename_noreplace(source, target)
+        return
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+    staged = target.with_name(_fit(f"{PRIVATE_PREFIX}copy-{source.name}", ""))
+    staged.unlink(missing_ok=True)  # an earlier attempt's partial copy
+    shutil.copy2(source, staged, follow_symlinks=False)
+    if not staged.is_symlink():
+        _fsync(staged)
+    try:
+        _rename_noreplace(staged, target)
+    except FileExistsError:
+        staged.unlink()
+        raise
+    source.unlink()
+
+
+def _destination(source: Path, wanted: Path) -> Path:
+    """The first of wanted, wanted~1, ... that is free, or that already is `source` (an
+    interrupted link + unlink)."""
+    return next(target for target in _free_names(wanted) if _free_or_same(target, source))
+
+
+def _free_or_same(target: Path, source: Path) -> bool:
+    try:
+        return os.path.samestat(os.lstat(target), os.lstat(source))
+    except FileNotFoundError:
+        return True
+
+
+def _place(source: Path, wanted: Path) -> Path:
+    """Move `source` to `wanted` or its first free `~N` name; never replaces a file."""
+    wanted.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        target = _destination(source, wanted)
+        if os.path.lexists(target):
+            os.unlink(source)
+        else:
+            try:
+                _move(source, target)
+            except FileExistsError:
+                continue  # taken since we looked
+        _fsync(target.parent)
+        return target
+
+
+def _claim(job: Job) -> Path | Outcome:
+    """The private name holding exactly the job's content, or why there is nothing to do."""
+    private = private_path(job)
+    if not os.path.lexists(private):
+        try:
+            os.rename(job.path, private)
+        except FileNotFoundError:
+            return Outcome(NOTHING_THERE)
+    try:
+        same = job.is_file(os.stat(private))
+    except FileNotFoundError:  # a dangling symlink
+        same = False
+    if same:
+        return private
+    kept = _place(private, job.path)  # beside the path if new content took it: never lost or hidden
+    return Outcome(OTHER_CONTENT if kept == job.path else f"{OTHER_CONTENT} (it was put back as {kept.name})")
+
+
+def _unclaim(job: Job) -> str:
+    """Return the job's claimed file (if any) to its path, unless new content took the path:
+    then it stays at its private name, where the next finish/fail finds it (beside the
+    path, under a new name, it would be uploaded a second time)."""
+    private = private_path(job)
+    try:
+        _rename_noreplace(private, job.path)
+    except FileNotFoundError:
+        return ""
+    except FileExistsError:
+        return f" (its content stays as {private.name}: the path now holds other content)"
+    return ""
+
+
+def _on_claimed(job: Job, act: Callable[[Path], Outcome]) -> Outcome:
+    """Claim the job's file, act on it; on an error the file goes back to its path."""
+    claimed = _claim(job)
+    if isinstance(claimed, Outcome):
+        return claimed
+    try:
+        return act(claimed)
     except OSError:
-        return False
+        with contextlib.suppress(OSError):  # if even that fails, the next attempt finds it
+            _unclaim(job)
+        raise
+
+
+def _relocate(folder: FolderSettings, job: Job, private: Path, base: Path,
+              before: Callable[[Path], None] = lambda target: None) -> Path:
+    """Companions first, the file last: a crash in between leaves the file claimed, and
+    the retry finds the same free name for it."""
+    wanted = base / job.relpath
+    target = _destination(private, wanted)
+    for extra in companions(folder, job.path):
+        _place(extra, target.with_name(_fit(target.name, extra.name[len(job.path.name):])))
+    before(target)
+    return _place(private, target)
 
 
 def _finish(folder: FolderSettings, job: Job) -> Outcome:
-    if folder.after_upload == "keep":
-        return Outcome("kept")
-    if not _owned(job):
-        return Outcome("left alone: the path now holds other content or nothing")
+    if folder.after_upload == "keep":  # _unclaim: after a crash mid-way through another action
+        return Outcome("kept" + _unclaim(job))
     if folder.after_upload == "delete":
-        for item in (job.path, *companions(folder, job.path)):
-            item.unlink(missing_ok=True)
-        return Outcome("deleted", released=True)
-    assert folder.archive_dir is not None  # guaranteed by config validation
-    target = _relocate(folder, job.relpath, folder.archive_dir, str(job.id))
-    return Outcome(f"archived to {target}", released=True, moved_to=str(target))
+        def delete(private: Path) -> Outcome:
+            for extra in companions(folder, job.path):
+                extra.unlink(missing_ok=True)
+            private.unlink()
+            return Outcome("deleted", released=True)
+        return _on_claimed(job, delete)
+    archive_dir = folder.archive_dir
+    assert archive_dir is not None  # guaranteed by config validation
+    return _on_claimed(job, lambda private: _moved("archived to", _relocate(folder, job, private, archive_dir)))
 
 
 def _fail(folder: FolderSettings, job: Job, report: dict[str, Any]) -> Outcome:
-    if folder.failed_dir is None:
-        return Outcome("left in place")
-    if not _owned(job):
-        return Outcome("left alone: the path now holds other content or nothing")
-    target = _relocate(folder, job.relpath, folder.failed_dir, str(job.id))
-    error_file = target.with_name(_fit(target.name, ERROR_SUFFIX))
-    tmp = target.with_name(f".{job.id}{ERROR_SUFFIX}.tmp")
-    tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    os.replace(tmp, error_file)
-    return Outcome(f"moved to {target}", released=True, moved_to=str(target))
+    failed_dir = folder.failed_dir
+    if failed_dir is None:
+        return Outcome("left in place" + _unclaim(job))
+
+    def write_report(target: Path) -> None:
+        tmp = target.with_name(_fit(f"{PRIVATE_PREFIX}{job.id}{ERROR_SUFFIX}", ".tmp"))
+        tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        os.replace(tmp, _error_file(target))
+
+    return _on_claimed(job, lambda private: _moved("moved to", _relocate(folder, job, private, failed_dir,
+                                                                          write_report)))
+
+
+def _moved(what: str, target: Path) -> Outcome:
+    return Outcome(f"{what} {target}", released=True, moved_to=str(target))
+
+
+def _error_file(target: Path) -> Path:
+    return target.with_name(_fit(target.name, ERROR_SUFFIX))
+
+
+def _trouble(doing: str, exc: OSError) -> LocalFileError:
+    names = [str(n) for n in (exc.filename, exc.filename2) if n]
+    where = f" ({' -> '.join(names)})" if names else ""
+    return LocalFileError(f"{doing}: {exc.strerror or exc}{where}")
 
 
 async def finish(folder: FolderSettings, job: Job) -> Outcome:
-    """Apply the folder's after_upload action; a cross-device move runs off the loop."""
-    return await asyncio.to_thread(_finish, folder, job)
+    """Apply the folder's after_upload action to the job's exact content; returns the outcome
+    for the journal. Raises LocalFileError (retry later) when the file system refuses."""
+    try:
+        return await asyncio.to_thread(_finish, folder, job)
+    except OSError as exc:
+        raise _trouble(f"cannot {folder.after_upload} {job.path}", exc) from None
 
 
 async def fail(folder: FolderSettings, job: Job, report: dict[str, Any]) -> Outcome:
-    """Move a failed file (and companions) to failed_dir with NAME.error.json beside it."""
+    """Move the job's exact content (and companions) to failed_dir with NAME.error.json
+    beside it. Raises LocalFileError when the file system refuses; the file stays."""
     report = {"failed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **report}
-    return await asyncio.to_thread(_fail, folder, job, report)
+    try:
+        return await asyncio.to_thread(_fail, folder, job, report)
+    except OSError as exc:
+        raise _trouble(f"cannot move {job.path} to failed_dir {folder.failed_dir}", exc) from None
 
 
 def restore(job: Job) -> str | None:
@@ -124,13 +283,13 @@ def restore(job: Job) -> str | None:
     if job.moved_to is None:
         return None
     source = Path(job.moved_to)
-    if not source.exists():
+    if not os.path.lexists(source):
         return f"{source} is gone; the job resumes from what the vault has"
     try:
-        os.link(source, job.path)  # fails if the path is taken: nothing is overwritten
+        _move(source, job.path)
+        _error_file(source).unlink(missing_ok=True)
     except FileExistsError:
         return f"{job.path} exists: {source} stays in failed_dir; move it back yourself"
-    source.unlink()
-    error_file = source.with_name(_fit(source.name, ERROR_SUFFIX))
-    error_file.unlink(missing_ok=True)
+    except OSError as exc:
+        raise _trouble(f"cannot move {source} back to {job.path}", exc) from None
     return f"{source} moved back to {job.path}"

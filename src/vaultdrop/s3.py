@@ -21,8 +21,7 @@ from .config import FolderSettings, Settings
 from .control import ControlClient, NoAnswer
 from .errors import JobFailed, ProtocolError, RetryLater, Waiting
 from .journal import JournalStore
-from .model import Job, JobState, Transition
-from .watch import SIDECAR_SUFFIX
+from .model import Job, JobState, Transition, sidecar_name
 
 STATUS_PAGE = 100
 MAX_STATUS_PAGES = 50
@@ -73,7 +72,7 @@ class S3Queue:
     @staticmethod
     def _sidecar(job: Job) -> dict[str, str]:
         """FILE.json beside FILE: a JSON object merged over the folder's metadata."""
-        path = job.path.with_name(job.path.name + SIDECAR_SUFFIX)
+        path = job.path.with_name(sidecar_name(job.path.name))
         if not path.exists():
             return {}
         try:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from .config import FolderSettings
 from .model import stat_key
-from .watch import regular_file_stat
+from .watch import candidate_for, regular_file_stat
 
 ReadyCallback = Callable[[FolderSettings, str, os.stat_result], None]
 
@@ -50,6 +50,8 @@ class Settler:
             return
         if folder.ready_marker and not (folder.path / (relpath + folder.ready_marker)).exists():
             return
+        if candidate_for(folder, relpath) != relpath:
+            return  # e.g. an x.y.json whose x.y appeared meanwhile: a sidecar, not a job
         self._on_ready(folder, relpath, info)
 
     def forget_folder(self, folder: FolderSettings) -> None:

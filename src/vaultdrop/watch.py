@@ -24,9 +24,9 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from .config import FolderSettings
+from .model import marker_owner, sidecar_owner
 
 TEMP_SUFFIXES = (".part", ".tmp", ".crdownload", ".filepart")
-SIDECAR_SUFFIX = ".json"
 PathCallback = Callable[[FolderSettings, str], None]
 
 
@@ -35,36 +35,41 @@ def is_temporary(name: str) -> bool:
     return name.startswith((".", "~")) or name.lower().endswith(TEMP_SUFFIXES)
 
 
-def is_sidecar(name: str) -> bool:
-    """`clip.mov.json` is clip.mov's metadata sidecar; a plain `notes.json` is a file."""
-    return name.endswith(SIDECAR_SUFFIX) and "." in name[: -len(SIDECAR_SUFFIX)].lstrip(".")
+def is_sidecar(folder: FolderSettings, relpath: str) -> bool:
+    """`clip.mov.json` is clip.mov's metadata sidecar while clip.mov exists beside it;
+    alone, it is an ordinary file."""
+    owner = sidecar_owner(PurePosixPath(relpath).name)
+    return owner is not None and (folder.path / relpath).with_name(owner).is_file()
 
 
 def candidate_for(folder: FolderSettings, relpath: str) -> str | None:
     """The relative path of the media file this event path is about, or None to ignore it.
 
     A ready marker (`clip.mov.done`) stands for its file; so does a sidecar, whose late
-    arrival must not be missed in marker mode.
+    arrival must not be missed in marker mode. Globs ignore case unless the folder sets
+    `case_sensitive_globs`.
     """
-    name = PurePosixPath(relpath).name
-    if folder.ready_marker and name.endswith(folder.ready_marker) and len(name) > len(folder.ready_marker):
-        relpath = relpath[: -len(folder.ready_marker)]
-        name = PurePosixPath(relpath).name
-    elif is_sidecar(name):
+    path = PurePosixPath(relpath)
+    owner = marker_owner(path.name, folder.ready_marker) or (
+        sidecar_owner(path.name) if is_sidecar(folder, relpath) else None)
+    if owner is not None:
+        path = path.with_name(owner)
+        relpath = str(path)
+    if is_temporary(path.name) or any(part.startswith(".") for part in path.parts[:-1]):
         return None
-    if is_temporary(name) or any(part.startswith(".") for part in PurePosixPath(relpath).parts[:-1]):
+    if not folder.recursive and len(path.parts) > 1:
         return None
-    if not folder.recursive and "/" in relpath:
+    if not _matches_any(folder, relpath, path.name, folder.include):
         return None
-    if not any(_matches(relpath, name, pattern) for pattern in folder.include):
-        return None
-    if any(_matches(relpath, name, pattern) for pattern in folder.exclude):
+    if _matches_any(folder, relpath, path.name, folder.exclude):
         return None
     return relpath
 
 
-def _matches(relpath: str, name: str, pattern: str) -> bool:
-    return fnmatch.fnmatchcase(relpath, pattern) or fnmatch.fnmatchcase(name, pattern)
+def _matches_any(folder: FolderSettings, relpath: str, name: str, patterns: list[str]) -> bool:
+    if not folder.case_sensitive_globs:
+        relpath, name, patterns = relpath.casefold(), name.casefold(), [p.casefold() for p in patterns]
+    return any(fnmatch.fnmatchcase(relpath, p) or fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
 def regular_file_stat(folder: FolderSettings, relpath: str) -> os.stat_result | None:
@@ -135,23 +140,44 @@ class _Handler(FileSystemEventHandler):
             self._loop.call_soon_threadsafe(self._on_path, self._folder, target)
 
 
+def _directory_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino) if stat.S_ISDIR(info.st_mode) else None
+
+
 @dataclass
 class FolderWatch:
     """One observer thread per folder, so folders can be added and removed on reload."""
 
     folder: FolderSettings
     observer: BaseObserver
+    identity: tuple[int, int] | None
 
     @classmethod
     def start(cls, folder: FolderSettings, loop: asyncio.AbstractEventLoop, on_path: PathCallback,
               on_rescan: Callable[[FolderSettings], None]) -> FolderWatch:
+        identity = _directory_identity(folder.path)
         observer: BaseObserver = (
             PollingObserver(timeout=folder.poll_interval) if folder.watcher == "polling" else Observer()
         )
         observer.schedule(_Handler(folder, loop, on_path, on_rescan), str(folder.path), recursive=folder.recursive)
         observer.daemon = True
         observer.start()
-        return cls(folder, observer)
+        return cls(folder, observer, identity)
+
+    def is_live(self) -> bool:
+        """Whether events still arrive: a deleted folder stops its emitter (even when a new
+        folder reuses the inode at once), a moved one leaves another directory at the path."""
+        emitters = self.observer.emitters
+        return (bool(emitters) and all(e.is_alive() for e in emitters)
+                and _directory_identity(self.folder.path) == self.identity)
+
+    @staticmethod
+    def folder_exists(folder: FolderSettings) -> bool:
+        return _directory_identity(folder.path) is not None
 
     def stop(self) -> None:
         self.observer.stop()

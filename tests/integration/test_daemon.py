@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -228,7 +229,7 @@ def test_unusable_failed_dir_leaves_the_file_in_place_instead_of_spinning(runner
     write(runner.drop / "stuck.mov", 5000)
     runner.wait_state("stuck.mov", JobState.FAILED)
     assert (runner.drop / "stuck.mov").exists()
-    assert runner.saw("left in place: cannot move it to failed_dir")
+    assert runner.saw(f"left in place: cannot move {runner.drop / 'stuck.mov'} to failed_dir")
     assert len([r for r in runner.sandbox.log() if r["endpoint"] == "upload"]) == 1
 
 
@@ -251,3 +252,37 @@ def test_an_outage_longer_than_max_attempts_fails_no_file(runner: DaemonRunner) 
     job = runner.wait_state("outage.mov", JobState.DONE)
     assert [v["sha256"] for v in runner.uploads_of("outage.mov")] == [digest]
     assert len([r for r in runner.sandbox.log() if r["endpoint"] == "new_key"]) == 7 and job.attempts == 0
+
+
+def test_a_deleted_and_recreated_folder_is_watched_again(runner: DaemonRunner) -> None:
+    runner.start()
+    shutil.rmtree(runner.drop)
+    runner.drop.mkdir()  # at once: the new folder often reuses the old inode
+    wait_for(lambda: runner.saw("the folder is back"), timeout=10, what="watched again")
+    first = write(runner.drop / "first.mov", 5000)
+    runner.wait_state("first.mov", JobState.DONE, timeout=10)
+    shutil.rmtree(runner.drop)
+    wait_for(lambda: runner.saw("disappeared"), timeout=10, what="disappearance logged")
+    runner.drop.mkdir()
+    wait_for(lambda: runner.output().count("the folder is back") == 2, timeout=10, what="watched again")
+    second = write(runner.drop / "second.mov", 6000)
+    runner.wait_state("second.mov", JobState.DONE, timeout=10)
+    assert [v["sha256"] for v in runner.sandbox.videos()] == [first, second]
+    assert runner.output().count("disappeared") == 1
+
+
+def test_a_blocked_archive_folder_is_retried_in_one_line_and_archives_once_unblocked(runner: DaemonRunner) -> None:
+    blocker = runner.base / "blocked"
+    blocker.write_text("")
+    runner.folder["archive_dir"] = str(blocker / "archive")
+    runner.vault["max_attempts"] = 100
+    runner.start()
+    digest = write(runner.drop / "held.mov", 5000)
+    wait_for(lambda: runner.saw(f"cannot archive {runner.drop / 'held.mov'}: Not a directory"), what="retry line")
+    assert runner.job_states()["held.mov"] is JobState.FINISHING
+    blocker.unlink()
+    blocker.mkdir()
+    runner.wait_state("held.mov", JobState.DONE)
+    assert (blocker / "archive" / "held.mov").exists() and not (runner.drop / "held.mov").exists()
+    assert [v["sha256"] for v in runner.uploads_of("held.mov")] == [digest]
+    assert "Traceback" not in runner.output() and "unexpected" not in runner.output()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -105,3 +107,22 @@ def test_file_replaced_while_its_s3_copy_runs_is_not_deleted_unuploaded(runner: 
              timeout=30, what="both jobs done")
     assert first.video_id in {v["video_id"] for v in runner.sandbox.videos()}
     assert not (runner.drop / "cam.mov").exists(), "deleted only by the job that uploaded that content"
+
+
+def test_a_re_export_over_a_file_whose_s3_step_fails_is_uploaded_not_moved_to_failed_dir(
+        runner: DaemonRunner) -> None:
+    enable_s3(runner)
+    runner.folder["settle"] = 2.5  # the re-export settles after the old job has failed
+    runner.sandbox.add_fault(endpoint="files.getstorage", action="stall", seconds=1.5)
+    runner.sandbox.add_fault(endpoint="aws.upload", action="vendor_code", code="0006")
+    runner.start()
+    write(runner.drop / "take.mov", 10_000)
+    old = runner.wait_state("take.mov", JobState.S3_QUEUEING)
+    newer = write(runner.base / "take.mov.part", 20_000)
+    os.replace(runner.base / "take.mov.part", runner.drop / "take.mov")  # the re-export, renamed over it
+    failed = runner.wait_state("take.mov", JobState.FAILED)
+    assert failed.id == old.id and list(runner.failed.iterdir()) == []
+    assert runner.saw("left alone: the path now holds other content")
+    wait_for(lambda: any(j.state is JobState.DONE for j in runner.jobs()), timeout=30, what="the re-export done")
+    assert newer in {v["sha256"] for v in runner.sandbox.videos()}
+    assert hashlib.sha256((runner.archive / "take.mov").read_bytes()).hexdigest() == newer

@@ -1,11 +1,13 @@
 """Which paths become jobs: temp names, globs, markers and sidecars."""
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
 from vaultdrop.config import FolderSettings
-from vaultdrop.watch import candidate_for
+from vaultdrop.settle import Settler
+from vaultdrop.watch import candidate_for, scan
 
 
 @pytest.fixture
@@ -34,3 +36,39 @@ def test_not_recursive_ignores_subfolders(tmp_path: Path) -> None:
     folder = FolderSettings(path=tmp_path, recursive=False)
     assert candidate_for(folder, "sub/clip.mov") is None
     assert candidate_for(folder, "clip.mov") == "clip.mov"
+
+
+@pytest.mark.parametrize("name", ["C0001.MP4", "day1/Clip.Mov"])
+def test_globs_ignore_case_by_default(folder: FolderSettings, name: str) -> None:
+    assert candidate_for(folder, name) == name
+    assert candidate_for(folder, "PROXY/a.MOV") is None, "exclude ignores case too"
+
+
+def test_case_sensitive_globs_on_request(tmp_path: Path) -> None:
+    folder = FolderSettings(path=tmp_path, include=["*.mp4"], case_sensitive_globs=True)
+    assert candidate_for(folder, "C0001.MP4") is None
+    assert candidate_for(folder, "c0001.mp4") == "c0001.mp4"
+
+
+def test_json_is_a_sidecar_only_beside_its_file(tmp_path: Path) -> None:
+    folder = FolderSettings(path=tmp_path)
+    (tmp_path / "clip.mov.json").write_text("{}")
+    assert candidate_for(folder, "clip.mov.json") == "clip.mov.json", "alone, it is an ordinary file"
+    assert [relpath for relpath, _ in scan(folder)] == ["clip.mov.json"]
+    (tmp_path / "clip.mov").write_bytes(b"video")
+    assert candidate_for(folder, "clip.mov.json") == "clip.mov", "a sidecar stands for its file"
+    assert [relpath for relpath, _ in scan(folder)] == ["clip.mov"]
+
+
+async def test_a_json_whose_file_appears_while_it_settles_is_not_a_job(tmp_path: Path) -> None:
+    folder = FolderSettings(path=tmp_path, settle=0.05)
+    ready: list[str] = []
+    settler = Settler(asyncio.get_running_loop(), lambda _, relpath, __: ready.append(relpath))
+    (tmp_path / "clip.mov.json").write_text("{}")
+    (tmp_path / "notes.txt.json").write_text("{}")
+    settler.touch(folder, "clip.mov.json")
+    settler.touch(folder, "notes.txt.json")
+    (tmp_path / "clip.mov.part").write_bytes(b"video")
+    (tmp_path / "clip.mov.part").rename(tmp_path / "clip.mov")
+    await asyncio.sleep(0.3)
+    assert ready == ["notes.txt.json"]
