@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from .config import FolderSettings
+from .errors import LocalFileError
 from .journal import JournalStore
 from .logs import job_fields, log, log_change
 from .model import FileIdentity, Job, JobState, StatLike
@@ -63,7 +64,12 @@ async def admit(journal: JournalStore, folder: FolderSettings, relpath: str, inf
                 **job_fields(job))
             return None
         if other.sha256 and other.state in (JobState.DONE, JobState.SKIPPED):
-            if await asyncio.to_thread(sha256_of, Path(identity.path)) == other.sha256:
+            try:
+                digest = await asyncio.to_thread(sha256_of, Path(identity.path))
+            except LocalFileError as exc:  # gone or unreadable: it is looked at again if it settles again
+                log(logging.WARNING, f"{identity.relpath}: {exc}")
+                return None
+            if digest == other.sha256:
                 job = journal.follow(other, identity, f"dropped again as {identity.relpath}")
                 log(logging.INFO, f"{identity.relpath} is already in the vault as video {other.video_id}; left in "
                     f"place (`vaultdrop jobs forget {other.id}` uploads it again)", **job_fields(job))

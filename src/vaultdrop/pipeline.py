@@ -28,6 +28,7 @@ from .stages import VaultStages
 
 CRASH_PAUSE = 60.0
 S3_GONE_PAUSE = 60.0
+LOCAL_FILE_PAUSE = 30.0
 STALE_DELETE_BATCH = 10
 VAULT = "vault"
 SCALEENGINE = "scaleengine"
@@ -112,9 +113,6 @@ class Pipeline:
                 decision = await self._failure(job, folder, str(exc), exc.changes)
             except (ConfigError, IllegalTransition):
                 raise
-            except OSError as exc:  # the file system refused a post-action or a read: retry, say which
-                decision = Transition(None, f"{exc.strerror or exc}: {exc.filename or job.path}",
-                                      retry=RetryLater(f"{exc.strerror or exc}: {exc.filename or job.path}"))
             if decision.retry is not None:
                 verdict = decide(decision.retry, job.attempts, self.outages.streak, self.policy, self._rng)
                 rescue = None if rescued or not isinstance(verdict, GiveUp) else await self._rescue(job)
@@ -147,8 +145,16 @@ class Pipeline:
                 return await self._finish(job, folder)
 
     async def _finish(self, job: Job, folder: FolderSettings) -> Transition:
-        """Keep, delete or archive the file: only the exact content that was uploaded."""
-        outcome = await postaction.finish(folder, job)
+        """Keep, delete or archive the file: only the exact content that was uploaded.
+
+        The upload is done: a blocked archive folder is the operator's to fix, so the job
+        waits for it (said at each try) and never spends its way into failed_dir."""
+        try:
+            outcome = await postaction.finish(folder, job)
+        except LocalFileError as exc:
+            delay = min(self.policy.backoff_max, LOCAL_FILE_PAUSE)
+            return Transition(None, f"waiting: {exc}; trying again in {delay:g} s",
+                              {"not_before": self._clock() + delay, "last_error": str(exc)}, level=logging.WARNING)
         final = JobState.DONE if job.upload_key else JobState.SKIPPED
         return Transition(final, outcome.text, {"last_error": None, "released": int(outcome.released),
                                                 "moved_to": outcome.moved_to})

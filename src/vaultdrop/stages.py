@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from .config import FolderSettings, Settings
-from .errors import JobFailed, RetryLater, Waiting
+from .errors import JobFailed, LocalFileError, RetryLater, Waiting
 from .events import Fanout, JobEvents
 from .journal import JournalStore
 from .model import CONFIRMED, UNCONFIRMED, Job, JobState, Transition
@@ -29,11 +29,14 @@ UNKNOWN_KEY_CONFIRMATIONS = 3  # "unknown key" answers in a row before a POSTed 
 
 
 def sha256_of(path: Path) -> str:
-    """Blocking: run in a worker thread."""
+    """Blocking: run in a worker thread. A file that cannot be read is a LocalFileError."""
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1024 * 1024):
-            digest.update(chunk)
+    try:
+        with path.open("rb") as handle:
+            while chunk := handle.read(1024 * 1024):
+                digest.update(chunk)
+    except OSError as exc:
+        raise LocalFileError(f"cannot read {path}: {exc.strerror or exc}") from None
     return digest.hexdigest()
 
 
@@ -83,16 +86,22 @@ class VaultStages:
                 return Transition(after_confirmation(folder), f"same content as job {twin.id}: video {twin.video_id}",
                                   {"video_id": twin.video_id, "s3_since": self._clock()})
         key = await self.vault.new_upload_key()
+        if self._settings.daemon.dedupe == "sha256" and self._twin(job) is not None:
+            return Transition(None, "a twin was confirmed while the key was fetched", quiet=True)
         return Transition(JobState.UPLOADING, f"upload key {key}", {"upload_key": key, "bytes_sent": 0,
                                                                      "key_unknown": 0})
 
     def _twin(self, job: Job) -> Job | None:
-        """A job that holds (or is about to hold) this content: skip after it, or wait for it."""
+        """A job that holds (or is about to hold) this content: skip after it, or wait for it.
+
+        A twin with a key is uploading: wait. Of two that have none yet, the older goes
+        first. Asked again after the key is fetched, with no await before the commit, so
+        two twins hashed at once never both upload."""
         assert job.sha256 is not None
         for twin in self._journal.twins(job.sha256, job.id):
             if twin.state in CONFIRMED and twin.video_id:
                 return twin
-            if twin.state in UNCONFIRMED and twin.id < job.id:
+            if twin.state in UNCONFIRMED and (twin.upload_key is not None or twin.id < job.id):
                 raise Waiting(f"job {twin.id} is uploading the same content", self._settings.vault.poll_interval)
         return None
 
