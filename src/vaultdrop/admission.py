@@ -18,7 +18,7 @@ from .errors import LocalFileError
 from .journal import JournalStore
 from .logs import job_fields, log, log_change
 from .model import FileIdentity, Job, JobState, StatLike
-from .stages import sha256_of
+from .files import sha256_of
 
 
 def canonical(folder: FolderSettings, relpath: str) -> str:

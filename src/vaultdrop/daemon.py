@@ -154,7 +154,13 @@ class Daemon:
 
     def _build_pipeline(self, settings: Settings) -> Pipeline:
         return build_pipeline(settings, self.journal, self._folder_for, on_back=lambda service: self._wake.set(),
-                              events=self.events)
+                              on_displaced=self._look_again, events=self.events)
+
+    def _look_again(self, path: Path) -> None:
+        """Settle a path whose content turned out not to be its job's (see Pipeline._look_again)."""
+        folder = next((f for f in self._folders.values() if path.is_relative_to(f.path)), None)
+        if folder is not None:
+            self._settler.touch(folder, path.relative_to(folder.path).as_posix())
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)

@@ -145,6 +145,7 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE jobs ADD COLUMN moved_to TEXT;
     ALTER TABLE jobs ADD COLUMN key_unknown INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE jobs ADD COLUMN upload_seconds REAL;
+    ALTER TABLE jobs ADD COLUMN ctime_ns INTEGER;
     DROP INDEX jobs_identity;
     CREATE INDEX jobs_identity ON jobs (folder, relpath, size, mtime_ns, inode);
     CREATE INDEX jobs_inode ON jobs (inode);

@@ -111,6 +111,7 @@ class Job:
     moved_to: str | None  # where a post-action put the file (archive or failed_dir)
     key_unknown: int  # progress answers in a row that did not know the upload key
     upload_seconds: float | None  # the last POST's own duration (throughput on the done line)
+    ctime_ns: int | None  # the file's change time when the upload read it (see files.holds)
 
     @property
     def identity(self) -> FileIdentity:

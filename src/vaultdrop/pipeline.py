@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 from . import postaction
@@ -55,6 +56,7 @@ class Pipeline:
         *,
         s3: S3Stage | None = None,
         clock: Callable[[], float],
+        on_displaced: Callable[[Path], None] = lambda path: None,
         rng: random.Random | None = None,
         events: JobEvents | None = None,
     ) -> None:
@@ -65,6 +67,7 @@ class Pipeline:
         self.outages = outages
         self._s3 = s3
         self._clock = clock
+        self._on_displaced = on_displaced
         self._rng = rng or random.Random()
         self._events = events or Fanout()
         vault = settings.vault
@@ -155,9 +158,16 @@ class Pipeline:
             delay = min(self.policy.backoff_max, LOCAL_FILE_PAUSE)
             return Transition(None, f"waiting: {exc}; trying again in {delay:g} s",
                               {"not_before": self._clock() + delay, "last_error": str(exc)}, level=logging.WARNING)
+        self._look_again(outcome)
         final = JobState.DONE if job.upload_key else JobState.SKIPPED
         return Transition(final, outcome.text, {"last_error": None, "released": int(outcome.released),
                                                 "moved_to": outcome.moved_to})
+
+    def _look_again(self, outcome: postaction.Outcome) -> None:
+        """Content found where the job's file was is new: admission looks at it at once,
+        rather than at the next rescan."""
+        if outcome.displaced is not None:
+            self._on_displaced(outcome.displaced)
 
     async def _failure(self, job: Job, folder: FolderSettings, error: str,
                        changes: dict[str, Any] | None = None) -> Transition:
@@ -167,6 +177,7 @@ class Pipeline:
             outcome = await postaction.fail(folder, job, report)
         except LocalFileError as exc:
             outcome = postaction.Outcome(f"left in place: {exc}")
+        self._look_again(outcome)
         return Transition(JobState.FAILED, f"{error} ({outcome.text})", {
             **(changes or {}), "last_error": error, "released": int(outcome.released), "moved_to": outcome.moved_to},
             level=logging.ERROR)

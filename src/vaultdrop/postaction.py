@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 
 from .config import FolderSettings
 from .errors import LocalFileError
+from .files import holds
 from .model import Job, companion_names
 
 NAME_MAX = 255  # bytes in one file name on every Linux file system vaultdrop runs on
@@ -40,11 +41,13 @@ _renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)  # gl
 
 
 class Outcome(NamedTuple):
-    """What a post-action did: its journal line, and whether the path still holds the file."""
+    """What a post-action did: its journal line, whether the path still holds the job's
+    file, where it went, and where other content it found now sits (to be looked at anew)."""
 
     text: str
     released: bool = False
     moved_to: str | None = None
+    displaced: Path | None = None
 
 
 def companions(folder: FolderSettings, path: Path) -> list[Path]:
@@ -161,19 +164,22 @@ def _place(source: Path, wanted: Path) -> Path:
 def _claim(job: Job) -> Path | Outcome:
     """The private name holding exactly the job's content, or why there is nothing to do."""
     private = private_path(job)
-    if not os.path.lexists(private):
-        try:
-            os.rename(job.path, private)
-        except FileNotFoundError:
-            return Outcome(NOTHING_THERE)
     try:
-        same = job.is_file(os.stat(private))
-    except FileNotFoundError:  # a dangling symlink
+        if os.path.lexists(private):  # claimed before a crash: our own rename moved its ctime
+            same = holds(job, private, os.stat(private))
+        else:
+            info = os.stat(job.path)  # before the rename, which moves the ctime that `holds` reads
+            os.rename(job.path, private)
+            same = holds(job, private, info)
+    except FileNotFoundError:  # nothing there, or a dangling symlink
+        if not os.path.lexists(private):
+            return Outcome(NOTHING_THERE, released=True)
         same = False
     if same:
         return private
     kept = _place(private, job.path)  # beside the path if new content took it: never lost or hidden
-    return Outcome(OTHER_CONTENT if kept == job.path else f"{OTHER_CONTENT} (it was put back as {kept.name})")
+    return Outcome(OTHER_CONTENT if kept == job.path else f"{OTHER_CONTENT} (it was put back as {kept.name})",
+                   released=True, displaced=kept)
 
 
 def _unclaim(job: Job) -> str:

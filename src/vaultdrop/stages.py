@@ -9,7 +9,6 @@ the job since it was picked up, so any outcome before now is unknown and asked f
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import time
@@ -17,7 +16,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from .config import FolderSettings, Settings
-from .errors import JobFailed, LocalFileError, RetryLater, Waiting
+from .errors import JobFailed, RetryLater, Waiting
+from .files import holds, sha256_of, stat_or_none
 from .events import Fanout, JobEvents
 from .journal import JournalStore
 from .model import CONFIRMED, UNCONFIRMED, Job, JobState, Transition
@@ -26,25 +26,6 @@ from .vault import FileChanged, KeyUsed, Progress, UnknownKey, VaultClient
 
 PROGRESS_WRITE_INTERVAL = 1.0
 UNKNOWN_KEY_CONFIRMATIONS = 3  # "unknown key" answers in a row before a POSTed key is given up
-
-
-def sha256_of(path: Path) -> str:
-    """Blocking: run in a worker thread. A file that cannot be read is a LocalFileError."""
-    digest = hashlib.sha256()
-    try:
-        with path.open("rb") as handle:
-            while chunk := handle.read(1024 * 1024):
-                digest.update(chunk)
-    except OSError as exc:
-        raise LocalFileError(f"cannot read {path}: {exc.strerror or exc}") from None
-    return digest.hexdigest()
-
-
-def stat_or_none(job: Job) -> os.stat_result | None:
-    try:
-        return os.stat(job.path)
-    except OSError:
-        return None
 
 
 def identity_changes(info: os.stat_result) -> dict[str, int]:
@@ -69,7 +50,7 @@ class VaultStages:
 
     async def start(self, job: Job, folder: FolderSettings) -> Transition:
         """Upload what the file is now (a change before sending is no reason to fail), once."""
-        info = stat_or_none(job)
+        info = stat_or_none(job.path)
         if info is None:
             raise JobFailed("file vanished before it could be uploaded")
         if not job.is_file(info):
@@ -112,7 +93,7 @@ class VaultStages:
                 return progress
             if progress.video_id:
                 return Transition(JobState.CONFIRMING, "vault already has the video", {"key_unknown": 0})
-            info = stat_or_none(job)
+            info = stat_or_none(job.path)
             if info is not None and not job.is_file(info):
                 return Transition(None, "file changed before its upload: sending the new content on the same key",
                                   identity_changes(info), quiet=True)
@@ -129,6 +110,7 @@ class VaultStages:
                 last_write = time.monotonic()
                 job = self._journal.update(job, bytes_sent=sent)
 
+        before = stat_or_none(job.path)  # its ctime tells a rewrite that keeps size and mtime
         started = time.monotonic()
         try:
             digest = await self.vault.upload(key, job.path, size=job.size, on_progress=on_progress,
@@ -140,7 +122,7 @@ class VaultStages:
             raise RetryLater(str(exc)) from None
         return Transition(JobState.CONFIRMING, "upload sent", {
             "sha256": digest, "bytes_sent": job.size, "key_unknown": 0,
-            "upload_seconds": time.monotonic() - started})
+            "upload_seconds": time.monotonic() - started, "ctime_ns": before.st_ctime_ns if before else None})
 
     async def confirm(self, job: Job, folder: FolderSettings) -> Transition:
         """Poll progress until the vault names the video and holds every byte."""
@@ -158,15 +140,15 @@ class VaultStages:
             await self._sleep(self._settings.vault.poll_interval)
         if progress.size != job.size or progress.received != job.size:
             return self._discard(job, progress.video_id, f"vault holds {progress.size} bytes, the file has {job.size}")
-        info = stat_or_none(job)
-        if info is not None and not job.is_file(info):
+        info = stat_or_none(job.path)
+        if info is not None and not await asyncio.to_thread(holds, job, job.path, info):
             return self._discard(job, progress.video_id, "file changed during upload")
         sha256 = job.sha256
         if sha256 is None and info is not None:
             sha256 = await asyncio.to_thread(sha256_of, job.path)
         return Transition(after_confirmation(folder), f"video {progress.video_id} confirmed", {
             "video_id": progress.video_id, "sha256": sha256, "s3_since": self._clock(), "attempts": 0,
-            "key_unknown": 0})
+            "key_unknown": 0, "ctime_ns": info.st_ctime_ns if info is not None else job.ctime_ns})
 
     async def progress_or_none(self, job: Job) -> Progress | None:
         """A last look before giving up: a POST answered 500 may have been stored after all."""

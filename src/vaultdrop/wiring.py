@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import httpx
 
@@ -45,6 +46,7 @@ def build_pipeline(
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     transport: httpx.AsyncBaseTransport | None = None,
     on_back: Callable[[str], None] = lambda service: None,
+    on_displaced: Callable[[Path], None] = lambda path: None,
     events: JobEvents | None = None,
 ) -> Pipeline:
     """A pipeline with its own connection pools (a reload builds a new one).
@@ -75,7 +77,7 @@ def build_pipeline(
             events.vault_reachable(up)
 
     return Pipeline(journal, stages, settings, folder_for, Outages(probes, back, clock, verdict), s3=s3,
-                    clock=clock, events=events)
+                    clock=clock, events=events, on_displaced=on_displaced)
 
 
 def max_delay(settings: Settings) -> float:

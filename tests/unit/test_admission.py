@@ -15,7 +15,7 @@ from vaultdrop.admission import admit
 from vaultdrop.config import FolderSettings
 from vaultdrop.journal import Journal
 from vaultdrop.model import Job, JobState, StatLike
-from vaultdrop.stages import sha256_of
+from vaultdrop.files import sha256_of
 from vaultdrop.watch import ScannedFile
 
 

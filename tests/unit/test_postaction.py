@@ -8,6 +8,7 @@ import errno
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 from vaultdrop import postaction
 from vaultdrop.config import FolderSettings
 from vaultdrop.errors import LocalFileError, RetryLater
+from vaultdrop.files import sha256_of
 from vaultdrop.model import Job, JobState
 
 
@@ -23,9 +25,9 @@ def job_for(folder: FolderSettings, relpath: str, job_id: int = 7) -> Job:
     info = os.stat(folder.path / relpath)
     return Job(id=job_id, folder=str(folder.path), relpath=relpath, size=info.st_size, mtime_ns=info.st_mtime_ns,
                inode=info.st_ino, state=JobState.FINISHING, attempts=0, not_before=0.0, last_error=None,
-               upload_key="k", video_id="v1", bytes_sent=info.st_size, sha256=None, s3_request_id=None,
-               s3_status=None, s3_since=None, created_at=0.0, updated_at=0.0, waiting_for=None, released=0,
-               moved_to=None, key_unknown=0, upload_seconds=None)
+               upload_key="k", video_id="v1", bytes_sent=info.st_size, sha256=sha256_of(folder.path / relpath),
+               s3_request_id=None, s3_status=None, s3_since=None, created_at=0.0, updated_at=0.0, waiting_for=None,
+               released=0, moved_to=None, key_unknown=0, upload_seconds=None, ctime_ns=info.st_ctime_ns)
 
 
 def replace_with(path: Path, data: bytes) -> None:
@@ -73,7 +75,8 @@ async def test_a_failed_job_never_moves_a_newer_re_export(drop: Path) -> None:
     job = job_for(folder, "clip.mov")
     replace_with(drop / "clip.mov", b"take 2, not uploaded yet")
     outcome = await postaction.fail(folder, job, {"error": "S3 timeout"})
-    assert outcome == postaction.Outcome(postaction.OTHER_CONTENT, released=False)
+    # the job no longer owns the path; the new content there is admitted anew
+    assert outcome == postaction.Outcome(postaction.OTHER_CONTENT, released=True, displaced=drop / "clip.mov")
     assert visible(drop) == {"clip.mov": b"take 2, not uploaded yet", "clip.mov.json": b"{}"}
     assert visible(drop.parent / "failed") == {}
 
@@ -239,3 +242,19 @@ async def test_retry_brings_a_failed_file_back_but_never_over_a_new_one(drop: Pa
         f"{drop / 'b.mov'} exists: {failed / 'b.mov'} stays in failed_dir; move it back yourself")
     assert visible(drop) == {"a.mov": b"a.mov", "b.mov": b"a new b"}
     assert visible(failed) == {"b.mov": b"b.mov", "b.mov.error.json": (failed / "b.mov.error.json").read_bytes()}
+
+
+async def test_a_rewrite_that_keeps_size_mtime_and_inode_is_left_alone_and_looked_at_again(drop: Path) -> None:
+    """cp -p over the file after its upload: only the bytes (and the ctime) tell."""
+    folder = settings(drop, after_upload="delete")
+    path = drop / "a.mov"
+    path.write_bytes(b"take one")
+    job = job_for(folder, "a.mov")
+    before = os.stat(path)
+    time.sleep(0.01)
+    with path.open("r+b") as handle:
+        handle.write(b"take two")
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    outcome = await postaction.finish(folder, job)
+    assert outcome.text == postaction.OTHER_CONTENT and outcome.released and outcome.displaced == path
+    assert path.read_bytes() == b"take two"

@@ -1,0 +1,44 @@
+"""Local file facts: a file's sha256, and whether a path still holds a job's exact content.
+
+Inode, size and mtime tell a changed file almost always; `cp -p` over a file keeps all
+three. Its change time (ctime) cannot be set from user space, so when it moved since the
+upload read the file, the bytes are compared by sha256 before anything trusts the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from .errors import LocalFileError
+from .model import Job, StatLike
+
+
+def sha256_of(path: Path) -> str:
+    """Blocking: run in a worker thread. A file that cannot be read is a LocalFileError."""
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as handle:
+            while chunk := handle.read(1024 * 1024):
+                digest.update(chunk)
+    except OSError as exc:
+        raise LocalFileError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return digest.hexdigest()
+
+
+def stat_or_none(path: Path) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except OSError:
+        return None
+
+
+def holds(job: Job, path: Path, info: os.stat_result | StatLike) -> bool:
+    """Whether `path` (stat `info`) is the content the job uploaded. Blocking when it hashes."""
+    if not job.is_file(info):
+        return False
+    ctime = getattr(info, "st_ctime_ns", None)
+    if job.ctime_ns is None or job.sha256 is None or ctime == job.ctime_ns:
+        return True
+    return sha256_of(path) == job.sha256
