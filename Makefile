@@ -4,7 +4,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 APT_RUN  := libsystemd-dev pkg-config gcc python3-dev
-APT_TEST := $(APT_RUN) curl php-cli systemd prometheus
+# postgresql: the tests start their own throwaway cluster (tests/pgcluster.py) on a free
+# port as `nobody`; Debian's package also creates a `main` cluster on 5432, which they
+# leave alone.
+APT_TEST := $(APT_RUN) curl php-cli systemd prometheus postgresql
 
 .PHONY: run test campaign bench bench-outage install apt-run apt-test clean
 

@@ -15,11 +15,12 @@ from typing import Any
 
 from . import logs, postaction
 from .config import DEFAULT_CONFIG_PATH, FolderSettings, Settings, load_config, settings_from_dict
-from .errors import ConfigError, VaultdropError
-from .journal import Journal
+from .errors import ConfigError, Unavailable, VaultdropError
+from .journal import Journal, JournalStore
 from .model import FileIdentity, Job, JobState
 
 DEMO_DIR = Path("vaultdrop-demo")
+TEMPFAIL_EXIT_STATUS = 75  # EX_TEMPFAIL
 
 
 def demo_settings(base: Path, url: str, environ: dict[str, str] | None = None) -> Settings:
@@ -38,13 +39,18 @@ def demo_settings(base: Path, url: str, environ: dict[str, str] | None = None) -
     }, source="the built-in sandbox demo", environ=environ)
 
 
-def _journal_path(args: argparse.Namespace) -> Path:
-    """Where the journal is; --state-dir needs no config (and so no secrets) at all."""
+def _open_journal(args: argparse.Namespace, readonly: bool = True) -> JournalStore:
+    """The journal the daemon uses; --state-dir needs no config (and so no secrets) at all."""
     if args.state_dir is not None:
-        return args.state_dir / "vaultdrop.db"
+        return _sqlite(args.state_dir / "vaultdrop.db", readonly)
     if args.sandbox:
-        return args.demo_dir.resolve() / "state" / "vaultdrop.db"
-    return load_config(args.config).daemon.journal_path
+        return _sqlite(args.demo_dir.resolve() / "state" / "vaultdrop.db", readonly)
+    settings = load_config(args.config)
+    if settings.journal.url is None:
+        return _sqlite(settings.daemon.journal_path, readonly)
+    from .wiring import open_journal
+
+    return open_journal(settings)
 
 
 # -- run -------------------------------------------------------------------------------
@@ -88,10 +94,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 # -- status and jobs --------------------------------------------------------------------
 
 
-def _journal(path: Path) -> Journal:
+def _sqlite(path: Path, readonly: bool) -> Journal:
     if not path.exists():
         raise ConfigError(f"no journal at {path} yet: has the daemon run?")
-    return Journal(path, readonly=True)
+    return Journal(path, readonly=readonly)
 
 
 def _job_dict(job: Job) -> dict[str, Any]:
@@ -101,7 +107,7 @@ def _job_dict(job: Job) -> dict[str, Any]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    journal = _journal(_journal_path(args))
+    journal = _open_journal(args)
     counts = journal.counts()
     active = [j for s in (JobState.UPLOADING, JobState.CONFIRMING, JobState.S3_QUEUEING, JobState.S3_WAITING)
               for j in journal.jobs(s, limit=1000)]
@@ -118,9 +124,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    path = _journal_path(args)
     if args.action == "list":
-        jobs = _journal(path).jobs(JobState(args.state) if args.state else None, args.limit)
+        jobs = _open_journal(args).jobs(JobState(args.state) if args.state else None, args.limit)
         if args.json:
             print(json.dumps([_job_dict(j) for j in jobs], indent=2))
         for job in [] if args.json else jobs:
@@ -130,14 +135,14 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     if args.id is None:
         raise ConfigError(f"jobs {args.action} needs a job id")
     if args.action == "show":
-        journal = _journal(path)
+        journal = _open_journal(args)
         shown = journal.get(args.id)
         if shown is None:
             print(f"no job {args.id}", file=sys.stderr)
             return 1
         print(json.dumps({**_job_dict(shown), "history": journal.history(shown.id)}, indent=2))
         return 0
-    journal = Journal(path)
+    journal = _open_journal(args, readonly=False)
     try:
         if args.action == "retry":
             failed = journal.get(args.id)
@@ -191,7 +196,7 @@ async def _upload_files(settings: Settings, files: list[Path]) -> int:
     return 1 if failures else 0
 
 
-async def _progress_bar(journal: Journal, job_id: int) -> None:
+async def _progress_bar(journal: JournalStore, job_id: int) -> None:
     started = time.monotonic()
     while True:
         job = journal.get(job_id)
@@ -301,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("vaultdrop").debug("configuration error", exc_info=True)
         print(f"vaultdrop: configuration error: {exc}", file=sys.stderr)
         return exc.exit_status
+    except Unavailable as exc:  # the PostgreSQL journal is down: try again later
+        print(f"vaultdrop: {exc}", file=sys.stderr)
+        return TEMPFAIL_EXIT_STATUS
     except KeyboardInterrupt:
         return 130
 

@@ -30,9 +30,18 @@ PROBE_KEY = "vaultdrop-probe"  # any answer to progress.xml for it, 404 included
 Clock = Callable[[], float]
 
 
-def open_journal(settings: Settings, *, clock: Clock = time.time) -> Journal:
-    """The configured journal (SQLite in state_dir), writing the notifications the config wants."""
-    journal = Journal(settings.daemon.journal_path, clock=clock)
+def open_journal(settings: Settings, *, clock: Clock = time.time) -> JournalStore:
+    """The configured journal, writing the notifications the config wants: PostgreSQL when
+    [journal] url is set, else SQLite in state_dir."""
+    config = settings.journal
+    journal: JournalStore
+    if config.url is None:
+        journal = Journal(settings.daemon.journal_path, clock=clock, host_id=config.host_id, lease=config.lease)
+    else:
+        from .journal_pg import PgJournal
+
+        password = config.password.get_secret_value() if config.password is not None else None
+        journal = PgJournal(config.url, password, clock=clock, host_id=config.host_id, lease=config.lease)
     journal.notify_states = notify_states(settings.notify)
     return journal
 
