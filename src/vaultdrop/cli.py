@@ -17,7 +17,7 @@ from . import logs, postaction
 from .config import DEFAULT_CONFIG_PATH, FolderSettings, Settings, load_config, settings_from_dict
 from .errors import ConfigError, Unavailable, VaultdropError
 from .journal import Journal, JournalStore
-from .model import FileIdentity, Job, JobState
+from .model import TERMINAL, FileIdentity, Job, JobState
 
 DEMO_DIR = Path("vaultdrop-demo")
 TEMPFAIL_EXIT_STATUS = 75  # EX_TEMPFAIL
@@ -119,8 +119,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     for job in active:
         percent = 100 * job.bytes_sent / job.size if job.size else 100
         extra = f" s3 request {job.s3_request_id} {job.s3_status or ''}" if job.s3_request_id else ""
-        print(f"  #{job.id} {job.state.value:<11} {percent:5.1f}%  {job.relpath}{extra}")
+        print(f"  #{job.id} {job.state.value:<11} {percent:5.1f}%  {job.relpath}{extra}{_holder(job)}")
     return 0
+
+
+def _holder(job: Job) -> str:
+    """Which host works on the job (a shared PostgreSQL journal has several)."""
+    return f"  [on {job.owner}]" if job.owner and job.state not in TERMINAL else ""
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
@@ -130,7 +135,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
             print(json.dumps([_job_dict(j) for j in jobs], indent=2))
         for job in [] if args.json else jobs:
             error = f"  ({job.last_error})" if job.last_error and job.state is not JobState.DONE else ""
-            print(f"#{job.id:<6} {job.state.value:<11} {job.size:>14,}  {job.relpath}{error}")
+            print(f"#{job.id:<6} {job.state.value:<11} {job.size:>14,}  {job.relpath}{error}{_holder(job)}")
         return 0
     if args.id is None:
         raise ConfigError(f"jobs {args.action} needs a job id")

@@ -16,6 +16,7 @@ import httpx
 from .config import FolderSettings, Settings
 from .events import Fanout, JobEvents
 from .journal import Journal, JournalStore
+from .netfs import refuse_network_state_dir
 from .model import Job
 from .notify import notify_states
 from .outage import Outages, Probe
@@ -36,6 +37,7 @@ def open_journal(settings: Settings, *, clock: Clock = time.time) -> JournalStor
     config = settings.journal
     journal: JournalStore
     if config.url is None:
+        refuse_network_state_dir(settings.daemon.state_dir)
         journal = Journal(settings.daemon.journal_path, clock=clock, host_id=config.host_id, lease=config.lease)
     else:
         from .journal_pg import PgJournal
