@@ -239,6 +239,39 @@ def cmd_delete(args: argparse.Namespace) -> int:
     return 1
 
 
+def cmd_journal_copy(args: argparse.Namespace) -> int:
+    """Move a single host's SQLite journal to PostgreSQL, so it can grow to several hosts
+    without uploading anything again. The daemon must be stopped (its lock is taken)."""
+    from .daemon import lock_state_dir
+    from .journal_pg import PgJournal, without_password
+
+    state_dir = args.state_dir or load_config(args.config).daemon.state_dir
+    lock = lock_state_dir(state_dir)
+    try:
+        source = _sqlite(state_dir / "vaultdrop.db", readonly=True)
+        tables = source.dump()
+        source.close()
+        password = _read_password(args.password_file) if args.password_file else None
+        target = PgJournal(args.to, password)
+        try:
+            target.load(tables)
+        finally:
+            target.close()
+    finally:
+        lock.close()
+    print(f"copied {len(tables['jobs'])} job(s), {len(tables['history'])} history line(s) and "
+          f"{len(tables['stale_videos'])} pending video delete(s) to {without_password(args.to)}; now set "
+          "[journal] url on every host (the SQLite journal is left as it was)")
+    return 0
+
+
+def _read_password(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the password file {path}: {exc.strerror}") from None
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     settings = load_config(args.config)
     print(f"{args.config}: OK ({len(settings.folders)} folder(s), vault {settings.vault.base_url})")
@@ -297,6 +330,16 @@ def build_parser() -> argparse.ArgumentParser:
     delete = with_config("delete", "delete a video from the vault")
     delete.add_argument("video_id")
     delete.set_defaults(func=cmd_delete)
+
+    journal = sub.add_parser("journal", help="manage the journal")
+    journal_sub = journal.add_subparsers(dest="journal_command", required=True)
+    copy = journal_sub.add_parser("copy", help="copy the SQLite journal into a new PostgreSQL journal")
+    copy.add_argument("--to", required=True, metavar="postgresql://…", help="the new (empty) PostgreSQL database")
+    copy.add_argument("--password-file", type=Path, help="its password (else libpq's: ~/.pgpass, PGPASSWORD)")
+    copy.add_argument("--config", type=Path, default=Path(os.environ.get("VAULTDROP_CONFIG", DEFAULT_CONFIG_PATH)),
+                      help="whose state_dir holds the SQLite journal (default %(default)s)")
+    copy.add_argument("--state-dir", type=Path, help="the SQLite journal's directory, without loading the config")
+    copy.set_defaults(func=cmd_journal_copy)
 
     check = with_config("check-config", "validate the configuration and exit")
     check.set_defaults(func=cmd_check_config)

@@ -627,6 +627,17 @@ class Journal(JournalRules):
                               (self.host_id, *job_ids)).fetchall()
         return {r["id"] for r in rows}
 
+    # -- moving to another backend -----------------------------------------------------
+
+    def dump(self) -> dict[str, list[dict[str, Any]]]:
+        """Every row of every table, for `vaultdrop journal copy` (file names decoded)."""
+        tables = {"jobs": JOB_COLUMNS, "history": "id, job_id, at, from_state, to_state, detail",
+                  "stale_videos": "video_id, job_id, reason, attempts, not_before, last_error, created_at",
+                  "outbox": _NOTIFICATION_COLUMNS}
+        return {table: [{key: _from_db(value) for key, value in dict(row).items()}
+                        for row in self._read(f"SELECT {columns} FROM {table} ORDER BY rowid")]
+                for table, columns in tables.items()}
+
     # -- reporting -------------------------------------------------------------------
 
     def counts(self) -> dict[JobState, int]:

@@ -441,6 +441,30 @@ class PgJournal(JournalRules):
             db.execute("UPDATE outbox SET next_at=%s, last_error=%s, attempts=attempts+1 WHERE id=%s",
                        (next_at, _text(error), notification_id))
 
+    # -- moving from SQLite ------------------------------------------------------------
+
+    def load(self, tables: dict[str, list[dict[str, Any]]]) -> None:
+        """Fill this new, empty journal with a SQLite journal's rows (`Journal.dump`), ids
+        kept, in one transaction; leases start free."""
+        with self._transaction() as db:
+            existing = db.execute("SELECT count(*) AS n FROM jobs").fetchone()["n"]
+            if existing:
+                raise ConfigError(f"the journal {self.location} already has {existing} job(s): "
+                                  "copy only into a new, empty database")
+            for table, rows in tables.items():
+                if not rows:
+                    continue
+                columns = [c for c in rows[0] if c not in ("owner", "lease_expiry", "lease_epoch")]
+                paths = _PATH_COLUMNS if table in ("jobs", "outbox") else frozenset()
+                db.cursor().executemany(
+                    f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})",
+                    [[_name(row[c]) if c in paths and row[c] is not None else _text(row[c]) for c in columns]
+                     for row in rows],
+                )
+            for table in ("jobs", "history", "outbox"):
+                db.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                           f"(SELECT coalesce(max(id), 0) + 1 FROM {table}), false)")
+
     # -- reporting -------------------------------------------------------------------
 
     def counts(self) -> dict[JobState, int]:

@@ -14,6 +14,7 @@ import pytest
 
 from tests.pgcluster import free_port
 from tests.unit.conftest import Clock
+from vaultdrop import cli
 from vaultdrop.config import Settings, settings_from_dict
 from vaultdrop.errors import ConfigError
 from vaultdrop.journal import IllegalTransition, Journal, JournalStore, JournalUnwritable, LeaseLost
@@ -362,3 +363,44 @@ def test_two_hosts_never_send_one_notification_at_once(pg_database: tuple[str, P
     assert len(b.due_notifications(clock.now, ["failed"], 10)) == 1
     a.close()
     b.close()
+
+
+def test_journal_copy_moves_a_sqlite_journal_to_postgresql(
+    tmp_path: Path, pg_database: tuple[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, password_file = pg_database
+    state = tmp_path / "state"
+    sqlite = Journal(state / "vaultdrop.db")
+    odd = b"caf\xe9.mov".decode("utf-8", "surrogateescape")
+    done = sqlite.transition(sqlite.enqueue(identity(odd)), JobState.UPLOADING, upload_key="K")
+    done = sqlite.transition(sqlite.transition(done, JobState.CONFIRMING), JobState.FINISHING, video_id="K")
+    sqlite.discard_video(done, JobState.FAILED, "replaced", "OLDVIDEO", last_error="x")
+    sqlite.enqueue(identity("b.mov", inode=8))
+    expected_jobs, expected_history = sqlite.jobs(), sqlite.history(done.id)
+    sqlite.close()
+    argv = ["journal", "copy", "--to", url, "--password-file", str(password_file), "--state-dir", str(state)]
+    assert cli.main(argv) == 0
+    assert "copied 2 job(s), 6 history line(s) and 1 pending video delete(s)" in capsys.readouterr().out
+    target = PgJournal(url, password_file.read_text().strip())
+    assert target.jobs() == expected_jobs and target.history(done.id) == expected_history
+    assert target.stale_videos(now=9e9) == [("OLDVIDEO", 0)]
+    assert target.enqueue(identity("c.mov", inode=9)).id == 3  # ids go on where SQLite's ended
+    target.close()
+    assert cli.main(argv) == 78  # only into an empty journal
+    assert "already has 3 job(s)" in capsys.readouterr().err
+
+
+def test_status_shows_which_host_works_on_each_job(
+    tmp_path: Path, pg_database: tuple[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, password_file = pg_database
+    journal = PgJournal(url, password_file.read_text().strip(), host_id="ingest-2")
+    job = journal.claim(journal.enqueue(identity()))
+    journal.transition(job, JobState.UPLOADING, upload_key="K")
+    journal.close()
+    (tmp_path / "drop").mkdir()
+    config = tmp_path / "vaultdrop.toml"
+    config.write_text(f'[journal]\nurl = "{url}"\npassword_file = "{password_file}"\n'
+                      f'[vault]\nuser = "u"\npassword = "p"\n[[folders]]\npath = "{tmp_path / "drop"}"\n')
+    assert cli.main(["status", "--config", str(config)]) == 0
+    assert "clip.mov  [on ingest-2]" in capsys.readouterr().out
