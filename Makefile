@@ -9,7 +9,7 @@ APT_RUN  := libsystemd-dev pkg-config gcc python3-dev
 # leave alone.
 APT_TEST := $(APT_RUN) curl php-cli systemd prometheus postgresql
 
-.PHONY: run test campaign bench bench-outage install apt-run apt-test clean
+.PHONY: run test campaign bench bench-outage bench-hosts install apt-run apt-test clean
 
 run: $(BIN)/.installed-run
 	$(BIN)/vaultdrop run --sandbox
@@ -25,6 +25,9 @@ bench: $(BIN)/.installed-test
 
 bench-outage: $(BIN)/.installed-test
 	$(BIN)/python benchmarks/outage.py
+
+bench-hosts: $(BIN)/.installed-test
+	$(BIN)/python benchmarks/several_hosts.py
 
 # As root: the service under systemd (deploy/install.sh says what it does and what is next).
 install:

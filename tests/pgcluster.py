@@ -7,6 +7,7 @@ password handling is exercised for real. Nothing here touches Debian's own `main
 
 from __future__ import annotations
 
+import ctypes
 import os
 import pwd
 import secrets
@@ -27,6 +28,7 @@ import psutil
 BIN = Path("/usr/lib/postgresql/15/bin")
 SUPERUSER = "vaultdrop"
 UNPRIVILEGED = "nobody"
+PR_SET_PDEATHSIG = 1
 
 
 def available() -> bool:
@@ -39,6 +41,13 @@ def _as_unprivileged() -> dict[str, Any]:
         return {}
     user = pwd.getpwnam(UNPRIVILEGED)
     return {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+
+
+def _die_with_parent() -> None:
+    """A test run killed from outside (a timeout, Ctrl-C twice) must not leave a server
+    behind: the kernel sends the postmaster SIGINT (fast shutdown) when we die. Runs after
+    the uid change, which would clear it."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGINT)
 
 
 def free_port() -> int:
@@ -78,7 +87,7 @@ class Cluster:
         self._server = subprocess.Popen(
             self._command("postgres", "-D", str(self.data), "-p", str(self.port), "-k", str(self.root),
                           "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=200"),
-            stdout=log, stderr=log, start_new_session=True, **_as_unprivileged(),
+            stdout=log, stderr=log, start_new_session=True, preexec_fn=_die_with_parent, **_as_unprivileged(),
         )
         log.close()
         deadline = time.monotonic() + 30

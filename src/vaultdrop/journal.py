@@ -95,6 +95,7 @@ class JournalStore(Protocol):
     def notification_deferred(self, notification_id: int, next_at: float | None, error: str) -> None: ...
     def claim(self, job: Job) -> Job | None: ...
     def renew(self, job_ids: Collection[int]) -> set[int]: ...
+    def hold(self, job: Job) -> None: ...
 
 
 # SQLite's primary result codes that mean "the disk refuses the write", not "a bug".
@@ -282,6 +283,15 @@ class JournalRules:
         if job.state in TERMINAL:
             self._claims.pop(job.id, None)
         return job
+
+    def hold(self, job: Job) -> None:
+        """Renew the job's lease and make sure it is still ours (LeaseLost if not), right
+        before a side effect on the shared folder that no commit could undo."""
+        if not self._renew_one(job, self._claims.get(job.id, job.lease_epoch)):
+            raise LeaseLost(f"job {job.id}: another host took it over; leaving its file alone")
+
+    def _renew_one(self, job: Job, epoch: int) -> bool:
+        raise NotImplementedError
 
     def _adoption(self, previous_owner: str | None) -> str | None:
         """The history note when a claim takes a job another host left behind."""
@@ -626,6 +636,13 @@ class Journal(JournalRules):
             rows = db.execute(f"SELECT id FROM jobs WHERE owner<>? AND id IN ({places})",
                               (self.host_id, *job_ids)).fetchall()
         return {r["id"] for r in rows}
+
+    def _renew_one(self, job: Job, epoch: int) -> bool:
+        with self._write() as db:
+            return db.execute(
+                "UPDATE jobs SET lease_expiry=? WHERE id=? AND state=? AND lease_epoch=? AND (owner IS NULL OR owner=?)",
+                (self._clock() + self.lease, job.id, job.state.value, epoch, self.host_id),
+            ).rowcount == 1
 
     # -- moving to another backend -----------------------------------------------------
 

@@ -441,6 +441,14 @@ class PgJournal(JournalRules):
             db.execute("UPDATE outbox SET next_at=%s, last_error=%s, attempts=attempts+1 WHERE id=%s",
                        (next_at, _text(error), notification_id))
 
+    def _renew_one(self, job: Job, epoch: int) -> bool:
+        with self._transaction() as db:
+            return db.execute(
+                "UPDATE jobs SET lease_expiry=%s WHERE id=%s AND state=%s AND lease_epoch=%s"
+                " AND (owner IS NULL OR owner=%s)",
+                (self._clock() + self.lease, job.id, job.state.value, epoch, self.host_id),
+            ).rowcount == 1
+
     # -- moving from SQLite ------------------------------------------------------------
 
     def load(self, tables: dict[str, list[dict[str, Any]]]) -> None:

@@ -152,6 +152,7 @@ class Pipeline:
 
         The upload is done: a blocked archive folder is the operator's to fix, so the job
         waits for it (said at each try) and never spends its way into failed_dir."""
+        self.journal.hold(job)  # on a shared folder, only the host that holds the job touches its file
         try:
             outcome = await postaction.finish(folder, job)
         except LocalFileError as exc:

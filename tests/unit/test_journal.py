@@ -245,6 +245,9 @@ class TestLeases:
             a.transition(mine, JobState.CONFIRMING)
         with pytest.raises(LeaseLost):  # even after re-reading the row: b holds it now
             a.update(a.get(mine.id), bytes_sent=5)
+        with pytest.raises(LeaseLost):  # nor touch the file on the shared folder
+            a.hold(mine)
+        b.hold(theirs)
         assert a.renew([mine.id]) == {mine.id}
         theirs = b.transition(b.transition(theirs, JobState.CONFIRMING), JobState.FINISHING, video_id="K")
         assert b.transition(theirs, JobState.DONE).owner is None
