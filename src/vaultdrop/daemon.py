@@ -22,7 +22,7 @@ from . import logs
 from .config import FolderSettings, Settings
 from .errors import ConfigError, Unavailable
 from .events import Fanout
-from .journal import Journal, LeaseLost
+from .journal import LeaseLost
 from .model import Job, JobState, stat_key
 from .logs import log
 from .metrics import MetricsServer
@@ -32,7 +32,7 @@ from .pipeline import SCALEENGINE, VAULT, Pipeline
 from .service import Notifier
 from .settle import Settler
 from .watch import FolderWatch, OverflowHook, scan
-from .wiring import build_pipeline, max_delay, open_journal
+from .wiring import build_pipeline, max_delay, open_journal, open_reader
 
 STALE_DELETE_INTERVAL = 5.0
 WATCH_CHECK_INTERVAL = 1.0  # how soon a deleted and recreated folder is watched again
@@ -100,7 +100,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         lock = lock_state_dir(self.settings.daemon.state_dir)
         self.journal = open_journal(self.settings)
-        self._metrics = MetricsServer(self.settings.metrics.listen, self.journal.path) \
+        self._metrics = MetricsServer(self.settings.metrics.listen, open_reader(self.settings)) \
             if self.settings.metrics.listen else None
         self._sender = NotificationSender(self.journal, lambda: self.settings.notify)
         self.events = Fanout(self._sender, *([self._metrics.recorder] if self._metrics else []))

@@ -48,6 +48,14 @@ def open_journal(settings: Settings, *, clock: Clock = time.time) -> JournalStor
     return journal
 
 
+def open_reader(settings: Settings) -> JournalStore:
+    """A second journal for another thread (the metrics scrape): read-only SQLite, or a
+    PostgreSQL journal with its own pool."""
+    if settings.journal.url is None:
+        return Journal(settings.daemon.journal_path, readonly=True)
+    return open_journal(settings)
+
+
 def build_pipeline(
     settings: Settings,
     journal: JournalStore,
