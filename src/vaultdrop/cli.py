@@ -15,8 +15,8 @@ from typing import Any
 
 from . import logs, postaction
 from .config import DEFAULT_CONFIG_PATH, FolderSettings, Settings, load_config, settings_from_dict
-from .errors import ConfigError, Unavailable, VaultdropError
-from .journal import Journal, JournalStore
+from .errors import ConfigError, VaultdropError
+from .journal import Journal, JournalStore, JournalUnavailable
 from .model import TERMINAL, FileIdentity, Job, JobState
 
 DEMO_DIR = Path("vaultdrop-demo")
@@ -354,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("vaultdrop").debug("configuration error", exc_info=True)
         print(f"vaultdrop: configuration error: {exc}", file=sys.stderr)
         return exc.exit_status
-    except Unavailable as exc:  # the PostgreSQL journal is down: try again later
+    except JournalUnavailable as exc:  # the PostgreSQL journal is down: try again later
         print(f"vaultdrop: {exc}", file=sys.stderr)
         return TEMPFAIL_EXIT_STATUS
     except KeyboardInterrupt:

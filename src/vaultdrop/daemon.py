@@ -20,9 +20,9 @@ from typing import IO, Any
 
 from . import logs
 from .config import FolderSettings, Settings
-from .errors import ConfigError, Unavailable
+from .errors import ConfigError
 from .events import Fanout
-from .journal import LeaseLost
+from .journal import JournalUnavailable, LeaseLost
 from .model import Job, JobState, stat_key
 from .logs import log
 from .metrics import MetricsServer
@@ -232,7 +232,7 @@ class Daemon:
             return
         try:
             known = self.journal.known_identities(str(folder.path))
-        except Unavailable as exc:
+        except JournalUnavailable as exc:
             log(logging.WARNING, f"rescan of {folder.path} postponed: {exc}", event="journal_outage")
             return
         for relpath, info in found:
@@ -242,7 +242,10 @@ class Daemon:
     async def _delete_stale_videos(self) -> None:
         while True:
             await asyncio.sleep(STALE_DELETE_INTERVAL)
-            await self.pipeline.delete_stale_videos()
+            try:
+                await self.pipeline.delete_stale_videos()
+            except JournalUnavailable as exc:
+                log(logging.WARNING, f"stale video deletes wait for the journal: {exc}", event="journal_outage")
 
     async def _periodic_rescan(self) -> None:
         while True:
@@ -266,8 +269,10 @@ class Daemon:
                 self._fatal = exc
                 self.request_stop()
                 return
-            except Unavailable as exc:  # the PostgreSQL journal is down: the next rescan finds the file
+            except JournalUnavailable as exc:  # the PostgreSQL journal is down: the next rescan finds the file
                 log(logging.WARNING, f"{relpath} not journalled yet: {exc}", event="journal_outage")
+                return
+            except FileNotFoundError:  # gone since it settled (another host archived it, or a user)
                 return
         if job is not None:
             self.events.changed(job, None, "queued")
@@ -283,7 +288,7 @@ class Daemon:
             try:
                 self._start_due_jobs()
                 due = self.journal.next_due(set(self._tasks), self._folders, self._horizon())
-            except Unavailable as exc:  # the PostgreSQL journal is down: an outage, waited out
+            except JournalUnavailable as exc:  # the PostgreSQL journal is down: an outage, waited out
                 log(logging.WARNING, f"journal unreachable, waiting: {exc}", event="journal_outage")
                 due = None
             sleep = SCHEDULER_MAX_SLEEP if due is None else min(SCHEDULER_MAX_SLEEP, max(0.0, due - time.time()))
@@ -332,7 +337,7 @@ class Daemon:
             if isinstance(error, ConfigError):
                 self._fatal = error
                 self.request_stop()
-            elif isinstance(error, LeaseLost | Unavailable):
+            elif isinstance(error, LeaseLost | JournalUnavailable):
                 log(logging.WARNING, f"job {job_id} stopped here: {error}", job_id=job_id)
             elif error is not None:
                 log(logging.ERROR, f"job {job_id} crashed: {error!r}", job_id=job_id,
@@ -349,7 +354,7 @@ class Daemon:
                 continue
             try:
                 lost = self.journal.renew(running)
-            except Unavailable as exc:
+            except JournalUnavailable as exc:
                 log(logging.WARNING, f"cannot renew leases: {exc}", event="journal_outage")
                 continue
             for job_id in lost & set(self._tasks):
@@ -388,7 +393,7 @@ class Daemon:
     def _status_line(self) -> str:
         try:
             counts = self.journal.counts()
-        except Unavailable:
+        except JournalUnavailable:
             return "journal unreachable: waiting for it"
         uploading = sum(counts[s] for s in (JobState.UPLOADING, JobState.CONFIRMING))
         return (f"{uploading} uploading, {counts[JobState.QUEUED]:,} queued, {counts[JobState.DONE]:,} done, "

@@ -48,6 +48,12 @@ class LeaseLost(IllegalTransition):
     or too slow to renew): this host must stop working on it and commit nothing more."""
 
 
+class JournalUnavailable(VaultdropError):
+    """The journal's database cannot be reached (PostgreSQL down, the network cut): nothing
+    is lost. Not a vault outage and not the job's fault: the work in hand stops, the daemon
+    waits for the database, and the job resumes from its last commit."""
+
+
 class JournalUnwritable(ConfigError):
     """The journal's disk is full, read-only or failing (for a read too). Every change is one transaction, so
     nothing is lost: the daemon stops like on a config error, but exits 75 (EX_TEMPFAIL) so

@@ -3,7 +3,7 @@
 Same semantics as `journal.Journal`: every method is one transaction, a save is refused
 (IllegalTransition) when the stored state is not the one the caller read. File names are
 stored as BYTEA so a name that is not UTF-8 round-trips byte for byte. A lost or refused
-connection is an outage (`JournalUnavailable`), waited out like the vault's.
+connection is `JournalUnavailable`: the daemon waits for the database and resumes.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import psycopg
 import psycopg_pool
 from psycopg.rows import dict_row
 
-from .errors import ConfigError, Unavailable
-from .journal import JOB_COLUMNS, JournalRules
+from .errors import ConfigError
+from .journal import JOB_COLUMNS, JournalRules, JournalUnavailable
 from .model import ACTIVE, UNCONFIRMED, FileIdentity, Job, JobState, JobSummary, Notification
 
 # Append-only, like journal.MIGRATIONS; applied under an advisory lock, so hosts starting
@@ -110,10 +110,6 @@ _NOTIFICATION_COLUMNS = ", ".join(f.name for f in fields(Notification))
 SEND_LEASE = 60.0  # seconds a host has to deliver a notification before another may
 _MIGRATION_LOCK = 0x7661756C  # any constant: pg_advisory_xact_lock key for migrations
 CONNECT_TIMEOUT = 10.0  # seconds a call waits for a connection before it is an outage
-
-
-class JournalUnavailable(Unavailable):
-    """The journal's database cannot be reached: nothing is lost, the work waits for it."""
 
 
 class JournalDown(ConfigError):

@@ -30,9 +30,9 @@ from prometheus_client.registry import Collector
 
 from . import __version__
 from .config import listen_parts
-from .errors import ConfigError, Unavailable
+from .errors import ConfigError
 from .events import RETRY_REASONS, Observer
-from .journal import JournalStore
+from .journal import JournalStore, JournalUnavailable
 from .logs import log
 from .model import ACTIVE, Job, JobState
 
@@ -99,7 +99,7 @@ class JournalCollector(Collector):
         try:
             with self._lock:
                 groups = self._journal.summary()
-        except (ConfigError, Unavailable) as exc:  # an unreadable or unreachable journal: gauges left out
+        except (ConfigError, JournalUnavailable) as exc:  # an unreadable or unreachable journal: gauges left out
             log(logging.WARNING, f"metrics: cannot read the journal: {exc}")
             return []
         now = self._clock()

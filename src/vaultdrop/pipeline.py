@@ -20,7 +20,7 @@ from . import postaction
 from .config import FolderSettings, Settings
 from .errors import ClockSkew, ConfigError, JobFailed, LocalFileError, RetryLater, Unavailable, Waiting
 from .events import Fanout, JobEvents, retry_reason
-from .journal import IllegalTransition, JournalStore, LeaseLost
+from .journal import IllegalTransition, JournalStore, JournalUnavailable, LeaseLost
 from .logs import job_fields, log, log_change, log_done
 from .model import TERMINAL, Job, JobState, Transition
 from .outage import Outages
@@ -87,7 +87,7 @@ class Pipeline:
         """
         try:
             return await self._drive(job)
-        except (ConfigError, LeaseLost):  # another host holds the job now: touch nothing more
+        except (ConfigError, LeaseLost, JournalUnavailable):  # another host holds it, or no journal: stop here
             raise
         except Exception as exc:  # noqa: BLE001 - one job's trouble must not spin or stop the daemon
             log(logging.ERROR, f"job {job.id} ({job.relpath}) set aside for {CRASH_PAUSE:g} s: {exc!r}; "

@@ -130,5 +130,6 @@ def test_hosts_wait_out_a_database_restart(hosts: list[DaemonRunner], pg_cluster
     assert_each_stored_and_archived_once(hosts[0], sizes)
     for runner in hosts[:2]:
         assert runner.process is not None and runner.process.poll() is None
-    assert any(runner.saw("journal unreachable") for runner in hosts[:2])
+    assert any(runner.saw("is unreachable") for runner in hosts[:2])
+    assert not any(runner.saw("Traceback") for runner in hosts[:2])
 
