@@ -73,7 +73,12 @@ def claims_per_second(cluster: Cluster, hosts: int, jobs: int = 3000) -> float:
 def renewals_per_second(cluster: Cluster, held: int = 8, seconds: float = 3.0) -> float:
     with database(cluster, "renewals") as (url, _):
         journal = PgJournal(url, cluster.password, host_id="h")
-        ids = [journal.claim(journal.enqueue(FileIdentity(FOLDER, f"f{n}", 1, 1, n + 1))).id for n in range(held)]
+        ids = []
+        for n in range(held):
+            job = journal.enqueue(FileIdentity(FOLDER, f"f{n}", 1, 1, n + 1))
+            assert job is not None
+            ids.append(job.id)
+            journal.claim(job)
         calls, deadline = 0, time.perf_counter() + seconds
         while time.perf_counter() < deadline:
             journal.renew(ids)
@@ -125,8 +130,8 @@ def takeover_seconds(cluster: Cluster, lease: float) -> float:
         killed = time.time()
         with first.shared_journal() as journal:
             job = journal.jobs()[0]
-            wait_for(lambda: journal.get(job.id).owner == "host1", timeout=lease + 60, interval=0.1,
-                     what="takeover")
+            wait_for(lambda: getattr(journal.get(job.id), "owner", None) == "host1", timeout=lease + 60,
+                     interval=0.1, what="takeover")
             adopted = next(h["at"] for h in journal.history(job.id) if "adopted" in (h["detail"] or ""))
         return adopted - killed
 

@@ -98,6 +98,7 @@ class Cluster:
 
     def stop(self) -> None:
         """Fast shutdown (SIGINT): sessions are cut, committed work is kept."""
+        assert self._server is not None, "not started"
         self._server.send_signal(signal.SIGINT)
         self._server.wait(timeout=30)
 
@@ -110,7 +111,7 @@ class Cluster:
 
     def processes(self) -> list[psutil.Process]:
         """The postmaster and its backends, for the leak check."""
-        if not self.running:
+        if self._server is None or not self.running:
             return []
         server = psutil.Process(self._server.pid)
         return [server, *server.children(recursive=True)]

@@ -142,6 +142,14 @@ def without_password(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{netloc}:{parts.port}" if parts.port else netloc))
 
 
+def _one(cursor: psycopg.Cursor[Any]) -> dict[str, Any]:
+    """The row of a statement that always returns one (RETURNING on a row this transaction
+    holds, an aggregate)."""
+    row = cursor.fetchone()
+    assert row is not None, "the statement returns a row"
+    return dict(row)
+
+
 def _notification(row: dict[str, Any]) -> Notification:
     values = dict(row)
     for column in ("folder", "relpath"):
@@ -195,7 +203,7 @@ class PgJournal(JournalRules):
         self._pool.close()
 
     @contextmanager
-    def _transaction(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+    def _transaction(self) -> Iterator[psycopg.Connection[Any]]:
         """One transaction on a pooled connection; a broken connection is an outage."""
         try:
             with self._pool.connection() as conn, conn.transaction():
@@ -248,17 +256,17 @@ class PgJournal(JournalRules):
             if active and active["state"] != JobState.QUEUED.value:
                 return None
             if active:
-                row = db.execute(
+                row = _one(db.execute(
                     f"UPDATE jobs SET size=%s, mtime_ns=%s, inode=%s, updated_at=%s WHERE id=%s RETURNING {JOB_COLUMNS}",
                     (identity.size, identity.mtime_ns, identity.inode, now, active["id"]),
-                ).fetchone()
+                ))
             else:
-                row = db.execute(
+                row = _one(db.execute(
                     "INSERT INTO jobs (folder, relpath, size, mtime_ns, inode, state, created_at, updated_at)"
                     f" VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING {JOB_COLUMNS}",
                     (folder, relpath, identity.size, identity.mtime_ns, identity.inode, JobState.QUEUED.value,
                      now, now),
-                ).fetchone()
+                ))
                 self._history(db, row["id"], None, JobState.QUEUED, f"{identity.size} bytes")
         return _job(row)
 
@@ -270,11 +278,11 @@ class PgJournal(JournalRules):
 
     def follow(self, job: Job, identity: FileIdentity, detail: str) -> Job:
         with self._transaction() as db:
-            row = db.execute(
+            row = _one(db.execute(
                 "UPDATE jobs SET folder=%s, relpath=%s, released=0, moved_to=NULL, updated_at=%s WHERE id=%s"
                 f" RETURNING {JOB_COLUMNS}",
                 (_name(identity.folder), _name(identity.relpath), self._clock(), job.id),
-            ).fetchone()
+            ))
             self._history(db, job.id, job.state, job.state, detail)
         return _job(row)
 
@@ -328,8 +336,8 @@ class PgJournal(JournalRules):
         with self._transaction() as db:
             self._check(job, db.execute("SELECT state, owner, lease_expiry, lease_epoch FROM jobs WHERE id=%s"
                                         " FOR UPDATE", (job.id,)).fetchone())
-            row = db.execute(f"UPDATE jobs SET {assignments} WHERE id=%s RETURNING {JOB_COLUMNS}",
-                             (*values, job.id)).fetchone()
+            row = _one(db.execute(f"UPDATE jobs SET {assignments} WHERE id=%s RETURNING {JOB_COLUMNS}",
+                             (*values, job.id)))
             if state is not None:
                 self._history(db, job.id, job.state, state, detail)
             if state in self.notify_states:
@@ -362,11 +370,11 @@ class PgJournal(JournalRules):
             ).fetchone()
             if previous is None:
                 return None
-            row = db.execute(
+            row = _one(db.execute(
                 "UPDATE jobs SET owner=%s, lease_expiry=%s, lease_epoch=lease_epoch+1 WHERE id=%s"
                 f" RETURNING {JOB_COLUMNS}",
                 (self.host_id, now + self.lease, job.id),
-            ).fetchone()
+            ))
             note = self._adoption(previous["owner"])
             if note:
                 self._history(db, job.id, job.state, job.state, note)
@@ -451,7 +459,7 @@ class PgJournal(JournalRules):
         """Fill this new, empty journal with a SQLite journal's rows (`Journal.dump`), ids
         kept, in one transaction; leases start free."""
         with self._transaction() as db:
-            existing = db.execute("SELECT count(*) AS n FROM jobs").fetchone()["n"]
+            existing = _one(db.execute("SELECT count(*) AS n FROM jobs"))["n"]
             if existing:
                 raise ConfigError(f"the journal {self.location} already has {existing} job(s): "
                                   "copy only into a new, empty database")

@@ -140,8 +140,8 @@ class DaemonRunner:
 
     def jobs(self) -> list[Job]:
         if self.journal is not None:
-            with self.shared_journal() as journal:
-                return journal.jobs(limit=100_000)
+            with self.shared_journal() as shared:
+                return shared.jobs(limit=100_000)
         path = self.state / "vaultdrop.db"
         if not path.exists():
             return []
