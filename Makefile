@@ -4,9 +4,12 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 APT_RUN  := libsystemd-dev pkg-config gcc python3-dev
-APT_TEST := $(APT_RUN) curl php-cli systemd prometheus
+# postgresql: the tests start their own throwaway cluster (tests/pgcluster.py) on a free
+# port as `nobody`; Debian's package also creates a `main` cluster on 5432, which they
+# leave alone.
+APT_TEST := $(APT_RUN) curl php-cli systemd prometheus postgresql
 
-.PHONY: run test campaign bench bench-outage install apt-run apt-test clean
+.PHONY: run test campaign bench bench-outage bench-hosts install apt-run apt-test clean
 
 run: $(BIN)/.installed-run
 	$(BIN)/vaultdrop run --sandbox
@@ -22,6 +25,9 @@ bench: $(BIN)/.installed-test
 
 bench-outage: $(BIN)/.installed-test
 	$(BIN)/python benchmarks/outage.py
+
+bench-hosts: $(BIN)/.installed-test
+	$(BIN)/python benchmarks/several_hosts.py
 
 # As root: the service under systemd (deploy/install.sh says what it does and what is next).
 install:

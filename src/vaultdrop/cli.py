@@ -16,10 +16,11 @@ from typing import Any
 from . import logs, postaction
 from .config import DEFAULT_CONFIG_PATH, FolderSettings, Settings, load_config, settings_from_dict
 from .errors import ConfigError, VaultdropError
-from .journal import Journal
-from .model import FileIdentity, Job, JobState
+from .journal import Journal, JournalStore, JournalUnavailable
+from .model import TERMINAL, FileIdentity, Job, JobState
 
 DEMO_DIR = Path("vaultdrop-demo")
+TEMPFAIL_EXIT_STATUS = 75  # EX_TEMPFAIL
 
 
 def demo_settings(base: Path, url: str, environ: dict[str, str] | None = None) -> Settings:
@@ -38,13 +39,18 @@ def demo_settings(base: Path, url: str, environ: dict[str, str] | None = None) -
     }, source="the built-in sandbox demo", environ=environ)
 
 
-def _journal_path(args: argparse.Namespace) -> Path:
-    """Where the journal is; --state-dir needs no config (and so no secrets) at all."""
+def _open_journal(args: argparse.Namespace, readonly: bool = True) -> JournalStore:
+    """The journal the daemon uses; --state-dir needs no config (and so no secrets) at all."""
     if args.state_dir is not None:
-        return args.state_dir / "vaultdrop.db"
+        return _sqlite(args.state_dir / "vaultdrop.db", readonly)
     if args.sandbox:
-        return args.demo_dir.resolve() / "state" / "vaultdrop.db"
-    return load_config(args.config).daemon.journal_path
+        return _sqlite(args.demo_dir.resolve() / "state" / "vaultdrop.db", readonly)
+    settings = load_config(args.config)
+    if settings.journal.url is None:
+        return _sqlite(settings.daemon.journal_path, readonly)
+    from .wiring import open_journal
+
+    return open_journal(settings)
 
 
 # -- run -------------------------------------------------------------------------------
@@ -88,10 +94,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 # -- status and jobs --------------------------------------------------------------------
 
 
-def _journal(path: Path) -> Journal:
+def _sqlite(path: Path, readonly: bool) -> Journal:
     if not path.exists():
         raise ConfigError(f"no journal at {path} yet: has the daemon run?")
-    return Journal(path, readonly=True)
+    return Journal(path, readonly=readonly)
 
 
 def _job_dict(job: Job) -> dict[str, Any]:
@@ -101,7 +107,7 @@ def _job_dict(job: Job) -> dict[str, Any]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    journal = _journal(_journal_path(args))
+    journal = _open_journal(args)
     counts = journal.counts()
     active = [j for s in (JobState.UPLOADING, JobState.CONFIRMING, JobState.S3_QUEUEING, JobState.S3_WAITING)
               for j in journal.jobs(s, limit=1000)]
@@ -113,31 +119,35 @@ def cmd_status(args: argparse.Namespace) -> int:
     for job in active:
         percent = 100 * job.bytes_sent / job.size if job.size else 100
         extra = f" s3 request {job.s3_request_id} {job.s3_status or ''}" if job.s3_request_id else ""
-        print(f"  #{job.id} {job.state.value:<11} {percent:5.1f}%  {job.relpath}{extra}")
+        print(f"  #{job.id} {job.state.value:<11} {percent:5.1f}%  {job.relpath}{extra}{_holder(job)}")
     return 0
 
 
+def _holder(job: Job) -> str:
+    """Which host works on the job (a shared PostgreSQL journal has several)."""
+    return f"  [on {job.owner}]" if job.owner and job.state not in TERMINAL else ""
+
+
 def cmd_jobs(args: argparse.Namespace) -> int:
-    path = _journal_path(args)
     if args.action == "list":
-        jobs = _journal(path).jobs(JobState(args.state) if args.state else None, args.limit)
+        jobs = _open_journal(args).jobs(JobState(args.state) if args.state else None, args.limit)
         if args.json:
             print(json.dumps([_job_dict(j) for j in jobs], indent=2))
         for job in [] if args.json else jobs:
             error = f"  ({job.last_error})" if job.last_error and job.state is not JobState.DONE else ""
-            print(f"#{job.id:<6} {job.state.value:<11} {job.size:>14,}  {job.relpath}{error}")
+            print(f"#{job.id:<6} {job.state.value:<11} {job.size:>14,}  {job.relpath}{error}{_holder(job)}")
         return 0
     if args.id is None:
         raise ConfigError(f"jobs {args.action} needs a job id")
     if args.action == "show":
-        journal = _journal(path)
+        journal = _open_journal(args)
         shown = journal.get(args.id)
         if shown is None:
             print(f"no job {args.id}", file=sys.stderr)
             return 1
         print(json.dumps({**_job_dict(shown), "history": journal.history(shown.id)}, indent=2))
         return 0
-    journal = Journal(path)
+    journal = _open_journal(args, readonly=False)
     try:
         if args.action == "retry":
             failed = journal.get(args.id)
@@ -191,7 +201,7 @@ async def _upload_files(settings: Settings, files: list[Path]) -> int:
     return 1 if failures else 0
 
 
-async def _progress_bar(journal: Journal, job_id: int) -> None:
+async def _progress_bar(journal: JournalStore, job_id: int) -> None:
     started = time.monotonic()
     while True:
         job = journal.get(job_id)
@@ -227,6 +237,39 @@ def cmd_delete(args: argparse.Namespace) -> int:
         return 0
     print(f"video {args.video_id} not found", file=sys.stderr)
     return 1
+
+
+def cmd_journal_copy(args: argparse.Namespace) -> int:
+    """Move a single host's SQLite journal to PostgreSQL, so it can grow to several hosts
+    without uploading anything again. The daemon must be stopped (its lock is taken)."""
+    from .daemon import lock_state_dir
+    from .journal_pg import PgJournal, without_password
+
+    state_dir = args.state_dir or load_config(args.config).daemon.state_dir
+    lock = lock_state_dir(state_dir)
+    try:
+        source = _sqlite(state_dir / "vaultdrop.db", readonly=True)
+        tables = source.dump()
+        source.close()
+        password = _read_password(args.password_file) if args.password_file else None
+        target = PgJournal(args.to, password)
+        try:
+            target.load(tables)
+        finally:
+            target.close()
+    finally:
+        lock.close()
+    print(f"copied {len(tables['jobs'])} job(s), {len(tables['history'])} history line(s) and "
+          f"{len(tables['stale_videos'])} pending video delete(s) to {without_password(args.to)}; now set "
+          "[journal] url on every host (the SQLite journal is left as it was)")
+    return 0
+
+
+def _read_password(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the password file {path}: {exc.strerror}") from None
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -288,6 +331,16 @@ def build_parser() -> argparse.ArgumentParser:
     delete.add_argument("video_id")
     delete.set_defaults(func=cmd_delete)
 
+    journal = sub.add_parser("journal", help="manage the journal")
+    journal_sub = journal.add_subparsers(dest="journal_command", required=True)
+    copy = journal_sub.add_parser("copy", help="copy the SQLite journal into a new PostgreSQL journal")
+    copy.add_argument("--to", required=True, metavar="postgresql://…", help="the new (empty) PostgreSQL database")
+    copy.add_argument("--password-file", type=Path, help="its password (else libpq's: ~/.pgpass, PGPASSWORD)")
+    copy.add_argument("--config", type=Path, default=Path(os.environ.get("VAULTDROP_CONFIG", DEFAULT_CONFIG_PATH)),
+                      help="whose state_dir holds the SQLite journal (default %(default)s)")
+    copy.add_argument("--state-dir", type=Path, help="the SQLite journal's directory, without loading the config")
+    copy.set_defaults(func=cmd_journal_copy)
+
     check = with_config("check-config", "validate the configuration and exit")
     check.set_defaults(func=cmd_check_config)
     return parser
@@ -301,6 +354,9 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("vaultdrop").debug("configuration error", exc_info=True)
         print(f"vaultdrop: configuration error: {exc}", file=sys.stderr)
         return exc.exit_status
+    except JournalUnavailable as exc:  # the PostgreSQL journal is down: try again later
+        print(f"vaultdrop: {exc}", file=sys.stderr)
+        return TEMPFAIL_EXIT_STATUS
     except KeyboardInterrupt:
         return 130
 

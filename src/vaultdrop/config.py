@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import stat
 import string
 import tomllib
@@ -54,6 +55,7 @@ __all__ = [
     "FolderSettings",
     "MetricsSettings",
     "NotifySettings",
+    "JournalSettings",
     "S3Settings",
     "ScaleEngineSettings",
     "Settings",
@@ -140,6 +142,12 @@ def _parse_size(value: Any) -> int:
         ) from None
 
 
+def _postgres_url(value: str) -> str:
+    if urlsplit(value).scheme not in ("postgresql", "postgres"):
+        raise _invalid("url", "must be a postgresql:// URL (leave it out for the SQLite journal in state_dir)")
+    return value
+
+
 def _http_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -201,6 +209,7 @@ Size = Annotated[int, BeforeValidator(_parse_size)]
 
 WebUrl = Annotated[str, AfterValidator(_http_url)]
 ListenAddress = Annotated[str, AfterValidator(_listen_address)]
+PostgresUrl = Annotated[str, AfterValidator(_postgres_url)]
 ResolvedPath = Annotated[Path, AfterValidator(_resolved)]
 Template = Annotated[str, AfterValidator(_template)]
 
@@ -283,6 +292,26 @@ class DaemonSettings(_Section):
     @property
     def journal_path(self) -> Path:
         return self.state_dir / "vaultdrop.db"
+
+
+def default_host_id() -> str:
+    """The hostname plus the start of the machine id: two hosts never collide, even when
+    cloned images share a hostname."""
+    try:
+        machine = Path("/etc/machine-id").read_text().strip()[:12]
+    except OSError:
+        machine = ""
+    return f"{socket.gethostname()}-{machine}" if machine else socket.gethostname()
+
+
+class JournalSettings(_Section):
+    """Where the jobs live: SQLite in state_dir (one host), or PostgreSQL (several hosts)."""
+
+    url: PostgresUrl | None = None
+    # Optional: libpq may also use peer authentication or ~/.pgpass.
+    password: Annotated[SecretStr | None, Credential("journal-password"), Field(min_length=1)] = None
+    host_id: str = Field(default_factory=default_host_id, min_length=1)
+    lease: Duration = Field(30.0, gt=0)
 
 
 class VaultSettings(_Section):
@@ -397,6 +426,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VAULTDROP_", env_nested_delimiter="__", extra="forbid")
 
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
+    journal: JournalSettings = Field(default_factory=JournalSettings)
     vault: VaultSettings
     folders: list[FolderSettings] = Field(min_length=1)
     scaleengine: ScaleEngineSettings | None = None
@@ -434,6 +464,8 @@ class Settings(BaseSettings):
             found.append(self.scaleengine.api_secret)
         if self.notify.secret is not None:
             found.append(self.notify.secret)
+        if self.journal.password is not None:
+            found.append(self.journal.password)
         return [secret.get_secret_value() for secret in found]
 
     @model_validator(mode="after")

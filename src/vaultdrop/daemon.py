@@ -22,7 +22,7 @@ from . import logs
 from .config import FolderSettings, Settings
 from .errors import ConfigError
 from .events import Fanout
-from .journal import Journal
+from .journal import JournalUnavailable, LeaseLost
 from .model import Job, JobState, stat_key
 from .logs import log
 from .metrics import MetricsServer
@@ -32,7 +32,7 @@ from .pipeline import SCALEENGINE, VAULT, Pipeline
 from .service import Notifier
 from .settle import Settler
 from .watch import FolderWatch, OverflowHook, scan
-from .wiring import build_pipeline, max_delay, open_journal
+from .wiring import build_pipeline, max_delay, open_journal, open_reader
 
 STALE_DELETE_INTERVAL = 5.0
 WATCH_CHECK_INTERVAL = 1.0  # how soon a deleted and recreated folder is watched again
@@ -100,7 +100,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         lock = lock_state_dir(self.settings.daemon.state_dir)
         self.journal = open_journal(self.settings)
-        self._metrics = MetricsServer(self.settings.metrics.listen, self.journal.path) \
+        self._metrics = MetricsServer(self.settings.metrics.listen, open_reader(self.settings)) \
             if self.settings.metrics.listen else None
         self._sender = NotificationSender(self.journal, lambda: self.settings.notify)
         self.events = Fanout(self._sender, *([self._metrics.recorder] if self._metrics else []))
@@ -119,7 +119,7 @@ class Daemon:
         try:
             self._apply_folders(self.settings.folders)
             log(logging.INFO, f"ready: watching {len(self._folders)} folder(s), journal "
-                f"{self.journal.path}", event="daemon_ready")
+                f"{self.journal.location}", event="daemon_ready")
             self._notifier.ready(self._status_line())
             self._spawn(self._pinger())
             self._spawn(self._periodic_rescan())
@@ -128,6 +128,7 @@ class Daemon:
             self._spawn(self._sender.run())
             if self._metrics is not None:
                 log(logging.INFO, f"metrics at http://{self._metrics.address}/metrics")
+            self._spawn(self._heartbeat())
             await self._schedule()
             await self._drain()
         finally:
@@ -229,7 +230,11 @@ class Daemon:
         found = await asyncio.to_thread(scan, folder)
         if self._folders.get(str(folder.path)) is not folder:
             return
-        known = self.journal.known_identities(str(folder.path))
+        try:
+            known = self.journal.known_identities(str(folder.path))
+        except JournalUnavailable as exc:
+            log(logging.WARNING, f"rescan of {folder.path} postponed: {exc}", event="journal_outage")
+            return
         for relpath, info in found:
             if (relpath, *stat_key(info)) not in known:
                 self._settler.touch(folder, relpath)
@@ -237,7 +242,10 @@ class Daemon:
     async def _delete_stale_videos(self) -> None:
         while True:
             await asyncio.sleep(STALE_DELETE_INTERVAL)
-            await self.pipeline.delete_stale_videos()
+            try:
+                await self.pipeline.delete_stale_videos()
+            except JournalUnavailable as exc:
+                log(logging.WARNING, f"stale video deletes wait for the journal: {exc}", event="journal_outage")
 
     async def _periodic_rescan(self) -> None:
         while True:
@@ -261,6 +269,11 @@ class Daemon:
                 self._fatal = exc
                 self.request_stop()
                 return
+            except JournalUnavailable as exc:  # the PostgreSQL journal is down: the next rescan finds the file
+                log(logging.WARNING, f"{relpath} not journalled yet: {exc}", event="journal_outage")
+                return
+            except FileNotFoundError:  # gone since it settled (another host archived it, or a user)
+                return
         if job is not None:
             self.events.changed(job, None, "queued")
             self._wake.set()
@@ -272,8 +285,12 @@ class Daemon:
             if self._reload_requested:
                 self._reload_requested = False
                 await self._reload()
-            self._start_due_jobs()
-            due = self.journal.next_due(set(self._tasks), self._folders, self._horizon())
+            try:
+                self._start_due_jobs()
+                due = self.journal.next_due(set(self._tasks), self._folders, self._horizon())
+            except JournalUnavailable as exc:  # the PostgreSQL journal is down: an outage, waited out
+                log(logging.WARNING, f"journal unreachable, waiting: {exc}", event="journal_outage")
+                due = None
             sleep = SCHEDULER_MAX_SLEEP if due is None else min(SCHEDULER_MAX_SLEEP, max(0.0, due - time.time()))
             self._wake.clear()
             try:
@@ -291,14 +308,18 @@ class Daemon:
         # Only as many as can start; with the lane free, a few more to find a small file among them.
         wanted = max(free, 0) + (LANE_LOOKAHEAD if lane_free else 0)
         for job in self.journal.runnable(time.time(), set(self._tasks), wanted, self._folders, self._horizon()):
+            small = lane_free and job.size <= self.settings.daemon.small_file_size
+            if not (free > 0 or small):
+                continue
+            claimed = self.journal.claim(job)
+            if claimed is None:
+                continue  # another host took it first
             if free > 0:
                 free -= 1
-            elif lane_free and job.size <= self.settings.daemon.small_file_size:
+            else:
                 lane_free = False
                 self._small_lane = job.id
-            else:
-                continue
-            task = asyncio.create_task(self.pipeline.run(job), name=f"job-{job.id}")
+            task = asyncio.create_task(self.pipeline.run(claimed), name=f"job-{job.id}")
             self._tasks[job.id] = task
             task.add_done_callback(functools.partial(self._job_ended, job.id))
             if free <= 0 and not lane_free:
@@ -316,10 +337,30 @@ class Daemon:
             if isinstance(error, ConfigError):
                 self._fatal = error
                 self.request_stop()
+            elif isinstance(error, LeaseLost | JournalUnavailable):
+                log(logging.WARNING, f"job {job_id} stopped here: {error}", job_id=job_id)
             elif error is not None:
                 log(logging.ERROR, f"job {job_id} crashed: {error!r}", job_id=job_id,
                     exc_info=False)
         self._wake.set()
+
+    async def _heartbeat(self) -> None:
+        """Renew the leases of the jobs this host works on; stop at once any job another
+        host adopted (this one was paused or cut off past its lease)."""
+        while True:
+            await asyncio.sleep(self.settings.journal.lease / 3)
+            running = set(self._tasks)
+            if not running:
+                continue
+            try:
+                lost = self.journal.renew(running)
+            except JournalUnavailable as exc:
+                log(logging.WARNING, f"cannot renew leases: {exc}", event="journal_outage")
+                continue
+            for job_id in lost & set(self._tasks):
+                log(logging.WARNING, f"job {job_id}: lease lost to another host; stopping work on it",
+                    job_id=job_id, event="lease_lost")
+                self._tasks[job_id].cancel()
 
     # -- reload, status, drain -----------------------------------------------------
 
@@ -350,7 +391,10 @@ class Daemon:
         await pipeline.aclose()
 
     def _status_line(self) -> str:
-        counts = self.journal.counts()
+        try:
+            counts = self.journal.counts()
+        except JournalUnavailable:
+            return "journal unreachable: waiting for it"
         uploading = sum(counts[s] for s in (JobState.UPLOADING, JobState.CONFIRMING))
         return (f"{uploading} uploading, {counts[JobState.QUEUED]:,} queued, {counts[JobState.DONE]:,} done, "
                 f"{counts[JobState.FAILED]:,} failed")

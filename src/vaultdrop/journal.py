@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import fields
 from pathlib import Path
@@ -43,6 +43,17 @@ class IllegalTransition(VaultdropError):
     """A bug: code tried a state change the job's life cycle does not allow."""
 
 
+class LeaseLost(IllegalTransition):
+    """Another host adopted the job after this host's lease ran out (it was paused, cut off
+    or too slow to renew): this host must stop working on it and commit nothing more."""
+
+
+class JournalUnavailable(VaultdropError):
+    """The journal's database cannot be reached (PostgreSQL down, the network cut): nothing
+    is lost. Not a vault outage and not the job's fault: the work in hand stops, the daemon
+    waits for the database, and the job resumes from its last commit."""
+
+
 class JournalUnwritable(ConfigError):
     """The journal's disk is full, read-only or failing (for a read too). Every change is one transaction, so
     nothing is lost: the daemon stops like on a config error, but exits 75 (EX_TEMPFAIL) so
@@ -58,7 +69,7 @@ class JournalStore(Protocol):
     stored job is no longer in the state the caller read, so two writers never both win.
     """
 
-    path: Path
+    location: str  # for messages: a file path, or a database URL without its password
     notify_states: frozenset[JobState]  # entering one of these also writes an outbox event
 
     def close(self) -> None: ...
@@ -88,6 +99,9 @@ class JournalStore(Protocol):
     def due_notifications(self, now: float, events: Collection[str], limit: int) -> list[Notification]: ...
     def notification_delivered(self, notification_id: int) -> None: ...
     def notification_deferred(self, notification_id: int, next_at: float | None, error: str) -> None: ...
+    def claim(self, job: Job) -> Job | None: ...
+    def renew(self, job_ids: Collection[int]) -> set[int]: ...
+    def hold(self, job: Job) -> None: ...
 
 
 # SQLite's primary result codes that mean "the disk refuses the write", not "a bug".
@@ -95,8 +109,9 @@ _UNWRITABLE = frozenset({sqlite3.SQLITE_READONLY, sqlite3.SQLITE_IOERR, sqlite3.
                          sqlite3.SQLITE_CANTOPEN})
 
 
-_JOB_COLUMNS = ", ".join(f.name for f in fields(Job))
-_UPDATABLE = frozenset(f.name for f in fields(Job)) - {"id", "state", "created_at"}
+JOB_COLUMNS = ", ".join(f.name for f in fields(Job))
+_LEASE = {"owner", "lease_expiry", "lease_epoch"}  # written by claim and renew only
+UPDATABLE = frozenset(f.name for f in fields(Job)) - {"id", "state", "created_at"} - _LEASE
 
 BUSY_TIMEOUT = 10.0  # seconds a writer waits for another (the CLI, a second opener)
 
@@ -185,16 +200,155 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX outbox_due ON outbox (next_at);
     CREATE INDEX jobs_summary ON jobs (folder, state, s3_status, created_at);
     """,
+    # Several hosts on one journal (PostgreSQL; SQLite has one host, same columns): the
+    # lease of the host working on a job and its fencing epoch.
+    """
+    ALTER TABLE jobs ADD COLUMN owner TEXT;
+    ALTER TABLE jobs ADD COLUMN lease_expiry REAL NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 _NOTIFICATION_COLUMNS = ", ".join(f.name for f in fields(Notification))
 
 
-class Journal:
+class JournalRules:
+    """What every backend decides the same way; a backend supplies get, _save and _delete.
+
+    Leases: a host claims a job before working on it (owner, lease_expiry, and a new
+    lease_epoch); a heartbeat renews the lease; a save must match the epoch this journal
+    claimed the job at and the job must not be held by another host, so a host presumed
+    dead that comes back cannot overwrite its successor. With one host (SQLite) the same
+    calls simply always succeed.
+    """
+
+    _clock: Callable[[], float]
+    _claims: dict[int, int]  # job id -> the lease epoch this journal claimed it at
+    host_id: str
+    lease: float
+
+    def get(self, job_id: int) -> Job | None:
+        raise NotImplementedError
+
+    def _save(self, job: Job, state: JobState | None, detail: str | None, changes: dict[str, Any],
+              stale_video: tuple[str, str] | None = None) -> Job:
+        raise NotImplementedError
+
+    def _delete(self, job_id: int) -> None:
+        raise NotImplementedError
+
+    def transition(self, job: Job, state: JobState, detail: str | None = None, **changes: Any) -> Job:
+        """Move a job to `state` (and set `changes`) in one committed transaction."""
+        if state not in ALLOWED[job.state]:
+            raise IllegalTransition(f"job {job.id}: {job.state} -> {state} is not allowed")
+        return self._save(job, state, detail, changes)
+
+    def update(self, job: Job, **changes: Any) -> Job:
+        """Record facts about a job (key, bytes sent, a retry) without changing its state."""
+        return self._save(job, None, None, changes)
+
+    def discard_video(self, job: Job, state: JobState, detail: str, stale: str, **changes: Any) -> Job:
+        """Start a job over and, in the same transaction, record its vault copy `stale` for
+        deletion: the new content never waits on a delete that keeps failing."""
+        if state not in ALLOWED[job.state]:
+            raise IllegalTransition(f"job {job.id}: {job.state} -> {state} is not allowed")
+        return self._save(job, state, detail, changes, stale_video=(stale, detail))
+
+    def _changes(self, state: JobState | None, changes: dict[str, Any]) -> dict[str, Any]:
+        """The columns a save writes: the caller's, checked, plus updated_at and the state."""
+        unknown = set(changes) - UPDATABLE
+        if unknown:
+            raise ValueError(f"not journal columns: {sorted(unknown)}")
+        changes = {**changes, "updated_at": self._clock()}
+        if state is not None:
+            changes["state"] = state.value
+        if state in TERMINAL:
+            changes["owner"] = None  # a finished job is nobody's: the operator may retry it anywhere
+        return changes
+
+    def _check(self, job: Job, current: Mapping[str, Any] | None) -> None:
+        """Refuse a save on a stale read: another host's lease first, then another state.
+
+        The epoch this journal claimed the job at counts, not only the one in `job`: a
+        Job re-read with get() carries the successor's epoch, and must not pass for ours.
+        """
+        if current is not None:
+            claimed = self._claims.get(job.id, job.lease_epoch)
+            held_elsewhere = current["owner"] not in (None, self.host_id) and current["lease_expiry"] >= self._clock()
+            if current["lease_epoch"] != claimed or claimed != job.lease_epoch or held_elsewhere:
+                raise LeaseLost(f"job {job.id}: another host took it over (lease epoch {current['lease_epoch']}, "
+                                f"ours {claimed}; now held by {current['owner'] or 'nobody'})")
+        if current is None or current["state"] != job.state.value:
+            raise IllegalTransition(f"job {job.id} changed under us (now {current and current['state']})")
+
+    def _claimed(self, job: Job) -> Job:
+        """Remember the epoch of a claim, so later saves through this journal are fenced by it."""
+        self._claims[job.id] = job.lease_epoch
+        return job
+
+    def _saved(self, job: Job) -> Job:
+        if job.state in TERMINAL:
+            self._claims.pop(job.id, None)
+        return job
+
+    def hold(self, job: Job) -> None:
+        """Renew the job's lease and make sure it is still ours (LeaseLost if not), right
+        before a side effect on the shared folder that no commit could undo."""
+        if not self._renew_one(job, self._claims.get(job.id, job.lease_epoch)):
+            raise LeaseLost(f"job {job.id}: another host took it over; leaving its file alone")
+
+    def _renew_one(self, job: Job, epoch: int) -> bool:
+        raise NotImplementedError
+
+    def _adoption(self, previous_owner: str | None) -> str | None:
+        """The history note when a claim takes a job another host left behind."""
+        if previous_owner in (None, self.host_id):
+            return None
+        return f"adopted by {self.host_id} from {previous_owner} after its lease ran out"
+
+    # -- operator commands -----------------------------------------------------------
+
+    def retry(self, job_id: int, place: FileIdentity | None = None) -> Job:
+        """Operator asked to try a failed job again: fresh attempts, due now.
+
+        Only a failed job: one still running or finished is not touched. A job that holds
+        an upload key resumes on that key (progress first), and a committed S3 request is
+        followed again, never sent twice. `place`: where the file is now, when the
+        operator moved it back into a watched folder.
+        """
+        job = self._require(job_id)
+        if job.state is not JobState.FAILED:
+            raise IllegalTransition(f"job {job_id} is {job.state.value}, not failed: nothing to retry")
+        state = JobState.UPLOADING if job.upload_key else JobState.QUEUED
+        s3: dict[str, Any] = {"s3_request_id": None, "s3_status": None} if job.s3_status == "failed" else {}
+        return self.transition(job, state, "retry requested", attempts=0, not_before=0, last_error=None,
+                               key_unknown=0, released=0, moved_to=None, s3_since=self._clock(), **s3,
+                               **({"folder": place.folder, "relpath": place.relpath} if place else {}))
+
+    def forget(self, job_id: int) -> None:
+        """Drop a finished job so an identical file would be uploaded again."""
+        job = self._require(job_id)
+        if job.state not in TERMINAL:
+            raise IllegalTransition(f"job {job_id} is {job.state}; only finished jobs can be forgotten")
+        self._delete(job_id)
+
+    def _require(self, job_id: int) -> Job:
+        job = self.get(job_id)
+        if job is None:
+            raise KeyError(f"no job {job_id}")
+        return job
+
+
+class Journal(JournalRules):
     """One SQLite database; every method is one explicit transaction."""
 
-    def __init__(self, path: Path, clock: Callable[[], float] = time.time, readonly: bool = False) -> None:
+    def __init__(self, path: Path, clock: Callable[[], float] = time.time, readonly: bool = False,
+                 host_id: str = "local", lease: float = 30.0) -> None:
         self.path = path
+        self.location = str(path)
         self._clock = clock
+        self.host_id = host_id
+        self.lease = lease
+        self._claims = {}
         self.notify_states: frozenset[JobState] = frozenset()
         try:
             if readonly:
@@ -333,13 +487,13 @@ class Journal:
                             JobState.QUEUED.value, now, now),
                 ).lastrowid or 0
                 self._history(db, job_id, None, JobState.QUEUED, f"{identity.size} bytes")
-            row = db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
+            row = db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
         return self._job(row)
 
     def same_inode(self, identity: FileIdentity) -> list[Job]:
         """Jobs of a file with this inode at any path: the same file renamed, linked, moved
         back from failed_dir or re-dropped, or a reused inode. Newest first."""
-        rows = self._read(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE inode=? ORDER BY id DESC", (identity.inode,))
+        rows = self._read(f"SELECT {JOB_COLUMNS} FROM jobs WHERE inode=? ORDER BY id DESC", (identity.inode,))
         return [self._job(r) for r in rows]
 
     def follow(self, job: Job, identity: FileIdentity, detail: str) -> Job:
@@ -348,7 +502,7 @@ class Journal:
             db.execute("UPDATE jobs SET folder=?, relpath=?, released=0, moved_to=NULL, updated_at=? WHERE id=?",
                        _params(identity.folder, identity.relpath, self._clock(), job.id))
             self._history(db, job.id, job.state, job.state, detail)
-            row = db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id=?", (job.id,)).fetchone()
+            row = db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id=?", (job.id,)).fetchone()
         return self._job(row)
 
     def known_identities(self, folder: str) -> set[tuple[str, int, int, int]]:
@@ -372,9 +526,10 @@ class Journal:
         # `+folder` keeps SQLite on the (state, not_before) index: on the identity index it
         # read every job the folder ever had, 4 ms per wake-up at 10,000 jobs (both queries).
         rows = self._read(
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state IN ({states}) AND +folder IN ({places})"
-            " AND (not_before <= ? OR not_before > ?) ORDER BY not_before, id LIMIT ?",
-            (*ACTIVE, *_params(*folders), now, horizon, limit + len(exclude)),
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ({states}) AND +folder IN ({places})"
+            " AND (not_before <= ? OR not_before > ?) AND (owner IS NULL OR owner = ? OR lease_expiry < ?)"
+            " ORDER BY not_before, id LIMIT ?",
+            (*ACTIVE, *_params(*folders), now, horizon, self.host_id, now, limit + len(exclude)),
         )
         return [job for job in map(self._job, rows) if job.id not in exclude][:limit]
 
@@ -382,11 +537,11 @@ class Journal:
         """Earliest not_before among runnable jobs not running here (for the scheduler's sleep)."""
         states, places = ",".join("?" * len(ACTIVE)), ",".join("?" * len(folders))
         rows = self._read(
-            f"SELECT id, not_before FROM jobs WHERE state IN ({states}) AND +folder IN ({places})"
-            " ORDER BY not_before LIMIT ?",
-            (*ACTIVE, *_params(*folders), len(exclude) + 1),
+            "SELECT id, MAX(not_before, CASE WHEN owner <> ? THEN lease_expiry ELSE 0 END) AS due"
+            f" FROM jobs WHERE state IN ({states}) AND +folder IN ({places}) ORDER BY due LIMIT ?",
+            (self.host_id, *ACTIVE, *_params(*folders), len(exclude) + 1),
         )
-        due = next((r["not_before"] for r in rows if r["id"] not in exclude), None)
+        due = next((r["due"] for r in rows if r["id"] not in exclude), None)
         return None if due is None else min(due, horizon)
 
     def wake(self, service: str) -> int:
@@ -398,32 +553,17 @@ class Journal:
     # -- state changes ---------------------------------------------------------------
 
     def get(self, job_id: int) -> Job | None:
-        row = self._read_one(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,))
+        row = self._read_one(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,))
         return self._job(row) if row else None
-
-    def transition(self, job: Job, state: JobState, detail: str | None = None, **changes: Any) -> Job:
-        """Move a job to `state` (and set `changes`) in one committed transaction."""
-        if state not in ALLOWED[job.state]:
-            raise IllegalTransition(f"job {job.id}: {job.state} -> {state} is not allowed")
-        return self._save(job, state, detail, changes)
-
-    def update(self, job: Job, **changes: Any) -> Job:
-        """Record facts about a job (key, bytes sent, a retry) without changing its state."""
-        return self._save(job, None, None, changes)
 
     def _save(self, job: Job, state: JobState | None, detail: str | None, changes: dict[str, Any],
               stale_video: tuple[str, str] | None = None) -> Job:
-        unknown = set(changes) - _UPDATABLE
-        if unknown:
-            raise ValueError(f"not journal columns: {sorted(unknown)}")
-        now = changes["updated_at"] = self._clock()
-        if state is not None:
-            changes["state"] = state.value
+        changes = self._changes(state, changes)
+        now = changes["updated_at"]
         assignments = ", ".join(f"{name}=?" for name in changes)
         with self._write() as db:
-            current = db.execute("SELECT state FROM jobs WHERE id=?", (job.id,)).fetchone()
-            if current is None or current["state"] != job.state.value:
-                raise IllegalTransition(f"job {job.id} changed under us (now {current and current['state']})")
+            self._check(job, db.execute("SELECT state, owner, lease_expiry, lease_epoch FROM jobs WHERE id=?",
+                                        (job.id,)).fetchone())
             db.execute(f"UPDATE jobs SET {assignments} WHERE id=?", _params(*changes.values(), job.id))
             if state is not None:
                 self._history(db, job.id, job.state, state, detail)
@@ -432,20 +572,17 @@ class Journal:
                            " VALUES (?, ?, ?, ?)", _params(stale_video[0], job.id, stale_video[1], now))
             if state in self.notify_states:
                 self._notification(db, job.id, state)
-            row = db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id=?", (job.id,)).fetchone()
-        return self._job(row)
+            row = db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id=?", (job.id,)).fetchone()
+        return self._saved(self._job(row))
 
-    def discard_video(self, job: Job, state: JobState, detail: str, stale: str, **changes: Any) -> Job:
-        """Start a job over and, in the same transaction, record its vault copy `stale` for
-        deletion: the new content never waits on a delete that keeps failing."""
-        if state not in ALLOWED[job.state]:
-            raise IllegalTransition(f"job {job.id}: {job.state} -> {state} is not allowed")
-        return self._save(job, state, detail, changes, stale_video=(stale, detail))
+    def _delete(self, job_id: int) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM jobs WHERE id=?", (job_id,))
 
     def twins(self, sha256: str, exclude_id: int) -> list[Job]:
         """Other jobs with this content that have not failed, oldest first (sha256 dedupe)."""
         rows = self._read(
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE sha256=? AND id<>? AND state<>? ORDER BY id",
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE sha256=? AND id<>? AND state<>? ORDER BY id",
             (sha256, exclude_id, JobState.FAILED.value),
         )
         return [self._job(r) for r in rows]
@@ -453,7 +590,7 @@ class Journal:
     def by_video(self, video_id: str) -> Job | None:
         """The job that uploaded this video (a skipped twin's S3 copy names its file)."""
         row = self._read_one(
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE video_id=? AND upload_key IS NOT NULL ORDER BY id LIMIT 1",
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE video_id=? AND upload_key IS NOT NULL ORDER BY id LIMIT 1",
             (video_id,),
         )
         return self._job(row) if row else None
@@ -475,38 +612,54 @@ class Journal:
             db.execute("UPDATE stale_videos SET attempts=attempts+1, not_before=?, last_error=? WHERE video_id=?",
                        (not_before, error, video_id))
 
-    # -- operator commands -----------------------------------------------------------
+    # -- leases ----------------------------------------------------------------------
 
-    def retry(self, job_id: int, place: FileIdentity | None = None) -> Job:
-        """Operator asked to try a failed job again: fresh attempts, due now.
-
-        Only a failed job: one still running or finished is not touched. A job that holds
-        an upload key resumes on that key (progress first), and a committed S3 request is
-        followed again, never sent twice. `place`: where the file is now, when the
-        operator moved it back into a watched folder.
-        """
-        job = self._require(job_id)
-        if job.state is not JobState.FAILED:
-            raise IllegalTransition(f"job {job_id} is {job.state.value}, not failed: nothing to retry")
-        state = JobState.UPLOADING if job.upload_key else JobState.QUEUED
-        s3: dict[str, Any] = {"s3_request_id": None, "s3_status": None} if job.s3_status == "failed" else {}
-        return self.transition(job, state, "retry requested", attempts=0, not_before=0, last_error=None,
-                               key_unknown=0, released=0, moved_to=None, s3_since=self._clock(), **s3,
-                               **({"folder": place.folder, "relpath": place.relpath} if place else {}))
-
-    def forget(self, job_id: int) -> None:
-        """Drop a finished job so an identical file would be uploaded again."""
-        job = self._require(job_id)
-        if job.state not in TERMINAL:
-            raise IllegalTransition(f"job {job_id} is {job.state}; only finished jobs can be forgotten")
+    def claim(self, job: Job) -> Job | None:
+        """Take the job for this host (None: it moved on, or another host holds it)."""
+        now = self._clock()
         with self._write() as db:
-            db.execute("DELETE FROM jobs WHERE id=?", (job_id,))
+            previous = db.execute(
+                "SELECT owner FROM jobs WHERE id=? AND state=? AND (owner IS NULL OR owner=? OR lease_expiry<?)",
+                (job.id, job.state.value, self.host_id, now),
+            ).fetchone()
+            if previous is None:
+                return None
+            row = db.execute(
+                f"UPDATE jobs SET owner=?, lease_expiry=?, lease_epoch=lease_epoch+1 WHERE id=? RETURNING {JOB_COLUMNS}",
+                (self.host_id, now + self.lease, job.id),
+            ).fetchone()
+            note = self._adoption(previous["owner"])
+            if note:
+                self._history(db, job.id, job.state, job.state, note)
+        return self._claimed(self._job(row))
 
-    def _require(self, job_id: int) -> Job:
-        job = self.get(job_id)
-        if job is None:
-            raise KeyError(f"no job {job_id}")
-        return job
+    def renew(self, job_ids: Collection[int]) -> set[int]:
+        """Extend this host's leases; the ids another host has adopted meanwhile."""
+        places = ",".join("?" * len(job_ids))
+        with self._write() as db:
+            db.execute(f"UPDATE jobs SET lease_expiry=? WHERE owner=? AND id IN ({places})",
+                       (self._clock() + self.lease, self.host_id, *job_ids))
+            rows = db.execute(f"SELECT id FROM jobs WHERE owner<>? AND id IN ({places})",
+                              (self.host_id, *job_ids)).fetchall()
+        return {r["id"] for r in rows}
+
+    def _renew_one(self, job: Job, epoch: int) -> bool:
+        with self._write() as db:
+            return db.execute(
+                "UPDATE jobs SET lease_expiry=? WHERE id=? AND state=? AND lease_epoch=? AND (owner IS NULL OR owner=?)",
+                (self._clock() + self.lease, job.id, job.state.value, epoch, self.host_id),
+            ).rowcount == 1
+
+    # -- moving to another backend -----------------------------------------------------
+
+    def dump(self) -> dict[str, list[dict[str, Any]]]:
+        """Every row of every table, for `vaultdrop journal copy` (file names decoded)."""
+        tables = {"jobs": JOB_COLUMNS, "history": "id, job_id, at, from_state, to_state, detail",
+                  "stale_videos": "video_id, job_id, reason, attempts, not_before, last_error, created_at",
+                  "outbox": _NOTIFICATION_COLUMNS}
+        return {table: [{key: _from_db(value) for key, value in dict(row).items()}
+                        for row in self._read(f"SELECT {columns} FROM {table} ORDER BY rowid")]
+                for table, columns in tables.items()}
 
     # -- reporting -------------------------------------------------------------------
 
@@ -517,9 +670,9 @@ class Journal:
 
     def jobs(self, state: JobState | None = None, limit: int = 50) -> list[Job]:
         if state is None:
-            rows = self._read(f"SELECT {_JOB_COLUMNS} FROM jobs ORDER BY id DESC LIMIT ?", (limit,))
+            rows = self._read(f"SELECT {JOB_COLUMNS} FROM jobs ORDER BY id DESC LIMIT ?", (limit,))
         else:
-            rows = self._read(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state=? ORDER BY id DESC LIMIT ?",
+            rows = self._read(f"SELECT {JOB_COLUMNS} FROM jobs WHERE state=? ORDER BY id DESC LIMIT ?",
                               (state.value, limit))
         return [self._job(r) for r in rows]
 

@@ -27,6 +27,8 @@ MESSAGE_IDS = {
     "config_reloaded": "3c1d5e7f9a0b4c2d8e6f1a3b5c7d9e13",
     "daemon_ready": "7a9c1e3f5b7d4f0a2c4e6a8c0e2f4a14",
     "drain_timeout": "1f3e5d7c9b1a4e2c6a8e0c2a4f6d8b15",
+    "journal_outage": "034d2f0966e642e98b56c9598f66b533",
+    "lease_lost": "adfeddd8e6214d899ff60b73c25485c8",
 }
 
 

@@ -13,7 +13,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
@@ -33,7 +32,7 @@ from . import __version__
 from .config import listen_parts
 from .errors import ConfigError
 from .events import RETRY_REASONS, Observer
-from .journal import Journal, JournalStore
+from .journal import JournalStore, JournalUnavailable
 from .logs import log
 from .model import ACTIVE, Job, JobState
 
@@ -100,7 +99,7 @@ class JournalCollector(Collector):
         try:
             with self._lock:
                 groups = self._journal.summary()
-        except ConfigError as exc:  # an unreadable journal: the scrape says so by missing gauges
+        except (ConfigError, JournalUnavailable) as exc:  # an unreadable or unreachable journal: gauges left out
             log(logging.WARNING, f"metrics: cannot read the journal: {exc}")
             return []
         now = self._clock()
@@ -134,12 +133,13 @@ class JournalCollector(Collector):
 class MetricsServer:
     """/metrics on `listen` (host:port) from prometheus-client's own HTTP thread."""
 
-    def __init__(self, listen: str, journal_path: Path, recorder_clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, listen: str, reader: JournalStore, recorder_clock: Callable[[], float] = time.time) -> None:
+        """`reader`: a journal of its own for the scrape thread (closed with the server)."""
         disable_created_metrics()  # `_created` series would double the output and no rule uses them
         self.registry = CollectorRegistry()
         self.recorder = MetricsRecorder(self.registry, clock=recorder_clock)
         ProcessCollector(registry=self.registry)
-        self._reader = Journal(journal_path, readonly=True)
+        self._reader = reader
         self.registry.register(JournalCollector(self._reader))
         host, port = listen_parts(listen)
         try:

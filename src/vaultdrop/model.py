@@ -112,6 +112,11 @@ class Job:
     key_unknown: int  # progress answers in a row that did not know the upload key
     upload_seconds: float | None  # the last POST's own duration (throughput on the done line)
     ctime_ns: int | None  # the file's change time when the upload read it (see files.holds)
+    # The lease of the host working on the job (several hosts on one journal): who, until
+    # when, and the fencing epoch every save of this Job object must still match.
+    owner: str | None = None
+    lease_expiry: float = 0.0
+    lease_epoch: int = 0
 
     @property
     def identity(self) -> FileIdentity:

@@ -29,7 +29,7 @@ import httpx
 from .config import NotifySettings
 from .errors import RetryLater
 from .events import Observer
-from .journal import JournalStore
+from .journal import JournalStore, JournalUnavailable
 from .logs import log
 from .model import Job, JobState, Notification
 from .retry import GiveUp, Policy, decide
@@ -90,7 +90,10 @@ class NotificationSender(Observer):
         while True:
             self._wake.clear()
             if self._settings().events:
-                await self.deliver_due()
+                try:
+                    await self.deliver_due()
+                except JournalUnavailable as exc:  # the PostgreSQL journal is down: try again later
+                    log(logging.WARNING, f"notifications wait for the journal: {exc}", event="journal_outage")
             sleep = min(POLL_INTERVAL, max(0.05, self._soonest_retry - self._clock()))
             try:
                 await asyncio.wait_for(self._wake.wait(), sleep)

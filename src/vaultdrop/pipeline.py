@@ -20,7 +20,7 @@ from . import postaction
 from .config import FolderSettings, Settings
 from .errors import ClockSkew, ConfigError, JobFailed, LocalFileError, RetryLater, Unavailable, Waiting
 from .events import Fanout, JobEvents, retry_reason
-from .journal import IllegalTransition, JournalStore
+from .journal import IllegalTransition, JournalStore, JournalUnavailable, LeaseLost
 from .logs import job_fields, log, log_change, log_done
 from .model import TERMINAL, Job, JobState, Transition
 from .outage import Outages
@@ -87,7 +87,7 @@ class Pipeline:
         """
         try:
             return await self._drive(job)
-        except ConfigError:
+        except (ConfigError, LeaseLost, JournalUnavailable):  # another host holds it, or no journal: stop here
             raise
         except Exception as exc:  # noqa: BLE001 - one job's trouble must not spin or stop the daemon
             log(logging.ERROR, f"job {job.id} ({job.relpath}) set aside for {CRASH_PAUSE:g} s: {exc!r}; "
@@ -152,6 +152,7 @@ class Pipeline:
 
         The upload is done: a blocked archive folder is the operator's to fix, so the job
         waits for it (said at each try) and never spends its way into failed_dir."""
+        self.journal.hold(job)  # on a shared folder, only the host that holds the job touches its file
         try:
             outcome = await postaction.finish(folder, job)
         except LocalFileError as exc:

@@ -16,6 +16,7 @@ import httpx
 from .config import FolderSettings, Settings
 from .events import Fanout, JobEvents
 from .journal import Journal, JournalStore
+from .netfs import refuse_network_state_dir
 from .model import Job
 from .notify import notify_states
 from .outage import Outages, Probe
@@ -30,11 +31,29 @@ PROBE_KEY = "vaultdrop-probe"  # any answer to progress.xml for it, 404 included
 Clock = Callable[[], float]
 
 
-def open_journal(settings: Settings, *, clock: Clock = time.time) -> Journal:
-    """The configured journal (SQLite in state_dir), writing the notifications the config wants."""
-    journal = Journal(settings.daemon.journal_path, clock=clock)
+def open_journal(settings: Settings, *, clock: Clock = time.time) -> JournalStore:
+    """The configured journal, writing the notifications the config wants: PostgreSQL when
+    [journal] url is set, else SQLite in state_dir."""
+    config = settings.journal
+    journal: JournalStore
+    if config.url is None:
+        refuse_network_state_dir(settings.daemon.state_dir)
+        journal = Journal(settings.daemon.journal_path, clock=clock, host_id=config.host_id, lease=config.lease)
+    else:
+        from .journal_pg import PgJournal
+
+        password = config.password.get_secret_value() if config.password is not None else None
+        journal = PgJournal(config.url, password, clock=clock, host_id=config.host_id, lease=config.lease)
     journal.notify_states = notify_states(settings.notify)
     return journal
+
+
+def open_reader(settings: Settings) -> JournalStore:
+    """A second journal for another thread (the metrics scrape): read-only SQLite, or a
+    PostgreSQL journal with its own pool."""
+    if settings.journal.url is None:
+        return Journal(settings.daemon.journal_path, readonly=True)
+    return open_journal(settings)
 
 
 def build_pipeline(

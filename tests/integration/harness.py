@@ -12,12 +12,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from vaultdrop.errors import ConfigError
 from vaultdrop.journal import Journal
+from vaultdrop.journal_pg import PgJournal
 from vaultdrop.model import Job, JobState
 from vaultdrop.sandbox.launcher import SandboxProcess
 
@@ -70,6 +72,7 @@ class DaemonRunner:
         self.folder: dict[str, Any] = {"path": str(self.drop), "settle": 0.5, "after_upload": "archive",
                                        "archive_dir": str(self.archive), "failed_dir": str(self.failed)}
         self.s3: dict[str, Any] | None = None
+        self.journal: dict[str, Any] | None = None  # [journal]: a PostgreSQL url, host_id, lease
         self.scaleengine: dict[str, Any] | None = None
         self.tables: dict[str, dict[str, Any]] = {}  # more top-level tables: [metrics], [notify]
         self.run_args: list[str] = []  # more `vaultdrop run` options
@@ -79,7 +82,8 @@ class DaemonRunner:
         self.exit_status: int | None = None
 
     def write_config(self) -> Path:
-        text = _table("daemon", self.daemon).lstrip("\n") + _table("vault", self.vault)
+        text = _table("daemon", self.daemon).lstrip("\n") + (_table("journal", self.journal) if self.journal else "")
+        text += _table("vault", self.vault)
         if self.scaleengine is not None:
             text += _table("scaleengine", self.scaleengine)
         text += _table("[folders]", self.folder)
@@ -135,6 +139,9 @@ class DaemonRunner:
     # -- what the operator would check -------------------------------------------------
 
     def jobs(self) -> list[Job]:
+        if self.journal is not None:
+            with self.shared_journal() as shared:
+                return shared.jobs(limit=100_000)
         path = self.state / "vaultdrop.db"
         if not path.exists():
             return []
@@ -144,6 +151,16 @@ class DaemonRunner:
             return []
         try:
             return journal.jobs(limit=100_000)
+        finally:
+            journal.close()
+
+    @contextmanager
+    def shared_journal(self) -> Iterator[PgJournal]:
+        """The PostgreSQL journal the daemons share, opened like `vaultdrop status` would."""
+        assert self.journal is not None
+        journal = PgJournal(self.journal["url"], Path(self.journal["password_file"]).read_text().strip())
+        try:
+            yield journal
         finally:
             journal.close()
 

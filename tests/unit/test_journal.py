@@ -1,95 +1,285 @@
-"""The journal is the source of truth: transitions are guarded, facts survive a reopen."""
+"""The journal is the source of truth: transitions are guarded, facts survive a reopen.
+
+One shared class runs against every backend (SQLite in a file, PostgreSQL in a throwaway
+cluster), so a backend that drifts from the interface's semantics fails here.
+"""
 
 import sqlite3
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from vaultdrop.journal import IllegalTransition, Journal, JournalUnwritable
+from tests.pgcluster import free_port
+from tests.unit.conftest import Clock
+from vaultdrop import cli
+from vaultdrop.config import Settings, settings_from_dict
+from vaultdrop.errors import ConfigError
+from vaultdrop.journal import IllegalTransition, Journal, JournalStore, JournalUnwritable, LeaseLost
+from vaultdrop.journal_pg import JournalDown, PgJournal
 from vaultdrop.model import ALLOWED, FileIdentity, JobState
+from vaultdrop.wiring import open_journal as open_configured
+
+Opener = Callable[..., JournalStore]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def open_journal(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
+    """Opens the same journal again on each call (a restart, or another host with
+    host_id=...); closes them all after."""
+    opened: list[JournalStore] = []
+    if request.param == "sqlite":
+        path = tmp_path / "state" / "vaultdrop.db"
+
+        def opener(**options: Any) -> JournalStore:
+            return Journal(path, **options)
+    else:
+        url, password_file = request.getfixturevalue("pg_database")
+
+        def opener(**options: Any) -> JournalStore:
+            return PgJournal(url, password_file.read_text().strip(), **options)
+
+    def tracked(**options: Any) -> JournalStore:
+        opened.append(opener(**options))
+        return opened[-1]
+
+    yield tracked
+    for journal in opened:
+        journal.close()
 
 
 @pytest.fixture
-def journal(tmp_path: Path) -> Journal:
-    j = Journal(tmp_path / "state" / "vaultdrop.db")
-    yield j
-    j.close()
+def journal(open_journal: Opener) -> JournalStore:
+    return open_journal()
 
 
 def identity(name: str = "clip.mov", size: int = 10, mtime: int = 1, inode: int = 7) -> FileIdentity:
     return FileIdentity("/drop", name, size, mtime, inode)
 
 
-def test_same_file_is_journalled_once(journal: Journal) -> None:
-    assert journal.enqueue(identity()) is not None
-    assert journal.enqueue(identity()) is None
-    assert journal.counts()[JobState.QUEUED] == 1
+class TestJournalStore:
+    """Every backend: same answers to the same calls."""
+
+    def test_upload_key_survives_reopen_and_history_is_kept(self, open_journal: Opener) -> None:
+        journal = open_journal()
+        job = journal.transition(journal.enqueue(identity()), JobState.UPLOADING, "key", upload_key="K1")
+        journal.close()
+        reopened = open_journal()
+        resumed = reopened.get(job.id)
+        assert resumed.state is JobState.UPLOADING and resumed.upload_key == "K1"
+        assert [h["to_state"] for h in reopened.history(job.id)] == ["queued", "uploading"]
+        assert reopened.runnable(now=0, exclude=set(), limit=10, folders=["/drop"])[0].id == job.id
 
 
-def test_rewritten_file_updates_its_queued_job(journal: Journal) -> None:
-    first = journal.enqueue(identity(size=10))
-    second = journal.enqueue(identity(size=20, mtime=2))
-    assert second is not None and second.id == first.id and second.size == 20
+    def test_file_names_round_trip_byte_exact(self, journal: JournalStore) -> None:
+        name = b"caf\xe9 \xff.mov".decode("utf-8", "surrogateescape")
+        job = journal.enqueue(identity(name))
+        job = journal.transition(job, JobState.UPLOADING, f"uploading {name}", upload_key="k", last_error=name)
+        assert journal.get(job.id).relpath.encode("utf-8", "surrogateescape") == b"caf\xe9 \xff.mov"
+        assert (name, 10, 1, 7) in journal.known_identities("/drop")
+        assert journal.enqueue(identity(name)) is None
 
 
-def test_finished_file_with_new_content_is_a_new_job(journal: Journal) -> None:
-    job = journal.enqueue(identity())
-    job = journal.transition(job, JobState.UPLOADING, upload_key="k")
-    job = journal.transition(job, JobState.CONFIRMING)
-    job = journal.transition(job, JobState.FINISHING, video_id="k")
-    journal.transition(job, JobState.DONE)
-    again = journal.enqueue(identity(mtime=99))
-    assert again is not None and again.id != job.id
+    def test_same_file_is_journalled_once(self, journal: JournalStore) -> None:
+        assert journal.enqueue(identity()) is not None
+        assert journal.enqueue(identity()) is None
+        assert journal.counts()[JobState.QUEUED] == 1
 
 
-def test_disallowed_transition_is_refused(journal: Journal) -> None:
-    job = journal.enqueue(identity())
-    with pytest.raises(IllegalTransition):
+    def test_rewritten_file_updates_its_queued_job(self, journal: JournalStore) -> None:
+        first = journal.enqueue(identity(size=10))
+        second = journal.enqueue(identity(size=20, mtime=2))
+        assert second is not None and second.id == first.id and second.size == 20
+
+
+    def test_finished_file_with_new_content_is_a_new_job(self, journal: JournalStore) -> None:
+        job = journal.enqueue(identity())
+        job = journal.transition(job, JobState.UPLOADING, upload_key="k")
+        job = journal.transition(job, JobState.CONFIRMING)
+        job = journal.transition(job, JobState.FINISHING, video_id="k")
         journal.transition(job, JobState.DONE)
+        again = journal.enqueue(identity(mtime=99))
+        assert again is not None and again.id != job.id
 
 
-def test_stale_job_object_cannot_overwrite_newer_state(journal: Journal) -> None:
-    job = journal.enqueue(identity())
-    journal.transition(job, JobState.UPLOADING, upload_key="k")
-    with pytest.raises(IllegalTransition):
-        journal.transition(job, JobState.UPLOADING, upload_key="other")
+    def test_disallowed_transition_is_refused(self, journal: JournalStore) -> None:
+        job = journal.enqueue(identity())
+        with pytest.raises(IllegalTransition):
+            journal.transition(job, JobState.DONE)
 
 
-def test_upload_key_survives_reopen_and_history_is_kept(tmp_path: Path) -> None:
-    path = tmp_path / "vaultdrop.db"
-    journal = Journal(path)
-    job = journal.transition(journal.enqueue(identity()), JobState.UPLOADING, "key", upload_key="K1")
-    journal.close()
-    reopened = Journal(path)
-    resumed = reopened.get(job.id)
-    assert resumed.state is JobState.UPLOADING and resumed.upload_key == "K1"
-    assert [h["to_state"] for h in reopened.history(job.id)] == ["queued", "uploading"]
-    assert reopened.runnable(now=0, exclude=set(), limit=10, folders=["/drop"])[0].id == job.id
-    reopened.close()
+    def test_stale_job_object_cannot_overwrite_newer_state(self, journal: JournalStore) -> None:
+        job = journal.enqueue(identity())
+        journal.transition(job, JobState.UPLOADING, upload_key="k")
+        with pytest.raises(IllegalTransition):
+            journal.transition(job, JobState.UPLOADING, upload_key="other")
 
 
-def test_retry_is_not_before_not_a_state(journal: Journal) -> None:
-    job = journal.enqueue(identity())
-    journal.update(job, attempts=1, not_before=100.0, last_error="boom")
-    assert journal.runnable(now=50, exclude=set(), limit=10, folders=["/drop"]) == []
-    assert journal.next_due(set(), ["/drop"]) == 100.0
-    assert [j.id for j in journal.runnable(now=100, exclude=set(), limit=10, folders=["/drop"])] == [job.id]
+    def test_retry_is_not_before_not_a_state(self, journal: JournalStore) -> None:
+        job = journal.enqueue(identity())
+        journal.update(job, attempts=1, not_before=100.0, last_error="boom")
+        assert journal.runnable(now=50, exclude=set(), limit=10, folders=["/drop"]) == []
+        assert journal.next_due(set(), ["/drop"]) == 100.0
+        assert [j.id for j in journal.runnable(now=100, exclude=set(), limit=10, folders=["/drop"])] == [job.id]
 
 
-def test_runnable_skips_jobs_already_running(journal: Journal) -> None:
-    a = journal.enqueue(identity("a"))
-    b = journal.enqueue(identity("b", inode=8))
-    assert [j.id for j in journal.runnable(0, {a.id}, 10, ["/drop"])] == [b.id]
+    def test_runnable_skips_jobs_already_running(self, journal: JournalStore) -> None:
+        a = journal.enqueue(identity("a"))
+        b = journal.enqueue(identity("b", inode=8))
+        assert [j.id for j in journal.runnable(0, {a.id}, 10, ["/drop"])] == [b.id]
 
 
-def test_operator_retry_and_forget(journal: Journal) -> None:
-    job = journal.transition(journal.enqueue(identity()), JobState.FAILED, last_error="x")
-    retried = journal.retry(job.id)
-    assert retried.state is JobState.QUEUED and retried.attempts == 0
-    with pytest.raises(IllegalTransition):
-        journal.forget(job.id)
-    journal.forget(journal.transition(retried, JobState.FAILED).id)
-    assert journal.get(job.id) is None
+    def test_operator_retry_and_forget(self, journal: JournalStore) -> None:
+        job = journal.transition(journal.enqueue(identity()), JobState.FAILED, last_error="x")
+        retried = journal.retry(job.id)
+        assert retried.state is JobState.QUEUED and retried.attempts == 0
+        with pytest.raises(IllegalTransition):
+            journal.forget(job.id)
+        journal.forget(journal.transition(retried, JobState.FAILED).id)
+        assert journal.get(job.id) is None
+
+
+    def test_file_changing_under_an_upload_is_not_a_second_job(self, journal: JournalStore) -> None:
+        job = journal.transition(journal.enqueue(identity()), JobState.UPLOADING, upload_key="k")
+        assert journal.enqueue(identity(size=99, mtime=2)) is None
+        assert journal.counts()[JobState.UPLOADING] == 1 and journal.counts()[JobState.QUEUED] == 0
+        assert journal.get(job.id).size == 10
+
+
+    def test_retry_resumes_on_the_committed_key_and_s3_request(self, journal: JournalStore) -> None:
+        job = journal.transition(journal.enqueue(identity()), JobState.UPLOADING, upload_key="K")
+        job = journal.transition(job, JobState.FAILED, last_error="x", s3_status="requesting", s3_request_id=5)
+        retried = journal.retry(job.id)
+        assert retried.state is JobState.UPLOADING and retried.upload_key == "K"
+        assert (retried.s3_status, retried.s3_request_id) == ("requesting", 5)  # looked up or followed, never re-sent
+
+    def test_retry_after_a_failed_s3_request_may_send_a_new_one(self, journal: JournalStore) -> None:
+        job = journal.transition(journal.enqueue(identity()), JobState.UPLOADING, upload_key="K")
+        job = journal.transition(job, JobState.FAILED, last_error="x", s3_status="failed", s3_request_id=5)
+        retried = journal.retry(job.id)
+        assert (retried.s3_status, retried.s3_request_id) == (None, None)
+
+    def test_only_a_failed_job_can_be_retried(self, journal: JournalStore) -> None:
+        job = journal.enqueue(identity())
+        with pytest.raises(IllegalTransition, match="not failed"):
+            journal.retry(job.id)
+
+    def test_an_inode_left_by_a_deleted_file_is_new_content(self, journal: JournalStore) -> None:
+        job = journal.transition(journal.enqueue(identity()), JobState.UPLOADING, upload_key="K")
+        job = journal.transition(journal.transition(job, JobState.CONFIRMING), JobState.FINISHING, video_id="K")
+        journal.transition(job, JobState.DONE, "deleted", released=1)
+        again = journal.enqueue(identity())  # cp -p: same name, size, mtime and (reused) inode
+        assert again is not None and again.id != job.id and again.state is JobState.QUEUED
+
+    def test_new_content_after_confirmation_is_a_new_job(self, journal: JournalStore) -> None:
+        job = journal.transition(journal.enqueue(identity()), JobState.UPLOADING, upload_key="K")
+        job = journal.transition(journal.transition(job, JobState.CONFIRMING), JobState.S3_QUEUEING, video_id="K")
+        newer = journal.enqueue(identity(size=99, mtime=5))
+        assert newer is not None and newer.id != job.id
+
+
+    def test_jobs_of_an_unconfigured_folder_wait(self, journal: JournalStore) -> None:
+        journal.enqueue(identity())
+        assert journal.runnable(0, set(), 10, ["/elsewhere"]) == []
+        assert journal.next_due(set(), ["/elsewhere"]) is None
+
+
+    def test_a_retry_time_beyond_the_horizon_is_due_now(self, journal: JournalStore) -> None:
+        """A clock stepped back an hour must not park a job for an hour."""
+        job = journal.update(journal.enqueue(identity()), not_before=10_000.0 + 3600)
+        assert journal.runnable(10_000.0, set(), 10, ["/drop"]) == []
+        assert [j.id for j in journal.runnable(10_000.0, set(), 10, ["/drop"], horizon=10_000.0 + 600)] == [job.id]
+        assert journal.next_due(set(), ["/drop"], horizon=10_600.0) == 10_600.0
+
+    def test_waking_a_service_makes_only_its_waiting_jobs_due(self, journal: JournalStore) -> None:
+        vault = journal.update(journal.enqueue(identity()), not_before=9e9, waiting_for="vault")
+        other = journal.update(journal.enqueue(identity("b.mov", inode=8)), not_before=9e9, waiting_for="scaleengine")
+        assert journal.wake("vault") == 1
+        assert journal.get(vault.id).not_before == 0 and journal.get(vault.id).waiting_for is None
+        assert journal.get(other.id).not_before == 9e9
+
+    def test_a_final_state_writes_its_notification_once(self, journal: JournalStore) -> None:
+        journal.notify_states = frozenset({JobState.DONE})
+        job = journal.transition(journal.enqueue(identity()), JobState.UPLOADING, upload_key="K")
+        job = journal.transition(journal.transition(job, JobState.CONFIRMING), JobState.FINISHING, video_id="K")
+        journal.transition(job, JobState.DONE)
+        (note,) = journal.due_notifications(now=9e9, events=["done"], limit=10)
+        assert (note.job_id, note.relpath, note.video_id) == (job.id, "clip.mov", "K")
+        journal.notification_delivered(note.id)
+        assert journal.due_notifications(now=9e9, events=["done"], limit=10) == []
+        assert [(s.state, s.count) for s in journal.summary()] == [(JobState.DONE, 1)]
+
+class TestLeases:
+    """Two hosts on one journal: a claimed job is one host's until its lease runs out."""
+
+    @pytest.fixture
+    def hosts(self, open_journal: Opener, clock: Clock) -> tuple[JournalStore, JournalStore]:
+        return (open_journal(host_id="a", lease=30.0, clock=clock),
+                open_journal(host_id="b", lease=30.0, clock=clock))
+
+    def test_a_claimed_job_is_invisible_to_the_other_host_until_its_lease_ends(
+        self, hosts: tuple[JournalStore, JournalStore], clock: Clock
+    ) -> None:
+        a, b = hosts
+        job = a.claim(a.enqueue(identity()))
+        assert job is not None and job.owner == "a" and job.lease_expiry == clock.now + 30
+        assert b.runnable(clock.now, set(), 10, ["/drop"]) == [] and b.claim(job) is None
+        assert b.next_due(set(), ["/drop"]) == job.lease_expiry
+        clock.now += 20
+        assert a.renew([job.id]) == set()
+        clock.now += 20  # past the first expiry, within the renewed lease
+        assert b.claim(job) is None
+
+    def test_an_expired_lease_is_adopted_and_the_old_host_is_fenced_off(
+        self, hosts: tuple[JournalStore, JournalStore], clock: Clock
+    ) -> None:
+        a, b = hosts
+        mine = a.transition(a.claim(a.enqueue(identity())), JobState.UPLOADING, upload_key="K")
+        clock.now += 31
+        theirs = b.claim(b.runnable(clock.now, set(), 10, ["/drop"])[0])
+        assert theirs is not None and theirs.owner == "b" and theirs.lease_epoch == mine.lease_epoch + 1
+        assert "adopted by b from a" in b.history(mine.id)[-1]["detail"]
+        with pytest.raises(LeaseLost):
+            a.transition(mine, JobState.CONFIRMING)
+        with pytest.raises(LeaseLost):  # even after re-reading the row: b holds it now
+            a.update(a.get(mine.id), bytes_sent=5)
+        with pytest.raises(LeaseLost):  # nor touch the file on the shared folder
+            a.hold(mine)
+        b.hold(theirs)
+        assert a.renew([mine.id]) == {mine.id}
+        theirs = b.transition(b.transition(theirs, JobState.CONFIRMING), JobState.FINISHING, video_id="K")
+        assert b.transition(theirs, JobState.DONE).owner is None
+        clock.now += 60  # long after: b's lease is over, the job is nobody's, a still remembers
+        with pytest.raises(LeaseLost):
+            a.update(a.get(mine.id), last_error="late")
+
+    def test_a_restarted_host_takes_its_own_jobs_back_at_once(
+        self, open_journal: Opener, hosts: tuple[JournalStore, JournalStore], clock: Clock
+    ) -> None:
+        a, _ = hosts
+        job = a.claim(a.enqueue(identity()))
+        again = open_journal(host_id="a", clock=clock)
+        assert [j.id for j in again.runnable(clock.now, set(), 10, ["/drop"])] == [job.id]
+        assert again.claim(job).lease_epoch == job.lease_epoch + 1
+
+    def test_a_finished_job_is_nobodys_so_any_host_may_retry_it(
+        self, hosts: tuple[JournalStore, JournalStore]
+    ) -> None:
+        a, b = hosts
+        failed = a.transition(a.claim(a.enqueue(identity())), JobState.FAILED, last_error="x")
+        assert failed.owner is None
+        assert b.retry(failed.id).state is JobState.QUEUED
+
+    def test_two_hosts_claiming_one_job_at_once_one_wins(
+        self, open_journal: Opener, clock: Clock
+    ) -> None:
+        hosts = [open_journal(host_id=f"h{n}", clock=clock) for n in range(4)]
+        job = hosts[0].enqueue(identity())
+        with ThreadPoolExecutor(len(hosts)) as pool:
+            claimed = list(pool.map(lambda host: host.claim(job), hosts))
+        assert len([c for c in claimed if c is not None]) == 1
 
 
 def test_every_active_state_can_fail() -> None:
@@ -98,74 +288,59 @@ def test_every_active_state_can_fail() -> None:
             assert JobState.FAILED in allowed, state
 
 
-def test_journal_uses_wal_and_full_sync(journal: Journal) -> None:
+
+def test_sqlite_journal_uses_wal_and_full_sync(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "vaultdrop.db")
     assert journal._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert journal._db.execute("PRAGMA synchronous").fetchone()[0] == 2
+    journal.close()
 
 
-def test_file_changing_under_an_upload_is_not_a_second_job(journal: Journal) -> None:
-    job = journal.transition(journal.enqueue(identity()), JobState.UPLOADING, upload_key="k")
-    assert journal.enqueue(identity(size=99, mtime=2)) is None
-    assert journal.counts()[JobState.UPLOADING] == 1 and journal.counts()[JobState.QUEUED] == 0
-    assert journal.get(job.id).size == 10
+def settings_for(tmp_path: Path, journal: dict[str, str], environ: dict[str, str] | None = None) -> Settings:
+    drop = tmp_path / "drop"
+    drop.mkdir(exist_ok=True)
+    return settings_from_dict({"daemon": {"state_dir": str(tmp_path / "state")}, "journal": journal,
+                               "vault": {"user": "u", "password": "p"}, "folders": [{"path": str(drop)}]},
+                              environ=environ or {})
 
 
-def test_retry_resumes_on_the_committed_key_and_s3_request(journal: Journal) -> None:
-    job = journal.transition(journal.enqueue(identity()), JobState.UPLOADING, upload_key="K")
-    job = journal.transition(job, JobState.FAILED, last_error="x", s3_status="requesting", s3_request_id=5)
-    retried = journal.retry(job.id)
-    assert retried.state is JobState.UPLOADING and retried.upload_key == "K"
-    assert (retried.s3_status, retried.s3_request_id) == ("requesting", 5)  # looked up or followed, never re-sent
+def test_sqlite_in_state_dir_is_the_default(tmp_path: Path) -> None:
+    journal = open_configured(settings_for(tmp_path, {}))
+    assert journal.location == str(tmp_path / "state" / "vaultdrop.db")
+    journal.close()
 
 
-def test_retry_after_a_failed_s3_request_may_send_a_new_one(journal: Journal) -> None:
-    job = journal.transition(journal.enqueue(identity()), JobState.UPLOADING, upload_key="K")
-    job = journal.transition(job, JobState.FAILED, last_error="x", s3_status="failed", s3_request_id=5)
-    retried = journal.retry(job.id)
-    assert (retried.s3_status, retried.s3_request_id) == (None, None)
+def test_postgresql_url_with_password_file_or_credential(tmp_path: Path, pg_database: tuple[str, Path]) -> None:
+    url, password_file = pg_database
+    first = open_configured(settings_for(tmp_path, {"url": url, "password_file": str(password_file)}))
+    job = first.enqueue(identity())
+    first.close()
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "journal-password").write_bytes(password_file.read_bytes())
+    second = open_configured(settings_for(tmp_path, {"url": url}, {"CREDENTIALS_DIRECTORY": str(credentials)}))
+    assert second.get(job.id) == job and second.location == url
+    second.close()
 
 
-def test_only_a_failed_job_can_be_retried(journal: Journal) -> None:
-    job = journal.enqueue(identity())
-    with pytest.raises(IllegalTransition, match="not failed"):
-        journal.retry(job.id)
+def test_wrong_postgresql_password_is_a_config_error_without_the_secret(
+    tmp_path: Path, pg_database: tuple[str, Path]
+) -> None:
+    url, _ = pg_database
+    with pytest.raises(ConfigError) as refused:
+        open_configured(settings_for(tmp_path, {"url": url, "password": "Wr0ngS3cret"}))
+    assert "password authentication failed" in str(refused.value) and "Wr0ngS3cret" not in str(refused.value)
 
 
-def test_an_inode_left_by_a_deleted_file_is_new_content(journal: Journal) -> None:
-    job = journal.transition(journal.enqueue(identity()), JobState.UPLOADING, upload_key="K")
-    job = journal.transition(journal.transition(job, JobState.CONFIRMING), JobState.FINISHING, video_id="K")
-    journal.transition(job, JobState.DONE, "deleted", released=1)
-    again = journal.enqueue(identity())  # cp -p: same name, size, mtime and (reused) inode
-    assert again is not None and again.id != job.id and again.state is JobState.QUEUED
+def test_journal_url_must_be_postgresql(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"journal\.url: .*postgresql://"):
+        settings_for(tmp_path, {"url": "mysql://db/x"})
 
 
-def test_new_content_after_confirmation_is_a_new_job(journal: Journal) -> None:
-    job = journal.transition(journal.enqueue(identity()), JobState.UPLOADING, upload_key="K")
-    job = journal.transition(journal.transition(job, JobState.CONFIRMING), JobState.S3_QUEUEING, video_id="K")
-    newer = journal.enqueue(identity(size=99, mtime=5))
-    assert newer is not None and newer.id != job.id
-
-
-def test_jobs_of_an_unconfigured_folder_wait(journal: Journal) -> None:
-    journal.enqueue(identity())
-    assert journal.runnable(0, set(), 10, ["/elsewhere"]) == []
-    assert journal.next_due(set(), ["/elsewhere"]) is None
-
-
-def test_a_retry_time_beyond_the_horizon_is_due_now(journal: Journal) -> None:
-    """A clock stepped back an hour must not park a job for an hour."""
-    job = journal.update(journal.enqueue(identity()), not_before=10_000.0 + 3600)
-    assert journal.runnable(10_000.0, set(), 10, ["/drop"]) == []
-    assert [j.id for j in journal.runnable(10_000.0, set(), 10, ["/drop"], horizon=10_000.0 + 600)] == [job.id]
-    assert journal.next_due(set(), ["/drop"], horizon=10_600.0) == 10_600.0
-
-
-def test_waking_a_service_makes_only_its_waiting_jobs_due(journal: Journal) -> None:
-    vault = journal.update(journal.enqueue(identity()), not_before=9e9, waiting_for="vault")
-    other = journal.update(journal.enqueue(identity("b.mov", inode=8)), not_before=9e9, waiting_for="scaleengine")
-    assert journal.wake("vault") == 1
-    assert journal.get(vault.id).not_before == 0 and journal.get(vault.id).waiting_for is None
-    assert journal.get(other.id).not_before == 9e9
+def test_postgresql_down_at_start_is_a_temporary_failure(tmp_path: Path) -> None:
+    with pytest.raises(JournalDown) as down:
+        open_configured(settings_for(tmp_path, {"url": f"postgresql://vaultdrop@127.0.0.1:{free_port()}/x"}))
+    assert down.value.exit_status == 75 and "unreachable" in str(down.value)
 
 
 def test_a_journal_that_cannot_be_read_says_so_once_without_a_crash(tmp_path: Path) -> None:
@@ -178,3 +353,57 @@ def test_a_journal_that_cannot_be_read_says_so_once_without_a_crash(tmp_path: Pa
     with pytest.raises(JournalUnwritable, match="cannot be read"):
         journal.jobs()
     journal.close()
+
+
+def test_two_hosts_never_send_one_notification_at_once(pg_database: tuple[str, Path], clock: Clock) -> None:
+    url, password_file = pg_database
+    a, b = (PgJournal(url, password_file.read_text().strip(), clock=clock, host_id=h) for h in "ab")
+    a.notify_states = frozenset({JobState.FAILED})
+    a.transition(a.enqueue(identity()), JobState.FAILED, last_error="x")
+    assert len(a.due_notifications(clock.now, ["failed"], 10)) == 1
+    assert b.due_notifications(clock.now, ["failed"], 10) == []  # a is sending it
+    clock.now += 61  # a died while sending: b takes it over
+    assert len(b.due_notifications(clock.now, ["failed"], 10)) == 1
+    a.close()
+    b.close()
+
+
+def test_journal_copy_moves_a_sqlite_journal_to_postgresql(
+    tmp_path: Path, pg_database: tuple[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, password_file = pg_database
+    state = tmp_path / "state"
+    sqlite = Journal(state / "vaultdrop.db")
+    odd = b"caf\xe9.mov".decode("utf-8", "surrogateescape")
+    done = sqlite.transition(sqlite.enqueue(identity(odd)), JobState.UPLOADING, upload_key="K")
+    done = sqlite.transition(sqlite.transition(done, JobState.CONFIRMING), JobState.FINISHING, video_id="K")
+    sqlite.discard_video(done, JobState.FAILED, "replaced", "OLDVIDEO", last_error="x")
+    sqlite.enqueue(identity("b.mov", inode=8))
+    expected_jobs, expected_history = sqlite.jobs(), sqlite.history(done.id)
+    sqlite.close()
+    argv = ["journal", "copy", "--to", url, "--password-file", str(password_file), "--state-dir", str(state)]
+    assert cli.main(argv) == 0
+    assert "copied 2 job(s), 6 history line(s) and 1 pending video delete(s)" in capsys.readouterr().out
+    target = PgJournal(url, password_file.read_text().strip())
+    assert target.jobs() == expected_jobs and target.history(done.id) == expected_history
+    assert target.stale_videos(now=9e9) == [("OLDVIDEO", 0)]
+    assert target.enqueue(identity("c.mov", inode=9)).id == 3  # ids go on where SQLite's ended
+    target.close()
+    assert cli.main(argv) == 78  # only into an empty journal
+    assert "already has 3 job(s)" in capsys.readouterr().err
+
+
+def test_status_shows_which_host_works_on_each_job(
+    tmp_path: Path, pg_database: tuple[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, password_file = pg_database
+    journal = PgJournal(url, password_file.read_text().strip(), host_id="ingest-2")
+    job = journal.claim(journal.enqueue(identity()))
+    journal.transition(job, JobState.UPLOADING, upload_key="K")
+    journal.close()
+    (tmp_path / "drop").mkdir()
+    config = tmp_path / "vaultdrop.toml"
+    config.write_text(f'[journal]\nurl = "{url}"\npassword_file = "{password_file}"\n'
+                      f'[vault]\nuser = "u"\npassword = "p"\n[[folders]]\npath = "{tmp_path / "drop"}"\n')
+    assert cli.main(["status", "--config", str(config)]) == 0
+    assert "clip.mov  [on ingest-2]" in capsys.readouterr().out
