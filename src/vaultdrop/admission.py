@@ -53,7 +53,7 @@ async def admit(journal: JournalStore, folder: FolderSettings, relpath: str, inf
             return None  # a hard link (changed or not, the job at the first name sees its content)
         if not unchanged:
             continue
-        if other.state is JobState.FAILED and other.released:
+        if other.state is JobState.FAILED:  # moved back by the operator, or renamed after it failed
             job = journal.retry(other.id, identity)
             log_change(journal, job, logging.INFO, f"picked up again: {identity.relpath} (failed job {job.id}) "
                        "was moved back into the folder")

@@ -20,7 +20,7 @@ from .errors import JobFailed, RetryLater, Waiting
 from .files import holds, sha256_of, stat_or_none
 from .events import Fanout, JobEvents
 from .journal import JournalStore
-from .model import CONFIRMED, UNCONFIRMED, Job, JobState, Transition
+from .model import CONFIRMED, UNCONFIRMED, FileIdentity, Job, JobState, Transition
 from .throttle import Throttle
 from .vault import FileChanged, KeyUsed, Progress, UnknownKey, VaultClient
 
@@ -54,6 +54,10 @@ class VaultStages:
         if info is None:
             raise JobFailed("file vanished before it could be uploaded")
         if not job.is_file(info):
+            owner = self._owner(job, info)
+            if owner is not None:  # our file is gone (or a symlink now points at another job's)
+                raise JobFailed(f"file vanished before it could be uploaded; what is at its path now is "
+                                f"job {owner.id}'s ({owner.relpath})")
             return Transition(None, "file changed before its upload: taking the new content",
                               identity_changes(info) | {"sha256": None}, quiet=True)
         if info.st_size == 0:
@@ -71,6 +75,13 @@ class VaultStages:
             return Transition(None, "a twin was confirmed while the key was fetched", quiet=True)
         return Transition(JobState.UPLOADING, f"upload key {key}", {"upload_key": key, "bytes_sent": 0,
                                                                      "key_unknown": 0})
+
+    def _owner(self, job: Job, info: os.stat_result) -> Job | None:
+        """Another job that already accounts for exactly this file."""
+        identity = FileIdentity(job.folder, job.relpath, info.st_size, info.st_mtime_ns, info.st_ino)
+        return next((other for other in self._journal.same_inode(identity)
+                     if other.id != job.id and not other.released and other.state is not JobState.FAILED
+                     and (other.size, other.mtime_ns) == (identity.size, identity.mtime_ns)), None)
 
     def _twin(self, job: Job) -> Job | None:
         """A job that holds (or is about to hold) this content: skip after it, or wait for it.
