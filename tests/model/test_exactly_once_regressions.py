@@ -1,0 +1,195 @@
+"""The exploration's findings, each as the smallest explicit scenario (issue 11 part 2).
+
+Each test is marked xfail(strict) while its case is open: when the fix lands the test
+passes, strict turns that into a failure, and the mark comes off together with the
+matching name in machine.KNOWN_GAPS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from vaultdrop.model import Job, JobState
+
+from .world import MAX_WAIT, World
+
+
+def sha(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
+
+
+@pytest.fixture
+def make_world(tmp_path: Path) -> Iterator[Callable[..., World]]:
+    worlds: list[World] = []
+
+    def make(*, after_upload: str = "archive", s3: bool = False, dedupe: str = "identity") -> World:
+        world = World(tmp_path / f"world{len(worlds)}", after_upload=after_upload, s3=s3, dedupe=dedupe)
+        worlds.append(world)
+        return world
+
+    yield make
+    for world in worlds:
+        world.close()
+
+
+def drop_file(world: World, name: str, content: bytes, *, settle: bool = True) -> None:
+    """Each take gets its own mtime: no accidental identity twins (inode reuse is its own test)."""
+    (world.drop / name).write_bytes(content)
+    stamp = 1_700_000_000_000_000_000 + len(world.all_jobs()) * 1_000_000_000 + len(content)
+    os.utime(world.drop / name, ns=(stamp, stamp))
+    if settle:
+        world.settle(name)
+
+
+def only_job(world: World) -> Job:
+    [job] = world.all_jobs()
+    return job
+
+
+@pytest.mark.xfail(strict=True, reason="issue 11: progress.xml 404 unknown_key for a POSTed key must not "
+                                       "create a second video")
+def test_flapping_unknown_key_never_uploads_twice(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    drop_file(world, "a.mp4", b"take one" * 4)
+    world.services.script("progress", "404_unknown_key", "404_unknown_key")
+    world.run_due(1)
+    world.quiesce()
+    assert world.services.live_count(sha(b"take one" * 4)) == 1
+
+
+@pytest.mark.xfail(strict=True, reason="issue 11: before giving up after max_attempts, ask progress.xml: "
+                                       "a POST stored but answered 500 is confirmed, not failed")
+def test_upload_stored_but_answered_500_on_the_last_attempt_is_confirmed(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    drop_file(world, "a.mp4", b"take one" * 4)
+    world.services.script("upload", "500_before", "500_before", "500_before", "500_after")
+    for _ in range(4):
+        world.run_due(1)
+        world.clock.advance(MAX_WAIT)
+    assert only_job(world).state is not JobState.FAILED
+    world.quiesce()
+    assert only_job(world).state is JobState.DONE
+
+
+@pytest.mark.xfail(strict=True, reason="issue 11: `jobs retry` after an S3 timeout follows the committed "
+                                       "request, never a second aws.upload")
+def test_retry_after_s3_timeout_sends_no_second_aws_upload(make_world: Callable[..., World]) -> None:
+    world = make_world(s3=True)
+    world.services.s3_outcome = "stuck"
+    drop_file(world, "a.mp4", b"take one" * 4)
+    world.run_due(1)
+    world.quiesce()
+    assert only_job(world).state is JobState.FAILED
+    world.operator("retry", only_job(world).id)
+    world.quiesce()
+    assert len(world.services.s3_requests) == 1
+
+
+@pytest.mark.xfail(strict=True, reason="issue 11: a rename inside the watched tree mid-flight is followed, "
+                                       "not uploaded again")
+def test_file_renamed_while_its_video_is_confirmed_is_not_uploaded_again(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    world.services.late_video_id = 15  # confirmation outlasts confirm_timeout: the job waits in flight
+    drop_file(world, "a.mp4", b"take one" * 4)
+    world.run_due(1)
+    assert only_job(world).state is JobState.UPLOADING
+    os.rename(world.drop / "a.mp4", world.drop / "b.mp4")
+    world.settle("b.mp4")
+    world.quiesce()
+    assert world.services.live_count(sha(b"take one" * 4)) == 1
+
+
+@pytest.mark.xfail(strict=True, reason="issue 11: a hard link or a symlink inside the folder to a file in "
+                                       "the folder is one upload")
+@pytest.mark.parametrize("symbolic", [False, True], ids=["hard-link", "symlink"])
+def test_one_file_at_two_paths_is_one_upload(make_world: Callable[..., World], symbolic: bool) -> None:
+    world = make_world()
+    drop_file(world, "a.mp4", b"take one" * 4, settle=False)
+    (os.symlink if symbolic else os.link)("a.mp4" if symbolic else world.drop / "a.mp4", world.drop / "b.mp4")
+    world.settle("b.mp4")  # the second path first: its job must not be the one that takes the file away
+    world.settle("a.mp4")
+    world.quiesce()
+    assert world.services.live_count(sha(b"take one" * 4)) == 1
+
+
+@pytest.mark.xfail(strict=True, reason="issue 11: inode reuse with after_upload = delete: the next take "
+                                       "copied in with cp -p is uploaded")
+def test_next_take_with_reused_inode_size_and_mtime_is_uploaded(make_world: Callable[..., World]) -> None:
+    world = make_world(after_upload="delete")
+    drop_file(world, "a.mp4", b"take one" * 4, settle=False)
+    spare = world.root / "spare-link"
+    os.link(world.drop / "a.mp4", spare)  # keeps the inode alive, so the next take gets it back
+    before = spare.stat()
+    world.settle("a.mp4")
+    world.quiesce()
+    assert not (world.drop / "a.mp4").exists()
+    os.link(spare, world.drop / "a.mp4")
+    with (world.drop / "a.mp4").open("r+b") as handle:  # cp -p: same inode, same size, same mtime
+        handle.write(b"take two" * 4)
+    os.utime(world.drop / "a.mp4", ns=(before.st_atime_ns, before.st_mtime_ns))
+    world.settle("a.mp4")
+    world.quiesce()
+    assert world.services.live_count(sha(b"take two" * 4)) == 1
+
+
+@pytest.mark.xfail(strict=True, reason="issue 11: a failed job moves to failed_dir only the exact content "
+                                       "it judged (a newer re-export renamed over a confirmed file)")
+def test_newer_export_over_a_confirmed_file_is_not_failed_with_its_s3_step(make_world: Callable[..., World]) -> None:
+    world = make_world(s3=True)
+    world.services.s3_outcome = "stuck"
+    drop_file(world, "a.mp4", b"take one" * 4)
+    world.run_due(1)
+    assert only_job(world).state is JobState.S3_WAITING
+    (world.drop / ".a.mp4.part").write_bytes(b"take two" * 4)
+    os.rename(world.drop / ".a.mp4.part", world.drop / "a.mp4")
+    world.clock.advance(700)  # past status_timeout: the first job's S3 step fails
+    world.run_due(1)
+    assert (world.drop / "a.mp4").is_file(), "the newer export was moved to failed_dir"
+    assert (world.drop / "a.mp4").read_bytes() == b"take two" * 4
+
+
+@pytest.mark.xfail(strict=True, reason="issue 11: a clock stepped back does not leave retry times an hour "
+                                       "in the future")
+def test_clock_stepped_back_an_hour_delays_a_retry_no_longer_than_the_policy(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    world.services.script("upload", "500_before")
+    drop_file(world, "a.mp4", b"take one" * 4)
+    world.run_due(1)
+    world.clock.advance(-3600)
+    world.clock.advance(MAX_WAIT)
+    world.run_due(1)
+    assert only_job(world).state is JobState.DONE
+
+
+@pytest.mark.xfail(strict=True, reason="issue 11: an archive name collision never overwrites an existing file")
+def test_archive_name_reused_after_forget_never_overwrites(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    takes = [f"take {n}".encode() * 4 for n in range(3)]
+    for number, take in enumerate(takes):
+        drop_file(world, "a.mp4", take)
+        world.quiesce()
+        if number == 1:  # the newest job's id is free again, and with it its archive name's tag
+            world.operator("forget", world.all_jobs()[0].id)
+    archived = sorted(p.read_bytes() for p in (world.root / "archive").iterdir())
+    assert archived == sorted(takes)
+
+
+@pytest.mark.xfail(strict=True, reason="issue 11: `jobs retry` resumes the failed job's own file and key; it "
+                                       "never takes over newer content at the path")
+def test_retried_job_whose_file_is_gone_leaves_the_newer_file_to_its_own_job(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    drop_file(world, "a.mp4", b"take one" * 4)
+    (world.drop / "a.mp4").unlink()
+    world.run_due(1)
+    [first] = world.failed_jobs()
+    drop_file(world, "a.mp4", b"take two" * 4)
+    world.operator("retry", first.id)
+    world.run_due(1)  # the retried job comes first
+    assert "unexpected error" not in (world.journal.get(first.id).last_error or "")
+    world.quiesce()
+    assert world.services.live_count(sha(b"take two" * 4)) == 1
