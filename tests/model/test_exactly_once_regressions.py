@@ -1,8 +1,9 @@
-"""The exploration's findings, each as the smallest explicit scenario (issue 11 part 2).
+"""Issue 11 part 2's cases that the exploration reaches, each as its smallest explicit
+scenario on the same fakes (tests/model/fakes.py).
 
-Each test is marked xfail(strict) while its case is open: when the fix lands the test
-passes, strict turns that into a failure, and the mark comes off together with the
-matching name in machine.KNOWN_GAPS.
+A case still open is marked xfail(strict): when its fix lands the test passes, strict
+turns that into a failure, and the mark comes off together with the matching name in
+machine.KNOWN_GAPS.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pytest
 
 from vaultdrop.model import Job, JobState
 
-from .world import MAX_WAIT, World
+from .world import World
 
 
 def sha(content: bytes) -> str:
@@ -51,9 +52,8 @@ def only_job(world: World) -> Job:
     return job
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11: progress.xml 404 unknown_key for a POSTed key must not "
-                                       "create a second video")
 def test_flapping_unknown_key_never_uploads_twice(make_world: Callable[..., World]) -> None:
+    """Two 404 unknown_key answers for a POSTed key: still one video."""
     world = make_world()
     drop_file(world, "a.mp4", b"take one" * 4)
     world.services.script("progress", "404_unknown_key", "404_unknown_key")
@@ -62,23 +62,21 @@ def test_flapping_unknown_key_never_uploads_twice(make_world: Callable[..., Worl
     assert world.services.live_count(sha(b"take one" * 4)) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11: before giving up after max_attempts, ask progress.xml: "
-                                       "a POST stored but answered 500 is confirmed, not failed")
 def test_upload_stored_but_answered_500_on_the_last_attempt_is_confirmed(make_world: Callable[..., World]) -> None:
+    """The last attempt's POST was stored but answered 500: confirmed, not failed."""
     world = make_world()
     drop_file(world, "a.mp4", b"take one" * 4)
     world.services.script("upload", "500_before", "500_before", "500_before", "500_after")
     for _ in range(4):
         world.run_due(1)
-        world.clock.advance(MAX_WAIT)
+        world.clock.advance(world.max_wait)
     assert only_job(world).state is not JobState.FAILED
     world.quiesce()
     assert only_job(world).state is JobState.DONE
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11: `jobs retry` after an S3 timeout follows the committed "
-                                       "request, never a second aws.upload")
 def test_retry_after_s3_timeout_sends_no_second_aws_upload(make_world: Callable[..., World]) -> None:
+    """`jobs retry` after an S3 timeout follows the committed request."""
     world = make_world(s3=True)
     world.services.s3_outcome = "stuck"
     drop_file(world, "a.mp4", b"take one" * 4)
@@ -90,9 +88,8 @@ def test_retry_after_s3_timeout_sends_no_second_aws_upload(make_world: Callable[
     assert len(world.services.s3_requests) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11: a rename inside the watched tree mid-flight is followed, "
-                                       "not uploaded again")
 def test_file_renamed_while_its_video_is_confirmed_is_not_uploaded_again(make_world: Callable[..., World]) -> None:
+    """A rename while the job waits for its video_id is followed."""
     world = make_world()
     world.services.late_video_id = 15  # confirmation outlasts confirm_timeout: the job waits in flight
     drop_file(world, "a.mp4", b"take one" * 4)
@@ -104,10 +101,9 @@ def test_file_renamed_while_its_video_is_confirmed_is_not_uploaded_again(make_wo
     assert world.services.live_count(sha(b"take one" * 4)) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11: a hard link or a symlink inside the folder to a file in "
-                                       "the folder is one upload")
 @pytest.mark.parametrize("symbolic", [False, True], ids=["hard-link", "symlink"])
 def test_one_file_at_two_paths_is_one_upload(make_world: Callable[..., World], symbolic: bool) -> None:
+    """A hard link or an in-folder symlink, settled before the file itself: one upload."""
     world = make_world()
     drop_file(world, "a.mp4", b"take one" * 4, settle=False)
     (os.symlink if symbolic else os.link)("a.mp4" if symbolic else world.drop / "a.mp4", world.drop / "b.mp4")
@@ -117,9 +113,8 @@ def test_one_file_at_two_paths_is_one_upload(make_world: Callable[..., World], s
     assert world.services.live_count(sha(b"take one" * 4)) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11: inode reuse with after_upload = delete: the next take "
-                                       "copied in with cp -p is uploaded")
 def test_next_take_with_reused_inode_size_and_mtime_is_uploaded(make_world: Callable[..., World]) -> None:
+    """`cp -p` of the next take into a deleted file's inode: same identity, new bytes."""
     world = make_world(after_upload="delete")
     drop_file(world, "a.mp4", b"take one" * 4, settle=False)
     spare = world.root / "spare-link"
@@ -137,9 +132,8 @@ def test_next_take_with_reused_inode_size_and_mtime_is_uploaded(make_world: Call
     assert world.services.live_count(sha(b"take two" * 4)) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11: a failed job moves to failed_dir only the exact content "
-                                       "it judged (a newer re-export renamed over a confirmed file)")
 def test_newer_export_over_a_confirmed_file_is_not_failed_with_its_s3_step(make_world: Callable[..., World]) -> None:
+    """The old job's S3 timeout leaves the newer export in place."""
     world = make_world(s3=True)
     world.services.s3_outcome = "stuck"
     drop_file(world, "a.mp4", b"take one" * 4)
@@ -153,21 +147,21 @@ def test_newer_export_over_a_confirmed_file_is_not_failed_with_its_s3_step(make_
     assert (world.drop / "a.mp4").read_bytes() == b"take two" * 4
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11: a clock stepped back does not leave retry times an hour "
-                                       "in the future")
 def test_clock_stepped_back_an_hour_delays_a_retry_no_longer_than_the_policy(make_world: Callable[..., World]) -> None:
+    """A retry time an hour ahead after the clock stepped back is due at once."""
     world = make_world()
     world.services.script("upload", "500_before")
     drop_file(world, "a.mp4", b"take one" * 4)
     world.run_due(1)
     world.clock.advance(-3600)
-    world.clock.advance(MAX_WAIT)
-    world.run_due(1)
+    assert only_job(world).id in world.due_within(world.max_wait)
+    world.quiesce()
     assert only_job(world).state is JobState.DONE
 
 
 @pytest.mark.xfail(strict=True, reason="issue 11: an archive name collision never overwrites an existing file")
 def test_archive_name_reused_after_forget_never_overwrites(make_world: Callable[..., World]) -> None:
+    """A job id freed by `jobs forget` (or a new journal) gives the next archive name's tag again."""
     world = make_world()
     takes = [f"take {n}".encode() * 4 for n in range(3)]
     for number, take in enumerate(takes):
@@ -179,9 +173,8 @@ def test_archive_name_reused_after_forget_never_overwrites(make_world: Callable[
     assert archived == sorted(takes)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11: `jobs retry` resumes the failed job's own file and key; it "
-                                       "never takes over newer content at the path")
 def test_retried_job_whose_file_is_gone_leaves_the_newer_file_to_its_own_job(make_world: Callable[..., World]) -> None:
+    """Retrying a job whose file is gone never takes over the newer file at its path."""
     world = make_world()
     drop_file(world, "a.mp4", b"take one" * 4)
     (world.drop / "a.mp4").unlink()

@@ -11,23 +11,34 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from vaultdrop.admission import admit
 from vaultdrop.config import FolderSettings, Settings, settings_from_dict
 from vaultdrop.journal import Journal
-from vaultdrop.model import TERMINAL, FileIdentity, Job, JobState
+from vaultdrop.model import TERMINAL, Job, JobState
 from vaultdrop.pipeline import Pipeline
 from vaultdrop.watch import regular_file_stat
-from vaultdrop.wiring import build_pipeline, open_journal
+from vaultdrop.wiring import build_pipeline, max_delay, open_journal
 
 from .fakes import API_KEY, API_SECRET, CDN, CONTROL_URL, PASSWORD, USER, VAULT_URL, FakeClock, Runaway, Services
 
 RUNAWAY_REQUESTS = 400  # one job run never needs this many requests
 BACKOFF_MAX = 60.0
 STATUS_POLL = 30.0
-CRASH_PAUSE = 60.0  # pipeline.CRASH_PAUSE: how long a job that broke the runner rests
-MAX_WAIT = max(BACKOFF_MAX, STATUS_POLL, CRASH_PAUSE) + 1.0  # no job may rest longer than this from now
 
 # The journal's writing methods: a crash can strike right after any of them commits.
 JOURNAL_WRITES = frozenset({"enqueue", "transition", "update", "retry", "forget"})
+
+
+class FakeTimeLoop(asyncio.SelectorEventLoop):
+    """An event loop on the fake clock: a background `asyncio.sleep` (the outage probe)
+    ends when simulated time passes, never by wall time, so runs stay reproducible."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__()
+        self._fake_clock = clock
+
+    def time(self) -> float:
+        return self._fake_clock()
 
 
 class Crash(BaseException):
@@ -87,7 +98,7 @@ class World:
         self.options = {"after_upload": after_upload, "s3": s3, "dedupe": dedupe}
         self.clock = FakeClock()
         self.services = Services(self.clock)
-        self.loop = asyncio.new_event_loop()
+        self.loop = FakeTimeLoop(self.clock)
         self.drop_configured = True
         self.crashes = 0
         self._start()
@@ -106,6 +117,10 @@ class World:
             clock=self.clock, sleep=self.clock.sleep, transport=self.services.transport(),
         )
         self.pipeline._rng = random.Random(0)  # deterministic jitter: build_pipeline takes no rng (yet)
+        self.max_wait = max_delay(self.settings) + 1.0  # no job may rest longer than this from now
+
+    def _horizon(self) -> float:
+        return self.clock() + max_delay(self.settings)
 
     def _folder_for(self, job: Job) -> FolderSettings | None:
         return self.folders.get(job.folder)
@@ -147,18 +162,14 @@ class World:
     # -- the daemon's moves ----------------------------------------------------------
 
     def settle(self, relpath: str) -> Job | None:
-        """The settler's verdict on one path: stat it and journal it (daemon._on_settled)."""
+        """The settler's verdict on one path: stat it and admit it (daemon._on_settled)."""
         folder = self.folders.get(str(self.drop))
         if folder is None:
             return None
         info = regular_file_stat(folder, relpath)
         if info is None or info.st_size == 0:
             return None
-        try:
-            return self.journal.enqueue(FileIdentity.of(str(folder.path), relpath, info))
-        except Crash:
-            self.crash()
-            return None
+        return self._do(admit(self.journal, folder, relpath, info))  # type: ignore[arg-type]
 
     def rescan(self) -> None:
         """What a start-up or reload scan settles: every file in the drop folder."""
@@ -167,9 +178,10 @@ class World:
 
     def run_due(self, limit: int) -> int:
         """Run up to `limit` due jobs one after another (each until it ends or waits)."""
+        self._do(self.pipeline.delete_stale_videos())  # the daemon does this every few seconds
         ran = 0
         while ran < limit:
-            jobs = self.journal.runnable(self.clock(), set(), 1, self.folders)
+            jobs = self.journal.runnable(self.clock(), set(), 1, self.folders, self._horizon())
             if not jobs:
                 break
             ran += 1
@@ -191,13 +203,18 @@ class World:
         self.rescan()
         for _ in range(max_rounds):
             self.run_due(50)
-            due = self.journal.next_due(set(), self.folders)
+            due = self.journal.next_due(set(), self.folders, self._horizon())
             if due is None:
                 return
             self.clock.advance(max(0.0, due - self.clock()) + 1.0)
         raise AssertionError(f"jobs still due after {max_rounds} scheduler rounds: {self.active_jobs()}")
 
     # -- what the invariants read ----------------------------------------------------------
+
+    def due_within(self, seconds: float) -> set[int]:
+        """Ids of the jobs the scheduler would start if `seconds` passed now."""
+        jobs = self.journal.runnable(self.clock() + seconds, set(), 100_000, self.folders, self._horizon())
+        return {job.id for job in jobs}
 
     def all_jobs(self) -> list[Job]:
         return self.journal.jobs(limit=100_000)
