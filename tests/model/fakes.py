@@ -93,7 +93,7 @@ class S3Request:
     path: str
     destination_path: str
     bucket: str
-    created: float
+    created: float  # FakeClock.elapsed
     outcome: str
 
     def record(self, now: float) -> dict[str, Any] | None:
@@ -300,7 +300,8 @@ class Services:
         elif command == "aws.upload":
             data = self._aws_upload(req)
         elif command == "aws.status":
-            records = [r for r in (q.record(self.clock()) for q in reversed(self.s3_requests)) if r]
+            # the copy's progress follows the platform's time, which no local clock step moves
+            records = [r for r in (q.record(self.clock.elapsed) for q in reversed(self.s3_requests)) if r]
             offset, limit = int(req.get("offset", 0)), int(req.get("limit", 25))
             data = records[offset:offset + limit]
         else:
@@ -319,7 +320,7 @@ class Services:
 
     def _aws_upload(self, req: dict[str, Any]) -> int:
         request = S3Request(len(self.s3_requests) + 1, req["path"], req["destination_path"], req["bucket"],
-                            self.clock(), self.s3_outcome)
+                            self.clock.elapsed, self.s3_outcome)
         self.s3_requests.append(request)
         return request.id
 

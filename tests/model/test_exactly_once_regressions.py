@@ -186,3 +186,35 @@ def test_retried_job_whose_file_is_gone_leaves_the_newer_file_to_its_own_job(mak
     assert "unexpected error" not in (world.journal.get(first.id).last_error or "")
     world.quiesce()
     assert world.services.live_count(sha(b"take two" * 4)) == 1
+
+
+@pytest.mark.xfail(strict=True, reason="issue 11: a hard link is one upload (here the file changed between "
+                                       "its two names settling)")
+def test_hard_link_settled_after_the_file_changed_is_still_one_upload(make_world: Callable[..., World]) -> None:
+    """Found by the exploration: the second name's new size/mtime no longer finds the job."""
+    world = make_world()
+    drop_file(world, "a.mp4", b"take one" * 4)
+    os.link(world.drop / "a.mp4", world.drop / "b.mp4")
+    with (world.drop / "b.mp4").open("ab") as handle:
+        handle.write(b" and more")
+    world.settle("b.mp4")
+    world.quiesce()
+    assert world.services.live_count(sha(b"take one" * 4 + b" and more")) == 1
+
+
+@pytest.mark.xfail(strict=True, reason="issue 11: new content must always be uploaded (cp -p over a file in "
+                                       "flight keeps size, mtime and inode)")
+def test_rewrite_keeping_size_mtime_and_inode_while_in_flight_is_not_archived_unsent(
+        make_world: Callable[..., World]) -> None:
+    """Found by the exploration: the post-action trusts the stat, not the bytes it uploaded."""
+    world = make_world(s3=True)
+    drop_file(world, "a.mp4", b"take one" * 4)
+    world.run_due(1)
+    assert only_job(world).state is JobState.S3_WAITING
+    before = (world.drop / "a.mp4").stat()
+    with (world.drop / "a.mp4").open("r+b") as handle:
+        handle.write(b"take two" * 4)
+    os.utime(world.drop / "a.mp4", ns=(before.st_atime_ns, before.st_mtime_ns))
+    world.quiesce()
+    archived = [p.read_bytes() for p in (world.root / "archive").iterdir()]
+    assert b"take two" * 4 not in archived or world.services.live_count(sha(b"take two" * 4)) == 1
