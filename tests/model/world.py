@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from vaultdrop import postaction
 from vaultdrop.admission import admit
 from vaultdrop.config import FolderSettings, Settings, settings_from_dict
 from vaultdrop.journal import Journal
@@ -26,7 +27,8 @@ BACKOFF_MAX = 60.0
 STATUS_POLL = 30.0
 
 # The journal's writing methods: a crash can strike right after any of them commits.
-JOURNAL_WRITES = frozenset({"enqueue", "transition", "update", "retry", "forget"})
+JOURNAL_WRITES = frozenset({"enqueue", "follow", "wake", "transition", "update", "discard_video", "stale_deleted",
+                            "stale_retry", "retry", "forget"})
 
 
 class FakeTimeLoop(asyncio.SelectorEventLoop):
@@ -226,8 +228,12 @@ class World:
         return self.journal.jobs(JobState.FAILED, limit=100_000)
 
     def operator(self, command: str, job_id: int) -> None:
-        """`vaultdrop jobs retry|forget ID`: the same journal, from the CLI's side."""
+        """`vaultdrop jobs retry|forget ID` as cli.py does it: the same journal, and a
+        failed job's file brought back from failed_dir before its retry."""
         try:
+            job = self.journal.get(job_id)
+            if command == "retry" and job is not None and job.state is JobState.FAILED:
+                postaction.restore(job)
             getattr(self.journal, command)(job_id)
         except Crash:
             self.crash()
