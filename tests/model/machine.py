@@ -29,6 +29,7 @@ KNOWN_GAPS: frozenset[str] = frozenset({
     "archive_collision",  # `jobs forget` frees a job id; the next archive name's ~tag overwrites a file
     "linked_file_changed",  # a hard link settled after the file changed is a second upload of its bytes
     "rewrite_keeping_stat",  # cp -p over a file in flight (same size, mtime, inode) is archived, not uploaded
+    "quiesce_at_teardown",  # runs ending mid-flight then quiesced: duplicates and wrong failures (see report)
 })
 
 NAMES = ("a.mp4", "b.mp4")
@@ -73,7 +74,13 @@ class DropFolder(RuleBasedStateMachine):
                            s3=s3, dedupe=dedupe)
 
     def teardown(self) -> None:
-        if self.world is not None:
+        """Every run ends quiesced, so each one is held to promise (2) at least once."""
+        if self.world is None:
+            return
+        try:
+            if has_jobs(self) and "quiesce_at_teardown" not in KNOWN_GAPS:
+                self.quiesce()
+        finally:
             self.world.close()
 
     @property

@@ -10,7 +10,7 @@ from .machine import DropFolder
 
 # About a minute, and the same sequences every run, so `make test` stays deterministic;
 # `make explore` draws new ones each time (about 40 minutes on this 2-core machine).
-BOUNDED = settings(max_examples=200, stateful_step_count=40, deadline=None, derandomize=True,
+BOUNDED = settings(max_examples=800, stateful_step_count=40, deadline=None, derandomize=True,
                    suppress_health_check=[HealthCheck.too_slow])
 LONG = settings(max_examples=2000, stateful_step_count=80, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow])
