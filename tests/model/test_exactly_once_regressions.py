@@ -218,3 +218,61 @@ def test_rewrite_keeping_size_mtime_and_inode_while_in_flight_is_not_archived_un
     world.quiesce()
     archived = [p.read_bytes() for p in (world.root / "archive").iterdir()]
     assert b"take two" * 4 not in archived or world.services.live_count(sha(b"take two" * 4)) == 1
+
+
+@pytest.mark.xfail(strict=True, reason="issue 11: a rename inside the watched tree is followed (here before "
+                                       "the job ran: it fails 'vanished' and the renamed file is never uploaded)")
+def test_file_renamed_before_its_job_ran_is_uploaded_under_its_new_name(make_world: Callable[..., World]) -> None:
+    """Found by the exploration: the follow lands on a failed job that never runs again."""
+    world = make_world()
+    drop_file(world, "a.mp4", b"take one" * 4)
+    os.rename(world.drop / "a.mp4", world.drop / "b.mp4")
+    world.run_due(1)
+    world.quiesce()
+    assert world.services.live_count(sha(b"take one" * 4)) == 1
+
+
+@pytest.mark.xfail(strict=True, reason="issue 11: `jobs retry` resumes the failed job's own file; it never "
+                                       "uploads the newer file at its path (a second video once a POST is retried)")
+def test_retried_job_whose_file_is_gone_never_uploads_the_newer_file_too(make_world: Callable[..., World]) -> None:
+    """Found by the exploration: the retried job and the newer file's own job both upload it."""
+    world = make_world()
+    drop_file(world, "a.mp4", b"take one" * 4)
+    (world.drop / "a.mp4").unlink()
+    world.quiesce()
+    [first] = world.failed_jobs()
+    drop_file(world, "a.mp4", b"take two" * 4)
+    world.operator("retry", first.id)
+    world.services.apply("upload:500_after")
+    world.run_due(2)
+    world.quiesce()
+    assert world.services.live_count(sha(b"take two" * 4)) == 1
+
+
+@pytest.mark.xfail(strict=True, reason="issue 11: a symlink inside the folder to a file in the folder is one "
+                                       "upload (here it replaced a queued file)")
+def test_symlink_replacing_a_queued_file_is_not_a_second_upload_of_its_target(
+        make_world: Callable[..., World]) -> None:
+    """Found by the exploration: the queued job follows the symlink and uploads its target."""
+    world = make_world()
+    drop_file(world, "a.mp4", b"take one" * 4)
+    (world.drop / "a.mp4").unlink()
+    drop_file(world, "b.mp4", b"take two" * 4, settle=False)
+    os.symlink("b.mp4", world.drop / "a.mp4")
+    world.quiesce()
+    assert world.services.live_count(sha(b"take two" * 4)) == 1
+
+
+@pytest.mark.xfail(strict=True, reason="issue 11: before giving up, ask progress.xml about the held key (here "
+                                       "the video_id shows late and the file was deleted)")
+def test_job_whose_file_vanished_is_not_failed_while_the_vault_holds_its_video(
+        make_world: Callable[..., World]) -> None:
+    """Found by the exploration: the job fails and its complete video stays, neither confirmed nor deleted."""
+    world = make_world()
+    world.services.apply("video_id:late_15")
+    drop_file(world, "a.mp4", b"take one" * 4)
+    world.run_due(1)
+    (world.drop / "a.mp4").unlink()
+    world.quiesce()
+    job = only_job(world)
+    assert job.state is not JobState.FAILED or world.services.live_count(sha(b"take one" * 4)) == 0
