@@ -164,9 +164,6 @@ class Services:
     def live_count(self, sha256: str) -> int:
         return sum(1 for s in self.live() if s.sha256 == sha256)
 
-    def video_of(self, sha256: str) -> str | None:
-        return next((s.video_id for s in self.live() if s.sha256 == sha256), None)
-
     # -- the transport -----------------------------------------------------------------
 
     def transport(self) -> httpx.MockTransport:

@@ -26,13 +26,10 @@ from .fakes import FAULTS
 from .world import World
 
 KNOWN_GAPS: frozenset[str] = frozenset({
-    "archive_collision",  # `jobs forget` frees a job id; the next archive name's ~tag overwrites a file
-    "linked_file_changed",  # a hard link settled after the file changed is a second upload of its bytes
-    "rewrite_keeping_stat",  # cp -p over a file in flight (same size, mtime, inode) is archived, not uploaded
-    "renamed_before_start",  # a file renamed before its job ran: the job fails "vanished", the new name waits
     "retry_takes_newer_file",  # `jobs retry` of a job whose file is gone uploads the newer file at its path
-    "symlink_over_queued_path",  # a queued path replaced by a symlink to another file: that file uploads twice
     "late_video_then_vanished",  # a video_id shown late, the file deleted: the job fails, its video stays
+    "rewrite_keeping_stat",  # cp -p (same size, mtime, inode) after an unanswered POST or in the S3 wait: lost
+    "link_over_queued_path",  # a queued path replaced by a hard link to another file: that file uploads twice
 })
 
 NAMES = ("a.mp4", "b.mp4")
@@ -115,6 +112,13 @@ class DropFolder(RuleBasedStateMachine):
         if settled:
             self.w.settle(name)
 
+    def _linked_outside(self, name: str) -> bool:
+        """Whether an archived hard link shares this file: writing into it would change the
+        archive by the operator's hand, not vaultdrop's."""
+        path = self.w.drop / name
+        names = sum(1 for other in self.files if os.path.samefile(self.w.drop / other, path))
+        return path.stat().st_nlink > names
+
     def _free(self, name: str) -> bool:
         return not os.path.lexists(self.w.drop / name)
 
@@ -129,7 +133,7 @@ class DropFolder(RuleBasedStateMachine):
     @precondition(has_files)
     @rule(name=names, size=st.integers(16, 100), settled=st.booleans())
     def append(self, name: str, size: int, settled: bool) -> None:
-        if name in self.files:
+        if name in self.files and not self._linked_outside(name):
             content = self.files[name] + self._content(size)
             with (self.w.drop / name).open("ab") as handle:
                 handle.write(content[len(self.files[name]):])
@@ -149,9 +153,8 @@ class DropFolder(RuleBasedStateMachine):
     @precondition(lambda self: "rewrite_keeping_stat" not in KNOWN_GAPS and has_files(self))
     @rule(name=names, settled=st.booleans())
     def copy_over_keeping_identity(self, name: str, settled: bool) -> None:
-        """`cp -p` over the file: same inode, size and mtime, different bytes. Not over a
-        hard-linked file: its archived link would change with it, by the operator's hand."""
-        if name in self.files and (self.w.drop / name).stat().st_nlink == 1:
+        """`cp -p` over the file: same inode, size and mtime, different bytes."""
+        if name in self.files and not self._linked_outside(name):
             path = self.w.drop / name
             before = path.stat()
             content = self._content(len(self.files[name]))[: len(self.files[name])]
@@ -162,8 +165,6 @@ class DropFolder(RuleBasedStateMachine):
     @precondition(has_files)
     @rule(source=names, destination=names)
     def rename(self, source: str, destination: str) -> None:
-        if "renamed_before_start" in KNOWN_GAPS:
-            return
         if source in self.files and self._free(destination):
             os.rename(self.w.drop / source, self.w.drop / destination)
             self.files[destination] = self.files.pop(source)
@@ -171,9 +172,7 @@ class DropFolder(RuleBasedStateMachine):
     @precondition(has_files)
     @rule(source=names, destination=names, symbolic=st.booleans())
     def link(self, source: str, destination: str, symbolic: bool) -> None:
-        if "linked_file_changed" in KNOWN_GAPS and not symbolic:
-            return
-        if "symlink_over_queued_path" in KNOWN_GAPS and any(j.relpath == destination for j in self.w.all_jobs()):
+        if "link_over_queued_path" in KNOWN_GAPS and any(j.relpath == destination for j in self.w.all_jobs()):
             return
         if source in self.files and self._free(destination):
             if symbolic:
@@ -217,7 +216,7 @@ class DropFolder(RuleBasedStateMachine):
     @rule(pick=st.integers(0, 5))
     def operator_forgets_finished_job(self, pick: int) -> None:
         finished = [job for job in self.w.all_jobs() if job.state in TERMINAL]
-        if finished and not ("archive_collision" in KNOWN_GAPS and self.w.options["after_upload"] == "archive"):
+        if finished:
             job = finished[pick % len(finished)]
             if job.sha256:  # the operator asked for this content to be uploaded again if it shows up
                 self.forgotten.add(job.sha256)
