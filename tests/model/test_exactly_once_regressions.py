@@ -47,6 +47,13 @@ def drop_file(world: World, name: str, content: bytes, *, settle: bool = True) -
         world.settle(name)
 
 
+def rewrite_keeping_stat(path: Path, content: bytes, mtime_from: os.stat_result) -> None:
+    """`cp -p` into an existing inode: same size, same mtime, other bytes."""
+    with path.open("r+b") as handle:
+        handle.write(content)
+    os.utime(path, ns=(mtime_from.st_atime_ns, mtime_from.st_mtime_ns))
+
+
 def only_job(world: World) -> Job:
     [job] = world.all_jobs()
     return job
@@ -124,9 +131,7 @@ def test_next_take_with_reused_inode_size_and_mtime_is_uploaded(make_world: Call
     world.quiesce()
     assert not (world.drop / "a.mp4").exists()
     os.link(spare, world.drop / "a.mp4")
-    with (world.drop / "a.mp4").open("r+b") as handle:  # cp -p: same inode, same size, same mtime
-        handle.write(b"take two" * 4)
-    os.utime(world.drop / "a.mp4", ns=(before.st_atime_ns, before.st_mtime_ns))
+    rewrite_keeping_stat(world.drop / "a.mp4", b"take two" * 4, before)
     world.settle("a.mp4")
     world.quiesce()
     assert world.services.live_count(sha(b"take two" * 4)) == 1
@@ -206,10 +211,7 @@ def test_rewrite_keeping_size_mtime_and_inode_while_in_flight_is_not_archived_un
     drop_file(world, "a.mp4", b"take one" * 4)
     world.run_due(1)
     assert only_job(world).state is JobState.S3_WAITING
-    before = (world.drop / "a.mp4").stat()
-    with (world.drop / "a.mp4").open("r+b") as handle:
-        handle.write(b"take two" * 4)
-    os.utime(world.drop / "a.mp4", ns=(before.st_atime_ns, before.st_mtime_ns))
+    rewrite_keeping_stat(world.drop / "a.mp4", b"take two" * 4, (world.drop / "a.mp4").stat())
     world.quiesce()
     archived = [p.read_bytes() for p in (world.root / "archive").iterdir()]
     assert b"take two" * 4 not in archived or world.services.live_count(sha(b"take two" * 4)) == 1
@@ -278,10 +280,7 @@ def test_rewrite_keeping_stat_after_an_unanswered_post_is_not_archived_unsent(
     drop_file(world, "a.mp4", b"take one" * 4)
     world.services.apply("upload:500_after")
     world.run_due(1)
-    before = (world.drop / "a.mp4").stat()
-    with (world.drop / "a.mp4").open("r+b") as handle:
-        handle.write(b"take two" * 4)
-    os.utime(world.drop / "a.mp4", ns=(before.st_atime_ns, before.st_mtime_ns))
+    rewrite_keeping_stat(world.drop / "a.mp4", b"take two" * 4, (world.drop / "a.mp4").stat())
     world.quiesce()
     assert world.services.live_count(sha(b"take two" * 4)) == 1 or (world.drop / "a.mp4").is_file()
 
