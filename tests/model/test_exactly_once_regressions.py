@@ -227,8 +227,6 @@ def test_file_renamed_before_its_job_ran_is_uploaded_under_its_new_name(make_wor
     assert world.services.live_count(sha(b"take one" * 4)) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11: `jobs retry` resumes the failed job's own file; it never "
-                                       "uploads the newer file at its path (a second video once a POST is retried)")
 def test_retried_job_whose_file_is_gone_never_uploads_the_newer_file_too(make_world: Callable[..., World]) -> None:
     """Found by the exploration: the retried job and the newer file's own job both upload it."""
     world = make_world()
@@ -285,7 +283,6 @@ def test_rewrite_keeping_stat_after_an_unanswered_post_is_not_archived_unsent(
     assert world.services.live_count(sha(b"take two" * 4)) == 1 or (world.drop / "a.mp4").is_file()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11: a hard link is one upload (here it replaced a queued file)")
 def test_hard_link_replacing_a_queued_file_is_not_a_second_upload_of_its_target(
         make_world: Callable[..., World]) -> None:
     """Found by the exploration: the queued job takes the link's inode and uploads it too."""
