@@ -9,7 +9,7 @@ APT_RUN  := libsystemd-dev pkg-config gcc python3-dev
 # leave alone.
 APT_TEST := $(APT_RUN) curl php-cli systemd prometheus postgresql
 
-.PHONY: run test campaign bench bench-outage bench-hosts install apt-run apt-test clean
+.PHONY: run test campaign explore bench bench-outage bench-hosts install apt-run apt-test clean
 
 run: $(BIN)/.installed-run
 	$(BIN)/vaultdrop run --sandbox
@@ -19,6 +19,10 @@ test: $(BIN)/.installed-test
 
 campaign: $(BIN)/.installed-test
 	$(BIN)/python -m pytest -m campaign tests/reliability $(PYTEST_ARGS)
+
+# The job state machine explored for much longer than `make test` does (tests/model).
+explore: $(BIN)/.installed-test
+	$(BIN)/python -m pytest -m explore tests/model $(PYTEST_ARGS)
 
 bench: $(BIN)/.installed-test
 	$(BIN)/python benchmarks/run.py

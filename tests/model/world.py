@@ -1,0 +1,239 @@
+"""The exploration's whole contact surface with vaultdrop: settings, journal, pipeline, a
+scheduler, a crash and a restart. When main changes `build_pipeline`, `Pipeline` or the
+journal's interface, this module is the one place to adapt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+from vaultdrop import postaction
+from vaultdrop.admission import admit
+from vaultdrop.config import FolderSettings, Settings, settings_from_dict
+from vaultdrop.journal import Journal
+from vaultdrop.model import TERMINAL, Job, JobState
+from vaultdrop.pipeline import Pipeline
+from vaultdrop.watch import regular_file_stat
+from vaultdrop.wiring import build_pipeline, max_delay, open_journal
+
+from .fakes import API_KEY, API_SECRET, CDN, CONTROL_URL, PASSWORD, USER, VAULT_URL, FakeClock, Runaway, Services
+
+RUNAWAY_REQUESTS = 400  # one job run never needs this many requests
+BACKOFF_MAX = 60.0
+STATUS_POLL = 30.0
+
+# The journal's writing methods: a crash can strike right after any of them commits.
+JOURNAL_WRITES = frozenset({"enqueue", "follow", "wake", "transition", "update", "discard_video", "stale_deleted",
+                            "stale_retry", "retry", "forget"})
+
+
+class FakeTimeLoop(asyncio.SelectorEventLoop):
+    """An event loop on the fake clock: a background `asyncio.sleep` (the outage probe)
+    ends when simulated time passes, never by wall time, so runs stay reproducible."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__()
+        self._fake_clock = clock
+
+    def time(self) -> float:
+        return self._fake_clock()
+
+
+class Crash(BaseException):
+    """The process died right after a journal commit (BaseException: nothing may catch it)."""
+
+
+class CrashingJournal:
+    """The real journal, made to die right after its Nth commit from when it is armed."""
+
+    def __init__(self, inner: Journal) -> None:
+        self.inner = inner
+        self.countdown: int | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.inner, name)
+        if name not in JOURNAL_WRITES:
+            return attribute
+
+        def write(*args: Any, **kwargs: Any) -> Any:
+            result = attribute(*args, **kwargs)
+            if self.countdown is not None:
+                self.countdown -= 1
+                if self.countdown <= 0:
+                    self.countdown = None
+                    raise Crash(f"crash right after journal.{name}")
+            return result
+
+        return write
+
+
+def make_settings(root: Path, *, after_upload: str, s3: bool, dedupe: str, drop_configured: bool = True) -> Settings:
+    """Two folders: `drop` (explored) and `other` (idle, so a reload can remove `drop`)."""
+    drop: dict[str, Any] = {"path": str(root / "drop"), "settle": 1, "after_upload": after_upload,
+                            "archive_dir": str(root / "archive"), "failed_dir": str(root / "failed")}
+    if s3:
+        drop["s3"] = {"bucket": "bucket"}
+    data: dict[str, Any] = {
+        "daemon": {"state_dir": str(root / "state"), "dedupe": dedupe},
+        "vault": {"base_url": VAULT_URL, "user": USER, "password": PASSWORD, "poll_interval": 2, "timeout": 30,
+                  "max_attempts": 4, "confirm_timeout": 20, "backoff_base": 1, "backoff_max": BACKOFF_MAX},
+        "folders": ([drop] if drop_configured else []) + [{"path": str(root / "other")}],
+    }
+    if s3:
+        data["scaleengine"] = {"api_url": CONTROL_URL, "api_key": API_KEY, "api_secret": API_SECRET, "cdn": CDN,
+                               "status_poll_interval": STATUS_POLL, "status_timeout": 600}
+    return settings_from_dict(data, source="exploration", environ={})
+
+
+class World:
+    """A daemon without threads or watchers: settle, schedule, crash and restart by hand."""
+
+    def __init__(self, root: Path, *, after_upload: str, s3: bool, dedupe: str) -> None:
+        for name in ("drop", "other", "archive", "failed", "state"):
+            (root / name).mkdir(parents=True, exist_ok=True)
+        self.root = root
+        self.drop = root / "drop"
+        self.options = {"after_upload": after_upload, "s3": s3, "dedupe": dedupe}
+        self.clock = FakeClock()
+        self.services = Services(self.clock)
+        self.loop = FakeTimeLoop(self.clock)
+        self.drop_configured = True
+        self.crashes = 0
+        self._start()
+
+    # -- life cycle ----------------------------------------------------------------
+
+    def _start(self) -> None:
+        self.settings = make_settings(self.root, drop_configured=self.drop_configured, **self.options)
+        self.journal = CrashingJournal(open_journal(self.settings, clock=self.clock))
+        self._build()
+
+    def _build(self) -> None:
+        self.folders: dict[str, FolderSettings] = {str(f.path): f for f in self.settings.folders}
+        self.pipeline: Pipeline = build_pipeline(
+            self.settings, self.journal, self._folder_for,  # type: ignore[arg-type]
+            clock=self.clock, sleep=self.clock.sleep, transport=self.services.transport(),
+        )
+        self.pipeline._rng = random.Random(0)  # deterministic jitter: build_pipeline takes no rng (yet)
+        self.max_wait = max_delay(self.settings) + 1.0  # no job may rest longer than this from now
+
+    def _horizon(self) -> float:
+        return self.clock() + max_delay(self.settings)
+
+    def _folder_for(self, job: Job) -> FolderSettings | None:
+        return self.folders.get(job.folder)
+
+    def reload(self, *, drop_configured: bool) -> None:
+        """SIGHUP: new settings, a new pipeline, the same journal."""
+        self.drop_configured = drop_configured
+        self._do(self.pipeline.aclose())
+        self.settings = make_settings(self.root, drop_configured=drop_configured, **self.options)
+        self._build()
+        if drop_configured:
+            self.rescan()
+
+    def crash(self) -> None:
+        """Drop every in-memory object and start again from the journal file alone."""
+        self.crashes += 1
+        self._do(self.pipeline.aclose())
+        self.journal.inner.close()
+        self._start()
+        self.rescan()
+
+    def close(self) -> None:
+        self._do(self.pipeline.aclose())
+        self.journal.inner.close()
+        self.loop.close()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def arm_crash(self, after_commits: int) -> None:
+        self.journal.countdown = after_commits
+
+    def _do(self, coroutine: Any) -> Any:
+        """Run one coroutine on this world's loop; a Crash restarts the world."""
+        try:
+            return self.loop.run_until_complete(coroutine)
+        except Crash:
+            self.crash()
+            return None
+
+    # -- the daemon's moves ----------------------------------------------------------
+
+    def settle(self, relpath: str) -> Job | None:
+        """The settler's verdict on one path: stat it and admit it (daemon._on_settled)."""
+        folder = self.folders.get(str(self.drop))
+        if folder is None:
+            return None
+        info = regular_file_stat(folder, relpath)
+        if info is None or info.st_size == 0:
+            return None
+        return self._do(admit(self.journal, folder, relpath, info))  # type: ignore[arg-type]
+
+    def rescan(self) -> None:
+        """What a start-up or reload scan settles: every file in the drop folder."""
+        for path in sorted(self.drop.iterdir()):
+            self.settle(path.name)
+
+    def run_due(self, limit: int) -> int:
+        """Run up to `limit` due jobs one after another (each until it ends or waits)."""
+        self._do(self.pipeline.delete_stale_videos())  # the daemon does this every few seconds
+        ran = 0
+        while ran < limit:
+            jobs = self.journal.runnable(self.clock(), set(), 1, self.folders, self._horizon())
+            if not jobs:
+                break
+            ran += 1
+            self.services.start_run(RUNAWAY_REQUESTS)
+            try:
+                self._do(self.pipeline.run(jobs[0]))
+            except Runaway as exc:
+                raise AssertionError(f"job {jobs[0].id} spins: {exc}") from None
+            finally:
+                self.services.runaway_limit = None
+        return ran
+
+    def quiesce(self, max_rounds: int = 300) -> None:
+        """Faults cleared, folder back, a rescan, then the scheduler until nothing is due."""
+        self.services.clear_faults()
+        self.journal.countdown = None
+        if not self.drop_configured:
+            self.reload(drop_configured=True)
+        self.rescan()
+        for _ in range(max_rounds):
+            self.run_due(50)
+            due = self.journal.next_due(set(), self.folders, self._horizon())
+            if due is None:
+                return
+            self.clock.advance(max(0.0, due - self.clock()) + 1.0)
+        raise AssertionError(f"jobs still due after {max_rounds} scheduler rounds: {self.active_jobs()}")
+
+    # -- what the invariants read ----------------------------------------------------------
+
+    def due_within(self, seconds: float) -> set[int]:
+        """Ids of the jobs the scheduler would start if `seconds` passed now."""
+        jobs = self.journal.runnable(self.clock() + seconds, set(), 100_000, self.folders, self._horizon())
+        return {job.id for job in jobs}
+
+    def all_jobs(self) -> list[Job]:
+        return self.journal.jobs(limit=100_000)
+
+    def active_jobs(self) -> list[Job]:
+        return [job for job in self.all_jobs() if job.state not in TERMINAL]
+
+    def failed_jobs(self) -> list[Job]:
+        return self.journal.jobs(JobState.FAILED, limit=100_000)
+
+    def operator(self, command: str, job_id: int) -> None:
+        """`vaultdrop jobs retry|forget ID` as cli.py does it: the same journal, and a
+        failed job's file brought back from failed_dir before its retry."""
+        try:
+            job = self.journal.get(job_id)
+            if command == "retry" and job is not None and job.state is JobState.FAILED:
+                postaction.restore(job)
+            getattr(self.journal, command)(job_id)
+        except Crash:
+            self.crash()
