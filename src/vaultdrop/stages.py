@@ -54,12 +54,7 @@ class VaultStages:
         if info is None:
             raise JobFailed("file vanished before it could be uploaded")
         if not job.is_file(info):
-            owner = self._owner(job, info)
-            if owner is not None:  # our file is gone (or a symlink now points at another job's)
-                raise JobFailed(f"file vanished before it could be uploaded; what is at its path now is "
-                                f"job {owner.id}'s ({owner.relpath})")
-            return Transition(None, "file changed before its upload: taking the new content",
-                              identity_changes(info) | {"sha256": None}, quiet=True)
+            return self._take_new_content(job, info, "taking the new content")
         if info.st_size == 0:
             raise RetryLater("the file is empty now")
         if self._settings.daemon.dedupe == "sha256":
@@ -74,14 +69,21 @@ class VaultStages:
         if self._settings.daemon.dedupe == "sha256" and self._twin(job) is not None:
             return Transition(None, "a twin was confirmed while the key was fetched", quiet=True)
         return Transition(JobState.UPLOADING, f"upload key {key}", {"upload_key": key, "bytes_sent": 0,
-                                                                     "key_unknown": 0})
+                                                                     "key_unknown": 0, "ctime_ns": info.st_ctime_ns})
 
-    def _owner(self, job: Job, info: os.stat_result) -> Job | None:
-        """Another job that already accounts for exactly this file."""
+    def _take_new_content(self, job: Job, info: os.stat_result, how: str) -> Transition:
+        """The path holds other content than journalled, before anything was sent: upload that,
+        unless another job already accounts for it (a link, a symlink, a file renamed over
+        ours): then our own content is gone."""
         identity = FileIdentity(job.folder, job.relpath, info.st_size, info.st_mtime_ns, info.st_ino)
-        return next((other for other in self._journal.same_inode(identity)
-                     if other.id != job.id and not other.released and other.state is not JobState.FAILED
-                     and (other.size, other.mtime_ns) == (identity.size, identity.mtime_ns)), None)
+        owner = next((other for other in self._journal.same_inode(identity)
+                      if other.id != job.id and not other.released and other.state is not JobState.FAILED
+                      and (other.size, other.mtime_ns) == (identity.size, identity.mtime_ns)), None)
+        if owner is not None:
+            raise JobFailed(f"file vanished before it could be uploaded; what is at its path now is "
+                            f"job {owner.id}'s ({owner.relpath})")
+        return Transition(None, f"file changed before its upload: {how}",
+                          identity_changes(info) | {"sha256": None, "ctime_ns": info.st_ctime_ns}, quiet=True)
 
     def _twin(self, job: Job) -> Job | None:
         """A job that holds (or is about to hold) this content: skip after it, or wait for it.
@@ -105,9 +107,11 @@ class VaultStages:
             if progress.video_id:
                 return Transition(JobState.CONFIRMING, "vault already has the video", {"key_unknown": 0})
             info = stat_or_none(job.path)
+            if info is None and progress.received > 0:  # the vault may still finish what it received
+                return Transition(JobState.CONFIRMING, "the file is gone: waiting for the vault to confirm what it "
+                                  "received", {"key_unknown": 0})
             if info is not None and not job.is_file(info):
-                return Transition(None, "file changed before its upload: sending the new content on the same key",
-                                  identity_changes(info), quiet=True)
+                return self._take_new_content(job, info, "sending the new content on the same key")
         key = job.upload_key
         assert key is not None
         last_write = time.monotonic()

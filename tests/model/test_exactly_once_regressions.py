@@ -254,8 +254,6 @@ def test_symlink_replacing_a_queued_file_is_not_a_second_upload_of_its_target(
     assert world.services.live_count(sha(b"take two" * 4)) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11: before giving up, ask progress.xml about the held key (here "
-                                       "the video_id shows late and the file was deleted)")
 def test_job_whose_file_vanished_is_not_failed_while_the_vault_holds_its_video(
         make_world: Callable[..., World]) -> None:
     """Found by the exploration: the job fails and its complete video stays, neither confirmed nor deleted."""
@@ -269,8 +267,6 @@ def test_job_whose_file_vanished_is_not_failed_while_the_vault_holds_its_video(
     assert job.state is not JobState.FAILED or world.services.live_count(sha(b"take one" * 4)) == 0
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11: new content must always be uploaded (cp -p, same size, mtime "
-                                       "and inode, after a POST that was stored but answered 500)")
 def test_rewrite_keeping_stat_after_an_unanswered_post_is_not_archived_unsent(
         make_world: Callable[..., World]) -> None:
     """Found by the exploration: the confirm hashes the file as it is now, not what was sent."""
