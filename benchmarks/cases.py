@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +27,8 @@ from tools import (
     timed_get,
     prefill_journal,
     sandbox_at,
+    sha256_run,
+    sink_at,
     sparse_file,
     wait_done,
     wait_for,
@@ -86,46 +87,34 @@ def _drop_stored(sandbox: SandboxProcess) -> None:
         Path(video["path"]).unlink(missing_ok=True)
 
 
-# -- 1 + 2: throughput and CPU per GiB ---------------------------------------------------
-
-
-def _memory_backed(size: int) -> Path | None:
-    """A tmpfs directory for the sandbox's storage when there is room: both clients are then
-    timed against the wire, not against the disk's writeback of the previous round."""
-    shm = Path("/dev/shm")
-    if shm.is_dir() and shutil.disk_usage(shm).free > 3 * size:
-        return Path(tempfile.mkdtemp(prefix="vaultdrop-bench-", dir=shm))
-    return None
+# -- 1 + 2: throughput and CPU per GiB, against the sink ----------------------------------
 
 
 def throughput(base: Path, scale: Scale) -> Outcome:
+    """vaultdrop, curl and a bare SHA-256 pass over the same page-cached file, paired in
+    each round (the order rotates), against the sink so the server is not what is timed."""
     out = Outcome()
     size = scale.throughput_size
-    storage = _memory_backed(size)
-    try:
-        return _throughput(base, storage or base, scale, out)
-    finally:
-        if storage is not None:
-            shutil.rmtree(storage, ignore_errors=True)
-
-
-def _throughput(base: Path, storage: Path, scale: Scale, out: Outcome) -> Outcome:
-    size = scale.throughput_size
-    with sandbox_at(storage) as sandbox:
-        runner = daemon_runner(base / "daemon", sandbox, concurrency=1, settle=1.0)
+    with sink_at(base / "sink") as sink:
+        runner = daemon_runner(base / "daemon", sink, concurrency=1, settle=1.0)
         source = base / "source.bin"
         write_random_file(source, size)
-        curl = Curl(sandbox)
+        curl = Curl(sink)
         runner.start()
-        pid = runner.process.pid
+        pid, sink_pid = runner.process.pid, sink.process.pid
         rounds: list[dict[str, float]] = []
         try:
             for number in range(scale.throughput_rounds):
                 result: dict[str, float] = {}
-                for client in ("curl", "vaultdrop") if number % 2 == 0 else ("vaultdrop", "curl"):
+                clients = ("curl", "vaultdrop", "sha256")
+                for client in clients[number % 3:] + clients[:number % 3]:
+                    sink_before = cpu_seconds(sink_pid)
                     if client == "curl":
                         run = curl.upload(source)
                         result["curl_s"], result["curl_cpu_s"] = run.seconds, run.cpu
+                        result["sink_cpu_s"] = cpu_seconds(sink_pid) - sink_before
+                    elif client == "sha256":
+                        result["sha256_s"], result["sha256_cpu_s"] = sha256_run(source)
                     else:
                         relpath = f"round-{number}.bin"
                         staged = base / relpath  # a copy per round: a hard link of one file is one upload
@@ -136,23 +125,33 @@ def _throughput(base: Path, storage: Path, scale: Scale, out: Outcome) -> Outcom
                         result["vaultdrop_cpu_s"] = cpu_seconds(pid) - cpu_before
                         [job] = [j for j in done_jobs(runner) if j.relpath == relpath]
                         result["vaultdrop_s"] = job.updated_at - job.created_at  # queued -> done
-                    _drop_stored(sandbox)
-                result["ratio"] = result["vaultdrop_s"] / result["curl_s"]
-                result["cpu_ratio"] = result["vaultdrop_cpu_s"] / result["curl_cpu_s"]
+                result["ratio"] = result["vaultdrop_s"] / max(result["curl_s"], result["sha256_s"])
+                result["ratio_curl"] = result["vaultdrop_s"] / result["curl_s"]
+                result["cpu_ratio"] = result["vaultdrop_cpu_s"] / (result["curl_cpu_s"] + result["sha256_cpu_s"])
                 rounds.append(result)
         finally:
             runner.stop()
     gib = size / GIB
-    ratio = median([r["ratio"] for r in rounds])
-    out.details = {"size_bytes": size, "sandbox_storage": str(storage), "rounds": rounds}
-    out.add("throughput", "curl: new key + POST + progress", median([r["curl_s"] for r in rounds]), "s")
-    out.add("throughput", "vaultdrop: queued -> done", median([r["vaultdrop_s"] for r in rounds]), "s")
-    out.add("throughput", "vaultdrop MB/s", size / 1e6 / median([r["vaultdrop_s"] for r in rounds]), "MB/s")
-    out.add("throughput", "time ratio vaultdrop/curl (median of pairs)", ratio, "x", "<= 1.10", ratio <= 1.10)
-    out.add("cpu", "curl CPU per GiB", median([r["curl_cpu_s"] for r in rounds]) / gib, "s/GiB")
-    out.add("cpu", "vaultdrop CPU per GiB", median([r["vaultdrop_cpu_s"] for r in rounds]) / gib, "s/GiB")
-    out.add("cpu", "CPU ratio vaultdrop/curl (median of pairs)", median([r["cpu_ratio"] for r in rounds]), "x",
-            "report")
+
+    def typical(name: str) -> float:
+        return median([r[name] for r in rounds])
+
+    ratio, cpu_ratio = typical("ratio"), typical("cpu_ratio")
+    out.details = {"size_bytes": size, "rounds": rounds}
+    out.add("throughput", "sink ceiling: curl MB/s to it", size / 1e6 / typical("curl_s"), "MB/s")
+    out.add("throughput", "sink CPU per GiB received from curl", typical("sink_cpu_s") / gib, "s/GiB")
+    out.add("throughput", "curl: new key + POST + progress", typical("curl_s"), "s")
+    out.add("throughput", "sha256 of the file, in-process", typical("sha256_s"), "s")
+    out.add("throughput", "vaultdrop: queued -> done", typical("vaultdrop_s"), "s")
+    out.add("throughput", "vaultdrop MB/s", size / 1e6 / typical("vaultdrop_s"), "MB/s")
+    out.add("throughput", "ratio vaultdrop/max(curl, sha256) (median of rounds)", ratio, "x", "<= 1.10",
+            ratio <= 1.10)
+    out.add("throughput", "ratio vaultdrop/curl (median of rounds)", typical("ratio_curl"), "x", "report")
+    out.add("cpu", "curl CPU per GiB", typical("curl_cpu_s") / gib, "s/GiB")
+    out.add("cpu", "sha256 CPU per GiB", typical("sha256_cpu_s") / gib, "s/GiB")
+    out.add("cpu", "vaultdrop CPU per GiB", typical("vaultdrop_cpu_s") / gib, "s/GiB")
+    out.add("cpu", "CPU ratio vaultdrop/(curl + sha256) (median of rounds)", cpu_ratio, "x", "<= 1.3",
+            cpu_ratio <= 1.3)
     return out
 
 

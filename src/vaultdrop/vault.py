@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import threading
 import time
 import uuid
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 from urllib.parse import quote
 
 import httpx
@@ -28,6 +31,8 @@ UPLOAD_PATH = "/upload/new/file"
 UNREACHABLE = (httpx.ConnectError, httpx.ConnectTimeout)
 GATEWAY_DOWN = (502, 503, 504)
 CHUNK_SIZE = 1024 * 1024
+MAX_CONNECTIONS = 64
+LOOP_EXTENSION = "vaultdrop.loop"  # request extension: the loop an _OnLoop transport sends on
 
 
 class UnknownKey(RetryLater):
@@ -66,14 +71,18 @@ class VaultClient:
         self._user = user
         self._password = password
         self._clock = clock
-        self._http = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout),
+        options: dict[str, Any] = {
+            "timeout": httpx.Timeout(timeout),
             # identity: bodies are read raw and bounded, so a compressed one (or a bomb) is never inflated
-            headers={"Accept-Encoding": "identity"},
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
-            transport=transport or httpx.AsyncHTTPTransport(retries=2),
-            follow_redirects=False,
-        )
+            "headers": {"Accept-Encoding": "identity"},
+            "limits": httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=16),
+            "follow_redirects": False,
+        }
+        self._http = httpx.AsyncClient(transport=transport or httpx.AsyncHTTPTransport(retries=2), **options)
+        self._upload_http = httpx.Client(
+            transport=_OnLoop(transport) if transport is not None else httpx.HTTPTransport(retries=2), **options)
+        self._senders = ThreadPoolExecutor(MAX_CONNECTIONS, thread_name_prefix="vault-send")
+        self._hashers = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="vault-hash")
 
     @classmethod
     def from_settings(cls, vault: VaultSettings, *, clock: Callable[[], float] = time.time,
@@ -83,6 +92,9 @@ class VaultClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+        self._upload_http.close()
+        self._senders.shutdown(wait=False)
+        self._hashers.shutdown(wait=False)
 
     def _signature(self, path: str) -> tuple[str, str]:
         timestamp = f"{self._clock():.3f}"
@@ -140,8 +152,11 @@ class VaultClient:
     ) -> str:
         """Stream `size` bytes of `path` as the `upload_file` part; return their sha256.
 
-        Memory stays constant: the body is generated chunk by chunk from the open file and
-        hashed on the way, in a worker thread so a slow disk never stalls the event loop.
+        The body is read, hashed and sent from worker threads through a blocking client:
+        per chunk that is one read into a reused buffer, one hash on a second thread
+        (hashlib releases the GIL) and one blocking send, where the event loop's path paid
+        an async generator, a thread hand-off and the transport's buffer copies (issue 14).
+        Memory stays constant: two buffers per upload. `on_progress` runs on the loop.
         """
         signature, timestamp = self._signature(UPLOAD_PATH)
         boundary = uuid.uuid4().hex
@@ -152,9 +167,8 @@ class VaultClient:
             "Content-Type: application/octet-stream\r\n\r\n"
         ).encode("utf-8", "surrogateescape")
         epilogue = f"\r\n--{boundary}--\r\n".encode()
-        hasher = hashlib.sha256()
         try:
-            handle = path.open("rb")
+            handle = path.open("rb", buffering=0)
         except OSError as exc:
             raise FileChanged(f"cannot open {path}: {exc.strerror}") from None
         headers = {
@@ -162,75 +176,129 @@ class VaultClient:
             "Content-Length": str(len(preamble) + size + len(epilogue)),
         }
         params = {"upload_key": key, "_sig": signature, "_date": timestamp}
-        body = _file_body(handle, size, preamble, epilogue, hasher, on_progress, throttle)
+        loop = asyncio.get_running_loop()
+        body = _FileBody(handle, size, preamble, epilogue, self._hashers, loop, on_progress, throttle)
+
+        def send() -> tuple[int, bytes]:
+            with handle:
+                try:
+                    with self._upload_http.stream("POST", self._base + UPLOAD_PATH, params=params, headers=headers,
+                                                  content=body, extensions={LOOP_EXTENSION: loop}) as response:
+                        return response.status_code, _read_bounded_sync(response)
+                except httpx.TransportError as exc:
+                    raise _transport_error(exc, "upload interrupted") from None
+
         try:
-            async with self._http.stream(
-                "POST", self._base + UPLOAD_PATH, params=params, headers=headers, content=body
-            ) as response:
-                answer = await _read_bounded(response)
-        except httpx.TransportError as exc:
-            raise _transport_error(exc, "upload interrupted") from None
-        finally:
-            await body.aclose()
-            handle.close()
-        _raise_for_status(response.status_code, answer, UPLOAD_PATH)
-        return hasher.hexdigest()
+            status, answer = await loop.run_in_executor(self._senders, send)
+        except asyncio.CancelledError:
+            body.abandon()  # the sending thread stops at its next chunk and closes the file
+            raise
+        _raise_for_status(status, answer, UPLOAD_PATH)
+        return body.hexdigest()
 
 
-async def _file_body(
-    handle: BinaryIO,
-    size: int,
-    preamble: bytes,
-    epilogue: bytes,
-    hasher: "hashlib._Hash",
-    on_progress: Callable[[int], None],
-    throttle: Throttle | None,
-) -> AsyncGenerator[bytes, None]:
-    """Read and hash the next chunk in a worker thread while this one is being sent.
+class _FileBody:
+    """The multipart body, iterated by the sending thread.
 
-    Read-ahead keeps the socket fed during the hashing (about a millisecond per MiB), which
-    otherwise stalls the stream once per chunk; one chunk ahead keeps memory flat.
+    Two buffers alternate: while one is hashed on a hasher thread and sent, the next chunk
+    is read into the other. The hasher always has at most one chunk of this body, so the
+    digest covers exactly the bytes sent, in order.
     """
 
-    def read(count: int) -> bytes:
-        chunk = handle.read(count)
-        hasher.update(chunk)
-        return chunk
+    def __init__(self, handle: BinaryIO, size: int, preamble: bytes, epilogue: bytes, hashers: Executor,
+                 loop: asyncio.AbstractEventLoop, on_progress: Callable[[int], None],
+                 throttle: Throttle | None) -> None:
+        self._handle = handle
+        self._size = size
+        self._preamble = preamble
+        self._epilogue = epilogue
+        self._hashers = hashers
+        self._loop = loop
+        self._on_progress = on_progress
+        self._throttle = throttle
+        self._hasher = hashlib.sha256()
+        self._abandoned = threading.Event()
 
-    def read_ahead(done: int) -> asyncio.Future[bytes] | None:
-        return asyncio.ensure_future(asyncio.to_thread(read, min(CHUNK_SIZE, size - done))) if done < size else None
+    def abandon(self) -> None:
+        self._abandoned.set()
 
-    yield preamble
-    sent = 0
-    pending = read_ahead(0)
-    try:
-        while pending is not None:
-            chunk = await pending
-            if not chunk:
-                raise FileChanged(f"file shrank to {sent} bytes while uploading (expected {size})")
-            sent += len(chunk)
-            pending = read_ahead(sent)
-            if throttle is not None:
-                await throttle.consume(len(chunk))
-            on_progress(sent)
-            yield chunk
-    finally:
-        if pending is not None:  # the file is closed after us: let the read in flight end first
-            await asyncio.gather(pending, return_exceptions=True)
-    yield epilogue
+    def hexdigest(self) -> str:
+        return self._hasher.hexdigest()
+
+    def __iter__(self) -> Iterator[bytes | memoryview]:
+        buffers = (memoryview(bytearray(CHUNK_SIZE)), memoryview(bytearray(CHUNK_SIZE)))
+        hashing: Future[None] | None = None
+        sent = 0
+        yield self._preamble
+        try:
+            while sent < self._size:
+                if self._abandoned.is_set():
+                    raise RetryLater("upload abandoned: the daemon is stopping")
+                view = buffers[sent // CHUNK_SIZE % 2][:min(CHUNK_SIZE, self._size - sent)]
+                count = self._handle.readinto(view)
+                if not count:
+                    raise FileChanged(f"file shrank to {sent} bytes while uploading (expected {self._size})")
+                chunk = view[:count]
+                if hashing is not None:
+                    hashing.result()
+                hashing = self._hashers.submit(self._hasher.update, chunk)
+                sent += count
+                if self._throttle is not None:
+                    asyncio.run_coroutine_threadsafe(self._throttle.consume(count), self._loop).result()
+                self._loop.call_soon_threadsafe(self._on_progress, sent)
+                yield chunk
+        finally:
+            if hashing is not None:  # its buffer must not be reused, nor the digest read, before it ends
+                hashing.result()
+        yield self._epilogue
+
+
+class _OnLoop(httpx.BaseTransport):
+    """Carries the upload thread's requests to an injected async transport (a test's
+    MockTransport, say) on the event loop, so a passed transport serves every call."""
+
+    def __init__(self, transport: httpx.AsyncBaseTransport) -> None:
+        self._transport = transport
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        content = request.read()
+
+        async def send() -> httpx.Response:
+            forwarded = httpx.Request(request.method, request.url, headers=request.headers, content=content)
+            response = await self._transport.handle_async_request(forwarded)
+            return httpx.Response(response.status_code, headers=response.headers, content=await response.aread())
+
+        loop: asyncio.AbstractEventLoop = request.extensions[LOOP_EXTENSION]
+        return asyncio.run_coroutine_threadsafe(send(), loop).result()
+
+
+class _Bounded:
+    """At most MAX_XML_BYTES of a response: a huge or endless body is refused, never buffered."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        declared = response.headers.get("Content-Length")
+        if declared and declared.isdigit() and int(declared) > MAX_XML_BYTES:
+            raise ProtocolError(f"response of {declared} bytes refused (limit {MAX_XML_BYTES})")
+        self.body = bytearray()
+
+    def add(self, chunk: bytes) -> None:
+        self.body += chunk
+        if len(self.body) > MAX_XML_BYTES:
+            raise ProtocolError(f"response over {MAX_XML_BYTES} bytes refused")
 
 
 async def _read_bounded(response: httpx.Response) -> bytes:
-    """Read at most MAX_XML_BYTES: a huge or endless body is refused, never buffered."""
-    declared = response.headers.get("Content-Length")
-    if declared and declared.isdigit() and int(declared) > MAX_XML_BYTES:
-        raise ProtocolError(f"response of {declared} bytes refused (limit {MAX_XML_BYTES})")
-    body = bytearray()
+    bounded = _Bounded(response)
     async for chunk in response.aiter_raw():
-        body += chunk
-        if len(body) > MAX_XML_BYTES:
-            raise ProtocolError(f"response over {MAX_XML_BYTES} bytes refused")
-    return bytes(body)
+        bounded.add(chunk)
+    return bytes(bounded.body)
+
+
+def _read_bounded_sync(response: httpx.Response) -> bytes:
+    bounded = _Bounded(response)
+    for chunk in response.iter_raw():
+        bounded.add(chunk)
+    return bytes(bounded.body)
 
 
 def _raise_for_status(status: int, body: bytes, path: str) -> None:
