@@ -153,10 +153,10 @@ class VaultClient:
         """Stream `size` bytes of `path` as the `upload_file` part; return their sha256.
 
         The body is read, hashed and sent from worker threads through a blocking client:
-        per chunk that is one read into a reused buffer, one hash on a second thread
-        (hashlib releases the GIL) and one blocking send, where the event loop's path paid
-        an async generator, a thread hand-off and the transport's buffer copies (issue 14).
-        Memory stays constant: two buffers per upload. `on_progress` runs on the loop.
+        per chunk that is one read, one hash on a hasher thread (hashlib releases the GIL)
+        and one blocking send, where the event loop's path paid an async generator, a
+        thread hand-off and the transport's buffer copies (issue 14). Memory stays
+        constant: two chunks per upload. `on_progress` runs on the loop.
         """
         signature, timestamp = self._signature(UPLOAD_PATH)
         boundary = uuid.uuid4().hex
@@ -200,9 +200,10 @@ class VaultClient:
 class _FileBody:
     """The multipart body, iterated by the sending thread.
 
-    Two buffers alternate: while one is hashed on a hasher thread and sent, the next chunk
-    is read into the other. The hasher always has at most one chunk of this body, so the
-    digest covers exactly the bytes sent, in order.
+    Each chunk is a fresh `bytes` from one read: h11 then hands it to the socket without
+    another copy. While a chunk is sent it is hashed on a hasher thread and the next one is
+    read; the hasher holds at most one chunk of this body, so the digest covers exactly the
+    bytes sent, in order.
     """
 
     def __init__(self, handle: BinaryIO, size: int, preamble: bytes, epilogue: bytes, hashers: Executor,
@@ -225,30 +226,27 @@ class _FileBody:
     def hexdigest(self) -> str:
         return self._hasher.hexdigest()
 
-    def __iter__(self) -> Iterator[bytes | memoryview]:
-        buffers = (memoryview(bytearray(CHUNK_SIZE)), memoryview(bytearray(CHUNK_SIZE)))
+    def __iter__(self) -> Iterator[bytes]:
         hashing: Future[None] | None = None
         sent = 0
         yield self._preamble
         try:
             while sent < self._size:
-                if self._abandoned.is_set():
-                    raise RetryLater("upload abandoned: the daemon is stopping")
-                view = buffers[sent // CHUNK_SIZE % 2][:min(CHUNK_SIZE, self._size - sent)]
-                count = self._handle.readinto(view)
-                if not count:
+                chunk = self._handle.read(min(CHUNK_SIZE, self._size - sent))
+                if not chunk:
                     raise FileChanged(f"file shrank to {sent} bytes while uploading (expected {self._size})")
-                chunk = view[:count]
+                if self._throttle is not None:
+                    self._abandoned.wait(self._throttle.delay_for(len(chunk)))
+                if self._abandoned.is_set():
+                    raise RetryLater("upload abandoned: its task was cancelled")
                 if hashing is not None:
                     hashing.result()
                 hashing = self._hashers.submit(self._hasher.update, chunk)
-                sent += count
-                if self._throttle is not None:
-                    asyncio.run_coroutine_threadsafe(self._throttle.consume(count), self._loop).result()
+                sent += len(chunk)
                 self._loop.call_soon_threadsafe(self._on_progress, sent)
                 yield chunk
         finally:
-            if hashing is not None:  # its buffer must not be reused, nor the digest read, before it ends
+            if hashing is not None:  # the digest is read once the body is done
                 hashing.result()
         yield self._epilogue
 
@@ -266,7 +264,8 @@ class _OnLoop(httpx.BaseTransport):
         async def send() -> httpx.Response:
             forwarded = httpx.Request(request.method, request.url, headers=request.headers, content=content)
             response = await self._transport.handle_async_request(forwarded)
-            return httpx.Response(response.status_code, headers=response.headers, content=await response.aread())
+            return httpx.Response(response.status_code, headers=response.headers,
+                                  stream=httpx.ByteStream(await response.aread()))
 
         loop: asyncio.AbstractEventLoop = request.extensions[LOOP_EXTENSION]
         return asyncio.run_coroutine_threadsafe(send(), loop).result()
