@@ -188,10 +188,13 @@ class VaultClient:
                 except httpx.TransportError as exc:
                     raise _transport_error(exc, "upload interrupted") from None
 
+        sending = self._senders.submit(send)
         try:
-            status, answer = await loop.run_in_executor(self._senders, send)
+            status, answer = await asyncio.wrap_future(sending)
         except asyncio.CancelledError:
-            body.abandon()  # the sending thread stops at its next chunk and closes the file
+            body.abandon()  # a running send stops at its next chunk and closes the file itself
+            if sending.cancel():  # it never started: nothing else will close the file
+                handle.close()
             raise
         _raise_for_status(status, answer, UPLOAD_PATH)
         return body.hexdigest()
