@@ -278,7 +278,10 @@ def small_files(base: Path, scale: Scale) -> Outcome:
         loop_seconds, loop_cpu = Curl(sandbox).shell_loop(by_hand)
         curl_rate = scale.small_curl_files / loop_seconds
 
-        runner = daemon_runner(base / "daemon", sandbox, concurrency=8, settle=1.0, rescan_interval=300)
+        # A rescan walks every file (≈ 0.2 s CPU for 10,000 here) and is what idle CPU is
+        # made of: one per idle window, so every run measures the same worst case.
+        runner = daemon_runner(base / "daemon", sandbox, concurrency=8, settle=1.0,
+                               rescan_interval=scale.idle_seconds)
         runner.start()
         pid = runner.process.pid
         try:
@@ -292,7 +295,10 @@ def small_files(base: Path, scale: Scale) -> Outcome:
             finished = max(job.updated_at for job in jobs)
             busy = wait_idle(pid)
             idle_before = cpu_seconds(pid)
-            time.sleep(scale.idle_seconds)
+            per_second = []
+            for _ in range(int(scale.idle_seconds)):
+                time.sleep(1)
+                per_second.append(cpu_seconds(pid) - idle_before - sum(per_second))
             idle_cpu = cpu_seconds(pid) - idle_before
             rss = peak_rss(pid)
         finally:
@@ -308,14 +314,15 @@ def small_files(base: Path, scale: Scale) -> Outcome:
     out.details = {"files": scale.small_files, "curl_files": scale.small_curl_files, "curl_loop_s": loop_seconds,
                    "curl_loop_cpu_s": loop_cpu, "vaultdrop_s": finished - dropped, "vaultdrop_cpu_s": daemon_cpu,
                    "successful_posts": posts, "journal": {s.value: n for s, n in counts.items() if n},
-                   "busy_after_last_done_s": busy, "peak_rss_bytes": rss}
+                   "busy_after_last_done_s": busy, "peak_rss_bytes": rss, "idle_cpu_per_second": per_second}
     out.add("small files", f"curl shell loop ({scale.small_curl_files} files)", curl_rate, "files/s")
     out.add("small files", f"vaultdrop, concurrency 8 ({scale.small_files} files)", rate, "files/s")
     out.add("small files", "ratio vaultdrop/curl loop", rate / curl_rate, "x", ">= 5", rate / curl_rate >= 5)
     out.add("small files", "all journalled and done, each stored once", float(complete and once), "bool", "1",
             complete and once and posts == scale.small_files + scale.small_curl_files)
     out.add("small files", "daemon CPU per file", daemon_cpu / scale.small_files * 1000, "ms")
-    out.add("idle", f"CPU over {scale.idle_seconds:g} s idle, {scale.small_files} settled files", idle_cpu, "s",
+    out.add("idle", f"CPU over {scale.idle_seconds:g} s idle, {scale.small_files} settled files, one rescan",
+            idle_cpu, "s",
             f"<= {0.5 * scale.idle_seconds / 60:.2g}", idle_cpu <= 0.5 * scale.idle_seconds / 60)
     return out
 
