@@ -275,8 +275,10 @@ def small_files(base: Path, scale: Scale) -> Outcome:
         shutil.copyfile(staging / f"small-{number:05d}.bin", by_hand / f"curl-{number:05d}.bin")
 
     with sandbox_at(base) as sandbox:
+        sandbox_before = cpu_seconds(sandbox.process.pid)
         loop_seconds, loop_cpu = Curl(sandbox).shell_loop(by_hand)
         curl_rate = scale.small_curl_files / loop_seconds
+        sandbox_curl_cpu = cpu_seconds(sandbox.process.pid) - sandbox_before
 
         # A rescan walks every file (≈ 0.2 s CPU for 10,000 here) and is what idle CPU is
         # made of: one per idle window, so every run measures the same worst case.
@@ -285,12 +287,13 @@ def small_files(base: Path, scale: Scale) -> Outcome:
         runner.start()
         pid = runner.process.pid
         try:
-            cpu_before = cpu_seconds(pid)
+            cpu_before, sandbox_before = cpu_seconds(pid), cpu_seconds(sandbox.process.pid)
             dropped = time.time()
             for path in staging.iterdir():
                 path.rename(runner.drop / path.name)
             wait_done(runner, scale.small_files, timeout=3600)
             daemon_cpu = cpu_seconds(pid) - cpu_before
+            sandbox_cpu = cpu_seconds(sandbox.process.pid) - sandbox_before
             jobs = done_jobs(runner)
             finished = max(job.updated_at for job in jobs)
             busy = wait_idle(pid)
@@ -313,6 +316,7 @@ def small_files(base: Path, scale: Scale) -> Outcome:
     counts = journal_counts(runner)
     out.details = {"files": scale.small_files, "curl_files": scale.small_curl_files, "curl_loop_s": loop_seconds,
                    "curl_loop_cpu_s": loop_cpu, "vaultdrop_s": finished - dropped, "vaultdrop_cpu_s": daemon_cpu,
+                   "sandbox_cpu_s": sandbox_cpu, "sandbox_cpu_for_curl_loop_s": sandbox_curl_cpu,
                    "successful_posts": posts, "journal": {s.value: n for s, n in counts.items() if n},
                    "busy_after_last_done_s": busy, "peak_rss_bytes": rss, "idle_cpu_per_second": per_second}
     out.add("small files", f"curl shell loop ({scale.small_curl_files} files)", curl_rate, "files/s")
@@ -321,6 +325,9 @@ def small_files(base: Path, scale: Scale) -> Outcome:
     out.add("small files", "all journalled and done, each stored once", float(complete and once), "bool", "1",
             complete and once and posts == scale.small_files + scale.small_curl_files)
     out.add("small files", "daemon CPU per file", daemon_cpu / scale.small_files * 1000, "ms")
+    out.add("small files", "sandbox CPU per file, serving vaultdrop", sandbox_cpu / scale.small_files * 1000, "ms")
+    out.add("small files", "sandbox CPU per file, serving the curl loop",
+            sandbox_curl_cpu / scale.small_curl_files * 1000, "ms")
     out.add("idle", f"CPU over {scale.idle_seconds:g} s idle, {scale.small_files} settled files, one rescan",
             idle_cpu, "s",
             f"<= {0.5 * scale.idle_seconds / 60:.2g}", idle_cpu <= 0.5 * scale.idle_seconds / 60)

@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import quote
@@ -200,6 +200,7 @@ class VaultClient:
         return body.hexdigest()
 
 
+@dataclass
 class _FileBody:
     """The multipart body, iterated by the sending thread.
 
@@ -209,49 +210,46 @@ class _FileBody:
     bytes sent, in order.
     """
 
-    def __init__(self, handle: BinaryIO, size: int, preamble: bytes, epilogue: bytes, hashers: Executor,
-                 loop: asyncio.AbstractEventLoop, on_progress: Callable[[int], None],
-                 throttle: Throttle | None) -> None:
-        self._handle = handle
-        self._size = size
-        self._preamble = preamble
-        self._epilogue = epilogue
-        self._hashers = hashers
-        self._loop = loop
-        self._on_progress = on_progress
-        self._throttle = throttle
-        self._hasher = hashlib.sha256()
-        self._abandoned = threading.Event()
+    handle: BinaryIO
+    size: int
+    preamble: bytes
+    epilogue: bytes
+    hashers: Executor
+    loop: asyncio.AbstractEventLoop
+    on_progress: Callable[[int], None]
+    throttle: Throttle | None
+    hasher: Any = field(default_factory=hashlib.sha256)
+    abandoned: threading.Event = field(default_factory=threading.Event)
 
     def abandon(self) -> None:
-        self._abandoned.set()
+        self.abandoned.set()
 
     def hexdigest(self) -> str:
-        return self._hasher.hexdigest()
+        return self.hasher.hexdigest()
 
     def __iter__(self) -> Iterator[bytes]:
         hashing: Future[None] | None = None
         sent = 0
-        yield self._preamble
+        yield self.preamble
         try:
-            while sent < self._size:
-                chunk = self._handle.read(min(CHUNK_SIZE, self._size - sent))
+            while sent < self.size:
+                chunk = self.handle.read(min(CHUNK_SIZE, self.size - sent))
                 if not chunk:
-                    raise FileChanged(f"file shrank to {sent} bytes while uploading (expected {self._size})")
-                if self._throttle is not None:
-                    self._abandoned.wait(self._throttle.delay_for(len(chunk)))
-                if self._abandoned.is_set():
+                    raise FileChanged(f"file shrank to {sent} bytes while uploading (expected {self.size})")
+                if self.throttle is not None:
+                    self.abandoned.wait(self.throttle.delay_for(len(chunk)))
+                if self.abandoned.is_set():
                     raise RetryLater("upload abandoned: its task was cancelled")
                 if hashing is not None:
                     hashing.result()
-                hashing = self._hashers.submit(self._hasher.update, chunk)
+                hashing = self.hashers.submit(self.hasher.update, chunk)
                 sent += len(chunk)
-                self._loop.call_soon_threadsafe(self._on_progress, sent)
+                self.loop.call_soon_threadsafe(self.on_progress, sent)
                 yield chunk
         finally:
             if hashing is not None:  # the digest is read once the body is done
                 hashing.result()
-        yield self._epilogue
+        yield self.epilogue
 
 
 class _OnLoop(httpx.BaseTransport):
