@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
+import queue
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -31,6 +31,7 @@ UPLOAD_PATH = "/upload/new/file"
 UNREACHABLE = (httpx.ConnectError, httpx.ConnectTimeout)
 GATEWAY_DOWN = (502, 503, 504)
 CHUNK_SIZE = 1024 * 1024
+HASH_AHEAD = 2  # chunks queued for an upload's hashing task
 MAX_CONNECTIONS = 64
 LOOP_EXTENSION = "vaultdrop.loop"  # request extension: the loop an _OnLoop transport sends on
 
@@ -82,7 +83,7 @@ class VaultClient:
         self._upload_http = httpx.Client(
             transport=_OnLoop(transport) if transport is not None else httpx.HTTPTransport(retries=2), **options)
         self._senders = ThreadPoolExecutor(MAX_CONNECTIONS, thread_name_prefix="vault-send")
-        self._hashers = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="vault-hash")
+        self._hashers = ThreadPoolExecutor(MAX_CONNECTIONS, thread_name_prefix="vault-hash")
 
     @classmethod
     def from_settings(cls, vault: VaultSettings, *, clock: Callable[[], float] = time.time,
@@ -205,9 +206,10 @@ class _FileBody:
     """The multipart body, iterated by the sending thread.
 
     Each chunk is a fresh `bytes` from one read: h11 then hands it to the socket without
-    another copy. While a chunk is sent it is hashed on a hasher thread and the next one is
-    read; the hasher holds at most one chunk of this body, so the digest covers exactly the
-    bytes sent, in order.
+    another copy. Chunks go to this body's hashing task through a short queue, in order,
+    so the digest covers exactly the bytes sent; the queue lets the hash (the slower
+    half) run without waiting for a thread hand-off per chunk, and bounds memory to a
+    few chunks.
     """
 
     handle: BinaryIO
@@ -228,7 +230,8 @@ class _FileBody:
         return self.hasher.hexdigest()
 
     def __iter__(self) -> Iterator[bytes]:
-        hashing: Future[None] | None = None
+        chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=HASH_AHEAD)
+        hashing = self.hashers.submit(_hash_all, self.hasher, chunks)
         sent = 0
         yield self.preamble
         try:
@@ -240,16 +243,19 @@ class _FileBody:
                     self.abandoned.wait(self.throttle.delay_for(len(chunk)))
                 if self.abandoned.is_set():
                     raise RetryLater("upload abandoned: its task was cancelled")
-                if hashing is not None:
-                    hashing.result()
-                hashing = self.hashers.submit(self.hasher.update, chunk)
+                chunks.put(chunk)
                 sent += len(chunk)
                 self.loop.call_soon_threadsafe(self.on_progress, sent)
                 yield chunk
         finally:
-            if hashing is not None:  # the digest is read once the body is done
-                hashing.result()
+            chunks.put(None)
+            hashing.result()  # the digest is read once the body is done
         yield self.epilogue
+
+
+def _hash_all(hasher: Any, chunks: queue.Queue[bytes | None]) -> None:
+    while (chunk := chunks.get()) is not None:
+        hasher.update(chunk)
 
 
 class _OnLoop(httpx.BaseTransport):
