@@ -153,11 +153,12 @@ class VaultClient:
     ) -> str:
         """Stream `size` bytes of `path` as the `upload_file` part; return their sha256.
 
-        The body is read, hashed and sent from worker threads through a blocking client:
-        per chunk that is one read, one hash on a hasher thread (hashlib releases the GIL)
-        and one blocking send, where the event loop's path paid an async generator, a
-        thread hand-off and the transport's buffer copies (issue 14). Memory stays
-        constant: two chunks per upload. `on_progress` runs on the loop.
+        The body is read and sent from a worker thread through a blocking client and
+        hashed on another (hashlib releases the GIL): per chunk one read, one hash, one
+        blocking send, where the event loop's path paid an async generator, a thread
+        hand-off and the transport's buffer copies (issue 14). Memory stays constant:
+        a few chunks per upload. `on_progress` runs on the loop, in order, before this
+        returns or raises.
         """
         signature, timestamp = self._signature(UPLOAD_PATH)
         boundary = uuid.uuid4().hex
