@@ -4,6 +4,7 @@ file makers, and the daemon/sandbox pair (the integration tests' own harness).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import statistics
@@ -26,7 +27,16 @@ from tests.integration.harness import DaemonRunner, wait_for  # noqa: E402
 from tests.receiver import free_port  # noqa: E402,F401 - for cases.py
 from vaultdrop.journal import Journal  # noqa: E402
 from vaultdrop.model import Job, JobState  # noqa: E402
-from vaultdrop.sandbox.launcher import SandboxProcess, spawn_sandbox  # noqa: E402
+from vaultdrop.sandbox.launcher import (  # noqa: E402
+    DEFAULT_API_KEY,
+    DEFAULT_API_SECRET,
+    DEFAULT_CDN,
+    DEFAULT_PASSWORD,
+    DEFAULT_STORAGE,
+    DEFAULT_USER,
+    SandboxProcess,
+    spawn_sandbox,
+)
 from vaultdrop.signing import vault_signature  # noqa: E402
 
 MIB = 1024 * 1024
@@ -76,6 +86,17 @@ def wait_idle(pid: int, quiet: float = 2.0, threshold: float = 0.15, timeout: fl
     return last_busy - started
 
 
+def sha256_run(path: Path) -> tuple[float, float]:
+    """The hash the daemon must do anyway, alone: (wall seconds, CPU seconds) of one
+    in-process SHA-256 pass over `path` in 1 MiB reads."""
+    started, cpu = time.monotonic(), time.thread_time()
+    digest = hashlib.sha256()
+    with path.open("rb", buffering=0) as source:
+        while chunk := source.read(MIB):
+            digest.update(chunk)
+    return time.monotonic() - started, time.thread_time() - cpu
+
+
 # -- files ----------------------------------------------------------------------------
 
 
@@ -103,6 +124,23 @@ def sparse_file(path: Path, size: int) -> None:
 def sandbox_at(root: Path) -> Iterator[SandboxProcess]:
     with spawn_sandbox(root / "sandbox") as sandbox:
         yield sandbox
+
+
+@contextmanager
+def sink_at(root: Path) -> Iterator[SandboxProcess]:
+    """benchmarks/sink.py as a child process, behind the sandbox's handle (url, credentials,
+    stop); it has no admin endpoints, so nothing can be asked of it but the vault API."""
+    root.mkdir(parents=True, exist_ok=True)
+    ready = root / "sink-url"
+    process = subprocess.Popen([sys.executable, str(Path(__file__).with_name("sink.py")), "--ready-file", str(ready)])
+    with SandboxProcess(url="", root=root, user=DEFAULT_USER, password=DEFAULT_PASSWORD, api_key=DEFAULT_API_KEY,
+                        api_secret=DEFAULT_API_SECRET, cdn=DEFAULT_CDN, storage=DEFAULT_STORAGE,
+                        process=process) as sink:
+        wait_for(lambda: ready.exists() or process.poll() is not None, timeout=15, what="sink listening")
+        if process.poll() is not None:
+            raise RuntimeError(f"sink exited {process.returncode}")
+        sink.url = ready.read_text()
+        yield sink
 
 
 def daemon_runner(base: Path, sandbox: SandboxProcess, *, concurrency: int, settle: float,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import threading
 import time
 from collections.abc import Callable
 
@@ -11,7 +11,8 @@ class Throttle:
     """Virtual-time token bucket: each chunk books its slot on one shared timeline.
 
     Booking (rather than sleeping a fixed amount per chunk) keeps the aggregate rate right
-    however many uploads share the limit, with at most `burst` seconds of slack.
+    however many uploads share the limit, with at most `burst` seconds of slack. Uploads
+    book from their own sending threads, hence the lock.
     """
 
     def __init__(self, bytes_per_second: int, burst: float = 0.25,
@@ -22,14 +23,11 @@ class Throttle:
         self._burst = burst
         self._clock = clock
         self._next = clock()
+        self._lock = threading.Lock()
 
     def delay_for(self, count: int) -> float:
         """Book `count` bytes; return how long the caller must wait before sending them."""
-        now = self._clock()
-        self._next = max(self._next, now - self._burst) + count / self._rate
-        return max(0.0, self._next - now - self._burst)
-
-    async def consume(self, count: int) -> None:
-        delay = self.delay_for(count)
-        if delay > 0:
-            await asyncio.sleep(delay)
+        with self._lock:
+            now = self._clock()
+            self._next = max(self._next, now - self._burst) + count / self._rate
+            return max(0.0, self._next - now - self._burst)

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import queue
+import threading
 import time
 import uuid
-from collections.abc import AsyncGenerator, Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 from urllib.parse import quote
 
 import httpx
@@ -28,6 +31,9 @@ UPLOAD_PATH = "/upload/new/file"
 UNREACHABLE = (httpx.ConnectError, httpx.ConnectTimeout)
 GATEWAY_DOWN = (502, 503, 504)
 CHUNK_SIZE = 1024 * 1024
+HASH_AHEAD = 2  # chunks queued for an upload's hashing task
+MAX_CONNECTIONS = 64
+LOOP_EXTENSION = "vaultdrop.loop"  # request extension: the loop an _OnLoop transport sends on
 
 
 class UnknownKey(RetryLater):
@@ -66,14 +72,18 @@ class VaultClient:
         self._user = user
         self._password = password
         self._clock = clock
-        self._http = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout),
+        options: dict[str, Any] = {
+            "timeout": httpx.Timeout(timeout),
             # identity: bodies are read raw and bounded, so a compressed one (or a bomb) is never inflated
-            headers={"Accept-Encoding": "identity"},
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
-            transport=transport or httpx.AsyncHTTPTransport(retries=2),
-            follow_redirects=False,
-        )
+            "headers": {"Accept-Encoding": "identity"},
+            "limits": httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=16),
+            "follow_redirects": False,
+        }
+        self._http = httpx.AsyncClient(transport=transport or httpx.AsyncHTTPTransport(retries=2), **options)
+        self._upload_http = httpx.Client(
+            transport=_OnLoop(transport) if transport is not None else httpx.HTTPTransport(retries=2), **options)
+        self._senders = ThreadPoolExecutor(MAX_CONNECTIONS, thread_name_prefix="vault-send")
+        self._hashers = ThreadPoolExecutor(MAX_CONNECTIONS, thread_name_prefix="vault-hash")
 
     @classmethod
     def from_settings(cls, vault: VaultSettings, *, clock: Callable[[], float] = time.time,
@@ -83,6 +93,9 @@ class VaultClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+        self._upload_http.close()
+        self._senders.shutdown(wait=False)
+        self._hashers.shutdown(wait=False)
 
     def _signature(self, path: str) -> tuple[str, str]:
         timestamp = f"{self._clock():.3f}"
@@ -140,8 +153,12 @@ class VaultClient:
     ) -> str:
         """Stream `size` bytes of `path` as the `upload_file` part; return their sha256.
 
-        Memory stays constant: the body is generated chunk by chunk from the open file and
-        hashed on the way, in a worker thread so a slow disk never stalls the event loop.
+        The body is read and sent from a worker thread through a blocking client and
+        hashed on another (hashlib releases the GIL): per chunk one read, one hash, one
+        blocking send, where the event loop's path paid an async generator, a thread
+        hand-off and the transport's buffer copies (issue 14). Memory stays constant:
+        a few chunks per upload. `on_progress` runs on the loop, in order, before this
+        returns or raises.
         """
         signature, timestamp = self._signature(UPLOAD_PATH)
         boundary = uuid.uuid4().hex
@@ -152,9 +169,8 @@ class VaultClient:
             "Content-Type: application/octet-stream\r\n\r\n"
         ).encode("utf-8", "surrogateescape")
         epilogue = f"\r\n--{boundary}--\r\n".encode()
-        hasher = hashlib.sha256()
         try:
-            handle = path.open("rb")
+            handle = path.open("rb", buffering=0)
         except OSError as exc:
             raise FileChanged(f"cannot open {path}: {exc.strerror}") from None
         headers = {
@@ -162,75 +178,134 @@ class VaultClient:
             "Content-Length": str(len(preamble) + size + len(epilogue)),
         }
         params = {"upload_key": key, "_sig": signature, "_date": timestamp}
-        body = _file_body(handle, size, preamble, epilogue, hasher, on_progress, throttle)
+        loop = asyncio.get_running_loop()
+        body = _FileBody(handle, size, preamble, epilogue, self._hashers, loop, on_progress, throttle)
+
+        def send() -> tuple[int, bytes]:
+            with handle:
+                try:
+                    with self._upload_http.stream("POST", self._base + UPLOAD_PATH, params=params, headers=headers,
+                                                  content=body, extensions={LOOP_EXTENSION: loop}) as response:
+                        return response.status_code, _read_bounded_sync(response)
+                except httpx.TransportError as exc:
+                    raise _transport_error(exc, "upload interrupted") from None
+
+        sending = self._senders.submit(send)
         try:
-            async with self._http.stream(
-                "POST", self._base + UPLOAD_PATH, params=params, headers=headers, content=body
-            ) as response:
-                answer = await _read_bounded(response)
-        except httpx.TransportError as exc:
-            raise _transport_error(exc, "upload interrupted") from None
-        finally:
-            await body.aclose()
-            handle.close()
-        _raise_for_status(response.status_code, answer, UPLOAD_PATH)
-        return hasher.hexdigest()
+            status, answer = await asyncio.wrap_future(sending)
+        except asyncio.CancelledError:
+            body.abandon()  # a running send stops at its next chunk and closes the file itself
+            if sending.cancel():  # it never started: nothing else will close the file
+                handle.close()
+            raise
+        _raise_for_status(status, answer, UPLOAD_PATH)
+        return body.hexdigest()
 
 
-async def _file_body(
-    handle: BinaryIO,
-    size: int,
-    preamble: bytes,
-    epilogue: bytes,
-    hasher: "hashlib._Hash",
-    on_progress: Callable[[int], None],
-    throttle: Throttle | None,
-) -> AsyncGenerator[bytes, None]:
-    """Read and hash the next chunk in a worker thread while this one is being sent.
+@dataclass
+class _FileBody:
+    """The multipart body, iterated by the sending thread.
 
-    Read-ahead keeps the socket fed during the hashing (about a millisecond per MiB), which
-    otherwise stalls the stream once per chunk; one chunk ahead keeps memory flat.
+    Each chunk is a fresh `bytes` from one read: h11 then hands it to the socket without
+    another copy. Chunks go to this body's hashing task through a short queue, in order,
+    so the digest covers exactly the bytes sent; the queue lets the hash (the slower
+    half) run without waiting for a thread hand-off per chunk, and bounds memory to a
+    few chunks.
     """
 
-    def read(count: int) -> bytes:
-        chunk = handle.read(count)
+    handle: BinaryIO
+    size: int
+    preamble: bytes
+    epilogue: bytes
+    hashers: Executor
+    loop: asyncio.AbstractEventLoop
+    on_progress: Callable[[int], None]
+    throttle: Throttle | None
+    hasher: Any = field(default_factory=hashlib.sha256)
+    abandoned: threading.Event = field(default_factory=threading.Event)
+
+    def abandon(self) -> None:
+        self.abandoned.set()
+
+    def hexdigest(self) -> str:
+        return self.hasher.hexdigest()
+
+    def __iter__(self) -> Iterator[bytes]:
+        chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=HASH_AHEAD)
+        hashing = self.hashers.submit(_hash_all, self.hasher, chunks)
+        sent = 0
+        yield self.preamble
+        try:
+            while sent < self.size:
+                chunk = self.handle.read(min(CHUNK_SIZE, self.size - sent))
+                if not chunk:
+                    raise FileChanged(f"file shrank to {sent} bytes while uploading (expected {self.size})")
+                if self.throttle is not None:
+                    self.abandoned.wait(self.throttle.delay_for(len(chunk)))
+                if self.abandoned.is_set():
+                    raise RetryLater("upload abandoned: its task was cancelled")
+                chunks.put(chunk)
+                sent += len(chunk)
+                self.loop.call_soon_threadsafe(self.on_progress, sent)
+                yield chunk
+        finally:
+            chunks.put(None)
+            hashing.result()  # the digest is read once the body is done
+        yield self.epilogue
+
+
+def _hash_all(hasher: Any, chunks: queue.Queue[bytes | None]) -> None:
+    while (chunk := chunks.get()) is not None:
         hasher.update(chunk)
-        return chunk
 
-    def read_ahead(done: int) -> asyncio.Future[bytes] | None:
-        return asyncio.ensure_future(asyncio.to_thread(read, min(CHUNK_SIZE, size - done))) if done < size else None
 
-    yield preamble
-    sent = 0
-    pending = read_ahead(0)
-    try:
-        while pending is not None:
-            chunk = await pending
-            if not chunk:
-                raise FileChanged(f"file shrank to {sent} bytes while uploading (expected {size})")
-            sent += len(chunk)
-            pending = read_ahead(sent)
-            if throttle is not None:
-                await throttle.consume(len(chunk))
-            on_progress(sent)
-            yield chunk
-    finally:
-        if pending is not None:  # the file is closed after us: let the read in flight end first
-            await asyncio.gather(pending, return_exceptions=True)
-    yield epilogue
+class _OnLoop(httpx.BaseTransport):
+    """Carries the upload thread's requests to an injected async transport (a test's
+    MockTransport, say) on the event loop, so a passed transport serves every call."""
+
+    def __init__(self, transport: httpx.AsyncBaseTransport) -> None:
+        self._transport = transport
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        content = request.read()
+
+        async def send() -> httpx.Response:
+            forwarded = httpx.Request(request.method, request.url, headers=request.headers, content=content)
+            response = await self._transport.handle_async_request(forwarded)
+            return httpx.Response(response.status_code, headers=response.headers,
+                                  stream=httpx.ByteStream(await response.aread()))
+
+        loop: asyncio.AbstractEventLoop = request.extensions[LOOP_EXTENSION]
+        return asyncio.run_coroutine_threadsafe(send(), loop).result()
+
+
+class _Bounded:
+    """At most MAX_XML_BYTES of a response: a huge or endless body is refused, never buffered."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        declared = response.headers.get("Content-Length")
+        if declared and declared.isdigit() and int(declared) > MAX_XML_BYTES:
+            raise ProtocolError(f"response of {declared} bytes refused (limit {MAX_XML_BYTES})")
+        self.body = bytearray()
+
+    def add(self, chunk: bytes) -> None:
+        self.body += chunk
+        if len(self.body) > MAX_XML_BYTES:
+            raise ProtocolError(f"response over {MAX_XML_BYTES} bytes refused")
 
 
 async def _read_bounded(response: httpx.Response) -> bytes:
-    """Read at most MAX_XML_BYTES: a huge or endless body is refused, never buffered."""
-    declared = response.headers.get("Content-Length")
-    if declared and declared.isdigit() and int(declared) > MAX_XML_BYTES:
-        raise ProtocolError(f"response of {declared} bytes refused (limit {MAX_XML_BYTES})")
-    body = bytearray()
+    bounded = _Bounded(response)
     async for chunk in response.aiter_raw():
-        body += chunk
-        if len(body) > MAX_XML_BYTES:
-            raise ProtocolError(f"response over {MAX_XML_BYTES} bytes refused")
-    return bytes(body)
+        bounded.add(chunk)
+    return bytes(bounded.body)
+
+
+def _read_bounded_sync(response: httpx.Response) -> bytes:
+    bounded = _Bounded(response)
+    for chunk in response.iter_raw():
+        bounded.add(chunk)
+    return bytes(bounded.body)
 
 
 def _raise_for_status(status: int, body: bytes, path: str) -> None:

@@ -22,5 +22,6 @@ def test_quick_benchmark_prints_every_case_and_loses_nothing(tmp_path: Path) -> 
     figures = {f["name"]: f for case in report["cases"].values() for f in case["figures"]}
     assert figures["all journalled and done, each stored once"]["met"] is True
     assert figures["nothing uploaded again"]["met"] is True
-    assert "| throughput | time ratio vaultdrop/curl" in result.stdout
+    assert "| throughput | ratio vaultdrop/max(curl, sha256)" in result.stdout
+    assert "| throughput | sink ceiling: curl MB/s to it" in result.stdout
     assert list(tmp_path.iterdir()) == [output]  # the run removed the files it made

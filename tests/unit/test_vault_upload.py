@@ -1,0 +1,89 @@
+"""VaultClient.upload through an injected transport: the bytes on the wire, their digest,
+progress, a file that shrinks, and a cancelled upload letting go of its file."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from vaultdrop.throttle import Throttle
+from vaultdrop.vault import CHUNK_SIZE, FileChanged, VaultClient
+
+SIZE = 2 * CHUNK_SIZE + 12345  # odd: the last chunk is a short one
+OK = b"<results><upload_key>k</upload_key></results>"
+
+
+def client_with(handler: httpx.AsyncBaseTransport) -> VaultClient:
+    return VaultClient("http://vault.test", "user", "secret", transport=handler)
+
+
+@pytest.fixture
+def video(tmp_path: Path) -> Path:
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(os.urandom(SIZE))
+    return path
+
+
+async def test_upload_sends_the_file_as_one_part_and_returns_its_sha256(video: Path) -> None:
+    bodies: list[httpx.Request] = []
+
+    async def vault(request: httpx.Request) -> httpx.Response:
+        bodies.append(request)
+        return httpx.Response(200, content=OK)
+
+    client = client_with(httpx.MockTransport(vault))
+    progress: list[int] = []
+    try:
+        digest = await client.upload("k", video, size=SIZE, on_progress=progress.append)
+    finally:
+        await client.aclose()
+
+    [request] = bodies
+    data = video.read_bytes()
+    boundary = re.search(r"boundary=(\w+)", request.headers["Content-Type"]).group(1)  # type: ignore[union-attr]
+    head, rest = request.content.split(b"\r\n\r\n", 1)
+    assert head.startswith(f"--{boundary}\r\n".encode()) and b'filename="clip.mp4"' in head
+    assert rest == data + f"\r\n--{boundary}--\r\n".encode()
+    assert int(request.headers["Content-Length"]) == len(request.content)
+    assert request.url.params["upload_key"] == "k"
+    assert digest == hashlib.sha256(data).hexdigest()
+    assert progress == sorted(progress) and progress[-1] == SIZE and len(progress) == 3
+
+
+async def test_a_file_that_shrinks_while_sent_is_refused(video: Path) -> None:
+    client = client_with(httpx.MockTransport(lambda request: httpx.Response(200, content=OK)))
+    try:
+        with pytest.raises(FileChanged, match="shrank"):
+            await client.upload("k", video, size=SIZE + CHUNK_SIZE, on_progress=lambda sent: None)
+    finally:
+        await client.aclose()
+
+
+async def test_a_cancelled_upload_stops_sending_and_closes_its_file(video: Path) -> None:
+    client = client_with(httpx.MockTransport(lambda request: httpx.Response(200, content=OK)))
+    progress: list[int] = []
+    throttle = Throttle(CHUNK_SIZE, burst=0.0)  # one chunk per second: the upload takes ~3 s
+    upload = asyncio.create_task(client.upload("k", video, size=SIZE, on_progress=progress.append,
+                                               throttle=throttle))
+    try:
+        while not progress:
+            await asyncio.sleep(0.01)
+        upload.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await upload
+        for _ in range(100):
+            if all(f.path != str(video) for f in psutil.Process().open_files()):
+                break
+            await asyncio.sleep(0.02)
+        assert all(f.path != str(video) for f in psutil.Process().open_files())
+        await asyncio.sleep(0.1)
+        assert progress == [CHUNK_SIZE]
+    finally:
+        await client.aclose()
