@@ -203,9 +203,9 @@ def test_bad_config_exits_78_naming_the_key(runner: DaemonRunner) -> None:
 
 def test_rejected_credentials_stop_the_daemon_with_78(runner: DaemonRunner) -> None:
     runner.vault["password"] = "wrong-password"
-    runner.start()
     write(runner.drop / "x.mov", 1000)
-    assert runner.wait_exit() == 78
+    runner.start(wait_ready=False)
+    assert runner.wait_exit() == 78 and not runner.saw("ready:"), "refused at start, before READY=1"
     assert "vault.password" in runner.output() and "wrong-password" not in runner.output()
     assert (runner.drop / "x.mov").exists()
 

@@ -57,11 +57,11 @@ def test_overload_and_unexpected_codes_are_retried(runner: DaemonRunner) -> None
 def test_bad_signature_stops_with_a_config_error_naming_the_key(runner: DaemonRunner) -> None:
     enable_s3(runner)
     runner.scaleengine["api_secret"] = "not-the-secret"
-    runner.start()
     write(runner.drop / "sig.mov", 10_000)
-    assert runner.wait_exit() == 78
+    runner.start(wait_ready=False)
+    assert runner.wait_exit() == 78 and not runner.saw("ready:"), "refused at start, before READY=1"
     assert "scaleengine.api_secret" in runner.output() and "not-the-secret" not in runner.output()
-    assert (runner.drop / "sig.mov").exists(), "the file stays until the S3 step can finish"
+    assert (runner.drop / "sig.mov").exists(), "the file stays"
 
 
 def test_kill9_between_queue_and_status_does_not_queue_twice(runner: DaemonRunner) -> None:
