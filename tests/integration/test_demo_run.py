@@ -74,10 +74,17 @@ def test_the_banner_carries_the_flags_its_hints_need(tmp_path: Path) -> None:
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         banner = "".join(read_until(run, "ready:"))
+        upload_hint = banner.split("upload a file:")[1].split("\n")[0].split()
+        write(tmp_path / "one.mov", 20_000)
+        upload = subprocess.run([str(SCRIPT), *upload_hint[1:-1], str(tmp_path / "one.mov")],
+                                capture_output=True, text=True, timeout=60)
+        url = (demo / "sandbox" / "ready-url").read_text().strip()
+        stored = httpx.get(f"{url}/_sandbox/videos").json()
     finally:
         run.send_signal(signal.SIGINT)
         run.communicate(timeout=60)
     assert f"vaultdrop status --sandbox --demo-dir {demo}" in banner
+    assert upload.returncode == 0 and [v["filename"] for v in stored] == ["one.mov"], "into the demo's own sandbox"
     hint = banner.split("watch progress:")[1].split("\n")[0].strip().split()
     status = subprocess.run([str(SCRIPT), *hint[1:]], capture_output=True, text=True, timeout=60)
     assert status.returncode == 0 and "jobs:" in status.stdout, status
