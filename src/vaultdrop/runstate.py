@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import time
+from contextlib import suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -59,11 +60,9 @@ class RunStateRecorder(logging.Handler):
         self._write()
 
     def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self._state = RunState(self._state.pid, self._state.started_at, record.getMessage()[:500], record.created)
+        self._state = RunState(self._state.pid, self._state.started_at, record.getMessage()[:500], record.created)
+        with suppress(OSError):  # a full disk: the error line itself still goes out, no traceback here
             self._write()
-        except Exception:  # noqa: BLE001 - a full disk must not turn an error line into a crash
-            self.handleError(record)
 
     def _write(self) -> None:
         temporary = self._path.with_name(f".{STATUS_NAME}.tmp")
