@@ -5,6 +5,7 @@ real inotify and journal, the sandbox over loopback HTTP."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -204,11 +205,11 @@ def test_queued_files_resume_within_seconds_after_an_outage(runner: DaemonRunner
 
 def test_the_gave_up_line_names_the_attempts_made(runner: DaemonRunner) -> None:
     runner.vault["max_attempts"] = 3
+    runner.start()  # the faults after the start-up credential check, for the file's own keys
     runner.sandbox.add_fault(endpoint="new_key", action="status", status=500, code="server_error", count=3)
-    runner.start()
     write(runner.drop / "g.mov", 10_000)
     runner.wait_state("g.mov", JobState.FAILED)
     [line] = [line for line in runner.lines if "gave up" in line]
-    assert "gave up after 3 attempts" in line and " attempt=3 " in line
+    assert "gave up after 3 attempts" in line and re.search(r" attempt=3\b", line)
     retries = [line for line in runner.lines if "retry in" in line]
-    assert [" attempt=1 " in retries[0], " attempt=2 " in retries[1]] == [True, True]
+    assert [bool(re.search(r" attempt=1\b", retries[0])), bool(re.search(r" attempt=2\b", retries[1]))] == [True, True]
