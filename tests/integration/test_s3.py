@@ -113,9 +113,9 @@ def test_a_re_export_over_a_file_whose_s3_step_fails_is_uploaded_not_moved_to_fa
         runner: DaemonRunner) -> None:
     enable_s3(runner)
     runner.folder["settle"] = 2.5  # the re-export settles after the old job has failed
+    runner.start()  # the faults after the start-up credential check, for the file's own calls
     runner.sandbox.add_fault(endpoint="files.getstorage", action="stall", seconds=1.5)
     runner.sandbox.add_fault(endpoint="aws.upload", action="vendor_code", code="0006")
-    runner.start()
     write(runner.drop / "take.mov", 10_000)
     old = runner.wait_state("take.mov", JobState.S3_QUEUEING)
     newer = write(runner.base / "take.mov.part", 20_000)
