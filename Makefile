@@ -1,6 +1,10 @@
 # Every target installs what it needs: a clean clone on bare Debian 12 (python3, venv,
 # git, make, root) needs nothing else.
 PYTHON ?= python3
+# The service's interpreter must live outside home directories (the unit hides them), so
+# not pyenv's python3 on PATH: Debian's own when there is one.
+INSTALL_PYTHON ?= $(if $(wildcard /usr/bin/python3),/usr/bin/python3,$(PYTHON))
+PORT   ?= 8765
 VENV   := .venv
 BIN    := $(VENV)/bin
 APT_RUN  := libsystemd-dev pkg-config gcc python3-dev
@@ -9,10 +13,10 @@ APT_RUN  := libsystemd-dev pkg-config gcc python3-dev
 # leave alone.
 APT_TEST := $(APT_RUN) curl php-cli systemd prometheus postgresql
 
-.PHONY: run test campaign explore bench bench-outage bench-hosts install apt-run apt-test clean
+.PHONY: run test campaign explore bench bench-outage bench-hosts lowest install apt-run apt-test clean
 
 run: $(BIN)/.installed-run
-	$(BIN)/vaultdrop run --sandbox
+	$(BIN)/vaultdrop run --sandbox --port $(PORT)
 
 test: $(BIN)/.installed-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -33,10 +37,21 @@ bench-outage: $(BIN)/.installed-test
 bench-hosts: $(BIN)/.installed-test
 	$(BIN)/python benchmarks/several_hosts.py
 
+# The lower bounds in pyproject.toml, installed exactly (pip has no lowest-resolution mode:
+# a constraints file of name==lower does it) in a throwaway venv, then the unit tests and
+# the CLI's: a bound nobody ran is a guess.
+lowest:
+	$(MAKE) apt-test
+	rm -rf .venv-lowest
+	$(PYTHON) -m venv .venv-lowest
+	$(PYTHON) tools/lowest_constraints.py pyproject.toml > .venv-lowest/constraints.txt
+	.venv-lowest/bin/pip install -q -c .venv-lowest/constraints.txt -e '.[test]'
+	.venv-lowest/bin/python -m pytest -q -p no:cacheprovider tests/unit tests/integration/test_cli.py $(PYTEST_ARGS)
+
 # As root: the service under systemd (deploy/install.sh says what it does and what is next).
 install:
 	$(call apt_ensure,$(APT_RUN) python3-venv)
-	PYTHON=$(PYTHON) deploy/install.sh
+	PYTHON=$(INSTALL_PYTHON) deploy/install.sh
 
 # Install Debian packages only when one is missing (apt-get update once, first).
 define apt_ensure
@@ -68,4 +83,4 @@ $(BIN)/.installed-test: pyproject.toml | $(BIN)/python
 	touch $@ $(BIN)/.installed-run
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info
+	rm -rf $(VENV) .venv-lowest build src/*.egg-info

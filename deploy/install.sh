@@ -5,13 +5,14 @@
 # secrets in /etc/vaultdrop are never overwritten.
 #
 #   PREFIX=/opt/vaultdrop   where the program's virtualenv goes (the unit's ExecStart)
-#   PYTHON=python3          the interpreter it is built on (Debian's: /usr/bin/python3)
+#   PYTHON=/usr/bin/python3 the interpreter it is built on (default: Debian's, else python3)
 #   --no-venv               keep the program already in $PREFIX (service files only)
 set -eu
 
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 PREFIX=${PREFIX:-/opt/vaultdrop}
-PYTHON=${PYTHON:-python3}
+[ -x /usr/bin/python3 ] && DEFAULT_PYTHON=/usr/bin/python3 || DEFAULT_PYTHON=python3
+PYTHON=${PYTHON:-$DEFAULT_PYTHON}
 [ "$(id -u)" = 0 ] || { echo "install.sh: run as root" >&2; exit 1; }
 
 if [ "${1:-}" != "--no-venv" ]; then

@@ -16,7 +16,7 @@ from pathlib import Path
 from .config import FolderSettings
 from .errors import LocalFileError
 from .journal import JournalStore
-from .logs import job_fields, log, log_change
+from .logs import human_size, job_fields, log, log_change
 from .model import FileIdentity, Job, JobState, StatLike
 from .files import sha256_of
 
@@ -77,5 +77,5 @@ async def admit(journal: JournalStore, folder: FolderSettings, relpath: str, inf
             break  # same inode, other bytes: a new file that reuses a deleted file's inode
     job = journal.enqueue(identity)
     if job is not None:
-        log_change(journal, job, logging.INFO, f"queued: {identity.relpath} ({identity.size} bytes)")
+        log_change(journal, job, logging.INFO, f"queued: {identity.relpath} ({human_size(identity.size)})")
     return job

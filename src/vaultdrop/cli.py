@@ -1,26 +1,43 @@
-"""Command line: `vaultdrop run | sandbox | status | jobs | upload | delete | check-config`."""
+"""Command line: `vaultdrop run | sandbox | status | jobs | upload | delete | check-config | version`.
+
+Every command ends in one of three ways: its output and status 0; one line naming what is
+wrong and a non-zero status (2 for a usage mistake, 78 for the configuration, 1 for the
+rest); or, only for a bug, a traceback under a line saying it is one.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
-import logging
 import os
+import re
+import socket
 import sys
 import time
+import traceback
 from dataclasses import asdict
+from datetime import datetime
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import logs, postaction
-from .config import DEFAULT_CONFIG_PATH, FolderSettings, Settings, load_config, settings_from_dict
-from .errors import ConfigError, VaultdropError
+from pydantic import TypeAdapter, ValidationError
+
+from . import __version__, logs, postaction
+from .config import DEFAULT_CONFIG_PATH, Duration, Settings, load_config, settings_from_dict
+from .errors import ConfigError, OperatorError, RetryLater, VaultdropError
 from .journal import Journal, JournalStore, JournalUnavailable
-from .model import TERMINAL, FileIdentity, Job, JobState
+from .model import TERMINAL, Job, JobState
+from .runstate import daemon_running, read_run_state
 
 DEMO_DIR = Path("vaultdrop-demo")
 TEMPFAIL_EXIT_STATUS = 75  # EX_TEMPFAIL
+DEMO_PORT = 8765
+DEPENDENCIES = ("watchdog", "httpx", "lxml", "pydantic", "pydantic-settings", "systemd-python", "aiohttp")
+_DURATION = TypeAdapter(Duration)
+VIDEO_ID = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def demo_settings(base: Path, url: str, environ: dict[str, str] | None = None) -> Settings:
@@ -53,7 +70,50 @@ def _open_journal(args: argparse.Namespace, readonly: bool = True) -> JournalSto
     return open_journal(settings)
 
 
+def _state_dir(args: argparse.Namespace) -> Path:
+    """Where the journal is; --state-dir needs no config (and so no secrets) at all."""
+    if args.state_dir is not None:
+        return Path(args.state_dir)
+    if args.sandbox:
+        return args.demo_dir.resolve() / "state"
+    return load_config(args.config).daemon.state_dir
+
+
+def _setup_logs(args: argparse.Namespace, settings: Settings | None = None) -> None:
+    """-q, -v and -vv win over log_level: a one-off look must not need a config edit."""
+    level = settings.daemon.log_level if settings is not None else "info"
+    if args.quiet:
+        level = "error"
+    elif args.verbose:
+        level = "debug"
+    logs.setup(level, settings.secrets() if settings is not None else (), libraries=args.verbose > 1)
+
+
+def _local_time(epoch: float | None) -> str | None:
+    """Local ISO 8601 with the offset, to the second: what a person compares with a clock."""
+    return datetime.fromtimestamp(epoch).astimezone().isoformat(timespec="seconds") if epoch else None
+
+
 # -- run -------------------------------------------------------------------------------
+
+
+def _port_free(port: int) -> None:
+    """A busy demo port is one line with the fix, not a sandbox traceback."""
+    if port == 0:
+        return
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise OperatorError(f"port {port} is in use (another `make run`?): stop it, or pick another port: "
+                                f"make run PORT={port + 1}  (vaultdrop run --sandbox --port {port + 1})") from None
+
+
+def _demo_hints(args: argparse.Namespace) -> str:
+    """The flags the printed commands need to find this demo's journal."""
+    return "--sandbox" if args.demo_dir == DEMO_DIR else f"--sandbox --demo-dir {args.demo_dir}"
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -67,6 +127,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.sandbox:
         from .sandbox.launcher import spawn_sandbox
 
+        _port_free(args.port)
         sandbox = spawn_sandbox(args.demo_dir.resolve() / "sandbox", port=args.port)
         settings = demo_settings(args.demo_dir, sandbox.url, environ)
         print(
@@ -74,7 +135,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"  drop files into   {settings.folders[0].path}\n"
             f"  uploaded videos:  {sandbox.root}/storage\n"
             f"  archived files:   {settings.folders[0].archive_dir}\n"
-            f"  watch progress:   .venv/bin/vaultdrop status --sandbox\n"
+            f"  watch progress:   .venv/bin/vaultdrop status {_demo_hints(args)}\n"
+            f"  upload a file:    .venv/bin/vaultdrop upload {_demo_hints(args)} FILE\n"
             f"  stop with Ctrl-C (in-flight uploads drain first)",
             flush=True,
         )
@@ -83,7 +145,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         settings = load_config(args.config, environ)
         def reload_settings() -> Settings:
             return load_config(args.config, environ)
-    logs.setup(settings.daemon.log_level, settings.secrets())
+    _setup_logs(args, settings)
     try:
         return asyncio.run(Daemon(settings, reload_settings).run())
     finally:
@@ -96,26 +158,43 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _sqlite(path: Path, readonly: bool) -> Journal:
     if not path.exists():
-        raise ConfigError(f"no journal at {path} yet: has the daemon run?")
+        raise OperatorError(f"no journal at {path} yet: has the daemon run?")
     return Journal(path, readonly=readonly)
 
 
 def _job_dict(job: Job) -> dict[str, Any]:
     values = asdict(job)
     values["state"] = job.state.value
+    for key in ("created_at", "updated_at", "not_before", "s3_since"):
+        values[key] = _local_time(values[key])
     return values
+
+
+def _daemon_line(state_dir: Path) -> dict[str, Any]:
+    """Whether a daemon holds this journal's lock, since when, and its last error."""
+    record = read_run_state(state_dir)
+    running = daemon_running(state_dir)
+    return {"running": running, "pid": record.pid if record and running else None,
+            "since": _local_time(record.started_at) if record and running else None,
+            "last_error": record.last_error if record else None,
+            "last_error_at": _local_time(record.last_error_at) if record else None}
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     journal = _open_journal(args)
+    daemon = _daemon_line(_state_dir(args))
     counts = journal.counts()
     active = [j for s in (JobState.UPLOADING, JobState.CONFIRMING, JobState.S3_QUEUEING, JobState.S3_WAITING)
               for j in journal.jobs(s, limit=1000)]
     if args.json:
-        print(json.dumps({"counts": {s.value: n for s, n in counts.items()},
+        print(json.dumps({"daemon": daemon, "counts": {s.value: n for s, n in counts.items()},
                           "in_flight": [_job_dict(j) for j in active]}, indent=2))
         return 0
-    print("  ".join(f"{state.value} {count}" for state, count in counts.items() if count) or "no jobs yet")
+    print(f"daemon: running since {daemon['since']} (pid {daemon['pid']})" if daemon["running"]
+          else "daemon: not running")
+    if daemon["last_error"]:
+        print(f"last error: {daemon['last_error_at']} {daemon['last_error']}")
+    print("jobs: " + ("  ".join(f"{state.value} {count}" for state, count in counts.items() if count) or "none yet"))
     for job in active:
         percent = 100 * job.bytes_sent / job.size if job.size else 100
         extra = f" s3 request {job.s3_request_id} {job.s3_status or ''}" if job.s3_request_id else ""
@@ -128,102 +207,141 @@ def _holder(job: Job) -> str:
     return f"  [on {job.owner}]" if job.owner and job.state not in TERMINAL else ""
 
 
+def _since(value: str) -> float:
+    """`--since 2h` (a duration ago) or `--since 2026-11-30T10:00` (local time)."""
+    try:
+        return time.time() - float(_DURATION.validate_python(value))
+    except ValidationError:
+        pass
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration (2h, 30m) or a date (2026-11-30T10:00): {value!r}") from None
+
+
+def _list_jobs(args: argparse.Namespace) -> int:
+    journal = _open_journal(args)
+    state = JobState(args.state) if args.state else None
+    jobs = journal.jobs(state, args.limit, folder=args.folder, since=args.since)
+    if args.json:
+        print(json.dumps([_job_dict(j) for j in jobs], indent=2))
+        return 0
+    for job in jobs:
+        error = f"  ({job.last_error})" if job.last_error and job.state is not JobState.DONE else ""
+        changed = datetime.fromtimestamp(job.updated_at).strftime("%Y-%m-%d %H:%M:%S")
+        print(f"#{job.id:<6} {changed}  {job.state.value:<11} {logs.human_size(job.size):>9}  "
+              f"{Path(job.folder).name}/{job.relpath}{error}{_holder(job)}")
+    total = journal.count_jobs(state, folder=args.folder, since=args.since)
+    if total > len(jobs):
+        print(f"{len(jobs)} of {total} shown, --limit {total} shows all", file=sys.stderr)
+    elif not jobs:
+        print("no jobs" + (" match" if state or args.folder or args.since else " yet"), file=sys.stderr)
+    return 0
+
+
+def _known_job(journal: JournalStore, job_id: int) -> Job:
+    job = journal.get(job_id)
+    if job is None:
+        raise OperatorError(f"no job {job_id} (`vaultdrop jobs` lists them)")
+    return job
+
+
 def cmd_jobs(args: argparse.Namespace) -> int:
     if args.action == "list":
-        jobs = _open_journal(args).jobs(JobState(args.state) if args.state else None, args.limit)
-        if args.json:
-            print(json.dumps([_job_dict(j) for j in jobs], indent=2))
-        for job in [] if args.json else jobs:
-            error = f"  ({job.last_error})" if job.last_error and job.state is not JobState.DONE else ""
-            print(f"#{job.id:<6} {job.state.value:<11} {job.size:>14,}  {job.relpath}{error}{_holder(job)}")
-        return 0
-    if args.id is None:
-        raise ConfigError(f"jobs {args.action} needs a job id")
+        return _list_jobs(args)
+    if args.action == "retry" and args.all_failed:
+        if args.id is not None:
+            args.parser.error("jobs retry takes a job id or --all-failed, not both")
+    elif args.id is None:
+        args.parser.error(f"jobs {args.action} needs a job id")
     if args.action == "show":
         journal = _open_journal(args)
-        shown = journal.get(args.id)
-        if shown is None:
-            print(f"no job {args.id}", file=sys.stderr)
-            return 1
-        print(json.dumps({**_job_dict(shown), "history": journal.history(shown.id)}, indent=2))
+        job = _known_job(journal, args.id)
+        history = [{**h, "at": _local_time(h["at"])} for h in journal.history(job.id)]
+        print(json.dumps({**_job_dict(job), "history": history}, indent=2))
         return 0
     journal = _open_journal(args, readonly=False)
     try:
         if args.action == "retry":
-            failed = journal.get(args.id)
-            if failed is not None and failed.state is JobState.FAILED:
-                restored = postaction.restore(failed)  # first, so the job never runs without its file
-                if restored:
-                    print(restored)
-            journal.retry(args.id)
-            print(f"job {args.id} queued again")
-        else:
-            journal.forget(args.id)
-            print(f"job {args.id} forgotten")
-    except (KeyError, VaultdropError) as exc:
-        print(exc, file=sys.stderr)
-        return 1
+            return _retry(journal, args)
+        job = _known_job(journal, args.id)
+        if job.state not in TERMINAL:
+            raise OperatorError(f"job {job.id} is {job.state.value}: only a finished job can be forgotten")
+        journal.forget(job.id)
+        print(f"job {job.id} forgotten")
+        return 0
+    finally:
+        journal.close()
+
+
+def _retry(journal: JournalStore, args: argparse.Namespace) -> int:
+    jobs = (journal.jobs(JobState.FAILED, journal.count_jobs(JobState.FAILED)) if args.all_failed
+            else [_known_job(journal, args.id)])
+    for job in jobs:
+        if job.state is not JobState.FAILED:
+            what = f"done, video {job.video_id}" if job.state is JobState.DONE else job.state.value
+            raise OperatorError(f"job {job.id} is {what}: only a failed job can be retried"
+                                + (" (`vaultdrop upload --force` uploads a file again)"
+                                   if job.state in TERMINAL else ""))
+        restored = postaction.restore(job)  # first, so the job never runs without its file
+        if restored:
+            print(restored)
+        journal.retry(job.id)
+        print(f"job {job.id} queued again: {job.relpath}")
+    if not jobs:
+        print("no failed jobs")
     return 0
 
 
 # -- one-shot upload and delete ---------------------------------------------------------
 
 
-async def _upload_files(settings: Settings, files: list[Path]) -> int:
-    from .wiring import build_pipeline
-
-    journal = Journal(settings.daemon.state_dir / "oneshot.db")
-    folders: dict[str, FolderSettings] = {}
-    pipeline = build_pipeline(settings, journal, lambda job: folders.get(job.folder))
-    failures = 0
-    try:
-        for path in files:
-            path = path.resolve()
-            info = path.stat()
-            folder = folders.setdefault(str(path.parent), FolderSettings(path=path.parent, settle=0))
-            job = journal.enqueue(FileIdentity.of(str(folder.path), path.name, info))
-            if job is None:
-                print(f"{path}: already uploaded by an earlier `vaultdrop upload`", file=sys.stderr)
-                continue
-            bar = asyncio.create_task(_progress_bar(journal, job.id)) if sys.stderr.isatty() else None
-            while job.state not in (JobState.DONE, JobState.FAILED, JobState.SKIPPED):
-                job = await pipeline.run(job)
-                if job.state not in (JobState.DONE, JobState.FAILED, JobState.SKIPPED):
-                    await asyncio.sleep(max(0.0, job.not_before - time.time()))
-            if bar is not None:
-                bar.cancel()
-            failures += job.state is JobState.FAILED
-            print(f"{path}: {job.state.value}" + (f" video {job.video_id}" if job.video_id else
-                                                  f" ({job.last_error})"))
-    finally:
-        await pipeline.aclose()
-        journal.close()
-    return 1 if failures else 0
-
-
-async def _progress_bar(journal: JournalStore, job_id: int) -> None:
-    started = time.monotonic()
-    while True:
-        job = journal.get(job_id)
-        if job is not None and job.size:
-            fraction = job.bytes_sent / job.size
-            rate = job.bytes_sent / max(time.monotonic() - started, 1e-3) / 1e6
-            filled = int(30 * fraction)
-            print(f"\r[{'#' * filled}{'.' * (30 - filled)}] {fraction:6.1%} {rate:7.1f} MB/s {job.relpath}",
-                  end="", file=sys.stderr, flush=True)
-        await asyncio.sleep(0.5)
-
-
 def cmd_upload(args: argparse.Namespace) -> int:
-    settings = load_config(args.config)
-    logs.setup(settings.daemon.log_level, settings.secrets())
-    return asyncio.run(_upload_files(settings, args.files))
+    from .oneshot import checked_files, upload_files
+
+    settings, sandbox = _settings_or_demo(args)
+    try:
+        files = checked_files(args.files, settings)
+        if args.force:
+            settings = settings.model_copy(update={"daemon": settings.daemon.model_copy(update={"dedupe": "identity"})})
+        _setup_logs(args, settings)
+        progress = sys.stderr.isatty() if args.progress is None else args.progress
+        return asyncio.run(upload_files(settings, files, force=args.force, progress=progress))
+    finally:
+        if sandbox is not None:
+            sandbox.stop()
+
+
+def _settings_or_demo(args: argparse.Namespace) -> tuple[Settings, Any]:
+    """The config, or with --sandbox the demo's: its running sandbox if `make run` has one,
+    else a sandbox of our own (returned, to be stopped)."""
+    if not args.sandbox:
+        return load_config(args.config), None
+    from .sandbox.launcher import spawn_sandbox
+
+    root = args.demo_dir.resolve() / "sandbox"
+    url = (root / "ready-url").read_text(encoding="utf-8").strip() if (root / "ready-url").exists() else ""
+    if url and _answers(url):
+        return demo_settings(args.demo_dir, url), None
+    sandbox = spawn_sandbox(root)
+    return demo_settings(args.demo_dir, sandbox.url), sandbox
+
+
+def _answers(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/_sandbox/videos", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
     from .vault import VaultClient
 
-    settings = load_config(args.config)
+    if not VIDEO_ID.fullmatch(args.video_id):  # the vault issues none other; quoted, it fails the signature
+        raise OperatorError(f"no such video: {args.video_id} (video ids are letters, digits, '-' and '_')")
+    settings, sandbox = _settings_or_demo(args)
 
     async def delete() -> bool:
         client = VaultClient.from_settings(settings.vault)
@@ -232,11 +350,17 @@ def cmd_delete(args: argparse.Namespace) -> int:
         finally:
             await client.aclose()
 
-    if asyncio.run(delete()):
-        print(f"video {args.video_id} deleted")
-        return 0
-    print(f"video {args.video_id} not found", file=sys.stderr)
-    return 1
+    try:
+        deleted = asyncio.run(delete())
+    except RetryLater as exc:
+        raise OperatorError(f"could not delete video {args.video_id}: {exc}") from None
+    finally:
+        if sandbox is not None:
+            sandbox.stop()
+    if not deleted:
+        raise OperatorError(f"no such video: {args.video_id}")
+    print(f"video {args.video_id} deleted")
+    return 0
 
 
 def cmd_journal_copy(args: argparse.Namespace) -> int:
@@ -273,8 +397,28 @@ def _read_password(path: Path) -> str:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from .preflight import check_directories, check_online
+
     settings = load_config(args.config)
+    check_directories(settings)
     print(f"{args.config}: OK ({len(settings.folders)} folder(s), vault {settings.vault.base_url})")
+    if args.online:
+        try:
+            for line in asyncio.run(check_online(settings)):
+                print(line)
+        except RetryLater as exc:
+            raise OperatorError(f"not reachable: {exc}") from None
+    return 0
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    print(f"vaultdrop {__version__}")
+    print(f"python {sys.version.split()[0]}")
+    for name in DEPENDENCIES:
+        try:
+            print(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            print(f"{name} not installed")
     return 0
 
 
@@ -283,24 +427,33 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vaultdrop", description="Folders in, videos in the vault, exactly once.")
+    parser.add_argument("--version", action="version", version=f"vaultdrop {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    verbosity = argparse.ArgumentParser(add_help=False)
+    loudness = verbosity.add_mutually_exclusive_group()
+    loudness.add_argument("-v", "--verbose", action="count", default=0,
+                          help="debug lines (-vv: also httpx and watchdog); wins over log_level")
+    loudness.add_argument("-q", "--quiet", action="store_true", help="errors only; wins over log_level")
 
-    def with_config(name: str, help: str, demo: bool = False, journal: bool = False) -> argparse.ArgumentParser:
-        command = sub.add_parser(name, help=help)
-        command.add_argument("--config", type=Path,
-                             default=Path(os.environ.get("VAULTDROP_CONFIG", DEFAULT_CONFIG_PATH)),
-                             help="TOML configuration (default %(default)s, or $VAULTDROP_CONFIG)")
+    def command(name: str, help: str, demo: bool = False, journal: bool = False,
+                config: bool = True) -> argparse.ArgumentParser:
+        added = sub.add_parser(name, help=help, parents=[verbosity])
+        added.set_defaults(parser=added)
+        if config:
+            added.add_argument("--config", type=Path,
+                               default=Path(os.environ.get("VAULTDROP_CONFIG", DEFAULT_CONFIG_PATH)),
+                               help="TOML configuration (default %(default)s, or $VAULTDROP_CONFIG)")
         if demo:
-            command.add_argument("--sandbox", action="store_true", help="use the built-in sandbox demo setup")
-            command.add_argument("--demo-dir", type=Path, default=DEMO_DIR,
-                                 help="where the demo keeps its folders (default ./%(default)s)")
+            added.add_argument("--sandbox", action="store_true", help="use the built-in sandbox demo setup")
+            added.add_argument("--demo-dir", type=Path, default=DEMO_DIR,
+                               help="where the demo keeps its folders (default ./%(default)s)")
         if journal:
-            command.add_argument("--state-dir", type=Path,
-                                 help="read the journal in this directory without loading the config")
-        return command
+            added.add_argument("--state-dir", type=Path,
+                               help="read the journal in this directory without loading the config")
+        return added
 
-    run = with_config("run", "run the daemon", demo=True)
-    run.add_argument("--port", type=int, default=8765, help="sandbox port with --sandbox (0 = any free)")
+    run = command("run", "run the daemon", demo=True)
+    run.add_argument("--port", type=int, default=DEMO_PORT, help="sandbox port with --sandbox (0 = any free)")
     run.add_argument("--metrics-addr", metavar="HOST:PORT",
                      help="serve Prometheus metrics at http://HOST:PORT/metrics (overrides [metrics] listen)")
     run.set_defaults(func=cmd_run)
@@ -311,23 +464,29 @@ def build_parser() -> argparse.ArgumentParser:
     add_sandbox_arguments(sandbox)
     sandbox.set_defaults(func=run_sandbox)
 
-    status = with_config("status", "job counts and uploads in flight", demo=True, journal=True)
+    status = command("status", "whether the daemon runs, job counts, uploads in flight", demo=True, journal=True)
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
 
-    jobs = with_config("jobs", "list, show, retry or forget jobs", demo=True, journal=True)
+    jobs = command("jobs", "list, show, retry or forget jobs", demo=True, journal=True)
     jobs.add_argument("action", choices=["list", "show", "retry", "forget"], nargs="?", default="list")
     jobs.add_argument("id", type=int, nargs="?")
-    jobs.add_argument("--state", choices=[s.value for s in JobState])
-    jobs.add_argument("--limit", type=int, default=50)
+    jobs.add_argument("--state", choices=[s.value for s in JobState], help="only jobs in this state")
+    jobs.add_argument("--folder", help="only jobs of this folder (its path, or its last name)")
+    jobs.add_argument("--since", type=_since, help="only jobs changed since: a duration ago (2h) or a local date")
+    jobs.add_argument("--limit", type=int, default=50, help="newest jobs shown (default %(default)s)")
+    jobs.add_argument("--all-failed", action="store_true", help="with retry: every failed job")
     jobs.add_argument("--json", action="store_true")
     jobs.set_defaults(func=cmd_jobs)
 
-    upload = with_config("upload", "upload files once, now, with a progress bar")
+    upload = command("upload", "upload files once, now, with a progress bar", demo=True)
     upload.add_argument("files", type=Path, nargs="+")
+    upload.add_argument("--force", action="store_true", help="upload again even if this file was uploaded")
+    upload.add_argument("--progress", action=argparse.BooleanOptionalAction,
+                        help="progress bar on stderr (default: when stderr is a terminal)")
     upload.set_defaults(func=cmd_upload)
 
-    delete = with_config("delete", "delete a video from the vault")
+    delete = command("delete", "delete a video from the vault", demo=True)
     delete.add_argument("video_id")
     delete.set_defaults(func=cmd_delete)
 
@@ -341,24 +500,43 @@ def build_parser() -> argparse.ArgumentParser:
     copy.add_argument("--state-dir", type=Path, help="the SQLite journal's directory, without loading the config")
     copy.set_defaults(func=cmd_journal_copy)
 
-    check = with_config("check-config", "validate the configuration and exit")
+    check = command("check-config", "validate the configuration and exit")
+    check.add_argument("--online", action="store_true",
+                       help="also ask the vault and the control API whether they accept the credentials")
     check.set_defaults(func=cmd_check_config)
+
+    version = command("version", "vaultdrop's version and its dependencies'", config=False)
+    version.set_defaults(func=cmd_version)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args))
+        status = int(args.func(args))
+        sys.stdout.flush()
+        return status
     except ConfigError as exc:
-        logging.getLogger("vaultdrop").debug("configuration error", exc_info=True)
         print(f"vaultdrop: configuration error: {exc}", file=sys.stderr)
         return exc.exit_status
     except JournalUnavailable as exc:  # the PostgreSQL journal is down: try again later
         print(f"vaultdrop: {exc}", file=sys.stderr)
         return TEMPFAIL_EXIT_STATUS
+    except VaultdropError as exc:
+        print(f"vaultdrop: {exc}", file=sys.stderr)
+        return exc.exit_status
     except KeyboardInterrupt:
+        print("\nvaultdrop: interrupted (work in the journal resumes next time)", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `vaultdrop jobs | head`: the reader left; say nothing, and keep Python's exit-time
+        # flush of stdout from raising again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except Exception:  # noqa: BLE001 - the one place a bug is reported as one
+        print("vaultdrop: internal error, please report it with this output:", file=sys.stderr)
+        traceback.print_exc()
+        return 70
 
 
 if __name__ == "__main__":

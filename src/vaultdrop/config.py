@@ -50,6 +50,7 @@ from .errors import ConfigError
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
+    "DEFAULT_TEMP_SUFFIXES",
     "DaemonSettings",
     "Duration",
     "FolderSettings",
@@ -67,6 +68,10 @@ __all__ = [
 
 DEFAULT_CONFIG_PATH = Path("/etc/vaultdrop/vaultdrop.toml")
 BUILT_IN = "<built-in>"
+# Names transfer tools give a file while writing it (rclone and aspera `.partial`, rclone's
+# `.XXXXXXXX.partial`, aspera `.aspx`, FileZilla `.filepart`, browsers, Windows); rsync's
+# `.name.XXXXXX` and every other dot-prefixed name are ignored anyway.
+DEFAULT_TEMP_SUFFIXES = (".part", ".partial", ".aspx", ".tmp", ".crdownload", ".filepart")
 TEMPLATE_NAMES = frozenset(
     {"relative_path", "filename", "stem", "ext", "video_id", "sha256", "date", "storage", "user"}
 )
@@ -352,6 +357,7 @@ class FolderSettings(_Section):
     include: list[str] = ["*"]
     exclude: list[str] = []
     case_sensitive_globs: bool = False
+    temp_suffixes: list[str] = list(DEFAULT_TEMP_SUFFIXES)
     recursive: bool = True
     settle: Duration = 5.0
     ready_marker: str = ""
@@ -361,6 +367,14 @@ class FolderSettings(_Section):
     archive_dir: ResolvedPath | None = None
     failed_dir: ResolvedPath | None = None
     s3: S3Settings | None = None
+
+    @field_validator("temp_suffixes")
+    @classmethod
+    def _suffixes_are_suffixes(cls, value: list[str]) -> list[str]:
+        """Compared case-insensitively: `CLIP.MOV.PART` is as unfinished as `clip.mov.part`."""
+        if any(not suffix or "/" in suffix for suffix in value):
+            raise _invalid("suffix", "each entry must be a non-empty file-name suffix such as .part, without '/'")
+        return [suffix.lower() for suffix in value]
 
     @field_validator("ready_marker")
     @classmethod
@@ -501,13 +515,27 @@ def _dotted(loc: tuple[str | int, ...]) -> str:
     return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
 
 
-def _config_error(exc: ValidationError, source: str) -> ConfigError:
-    """One line per problem, built from loc and msg only: `input` may hold a secret."""
+def _env_variable(loc: tuple[str | int, ...], environ: Mapping[str, str]) -> str | None:
+    """The `VAULTDROP_…` variable that set this key (or a table holding it), if one did."""
+    names = {name.upper(): name for name in environ}
+    for length in range(len(loc), 0, -1):
+        if all(isinstance(part, str) for part in loc[:length]):
+            wanted = "VAULTDROP_" + "__".join(str(part) for part in loc[:length]).upper()
+            if wanted in names:
+                return names[wanted]
+    return None
+
+
+def _config_error(exc: ValidationError, source: str, environ: Mapping[str, str]) -> ConfigError:
+    """One line per problem, built from loc and msg only: `input` may hold a secret. A key
+    set by the environment names its variable: the file does not hold the mistake."""
     lines = []
     for error in exc.errors(include_url=False, include_input=False, include_context=False):
         key = _dotted(error["loc"])
         message = _MESSAGES.get(error["type"], error["msg"])
-        lines.append(f"{source}: {key}: {message}" if key else f"{source}: {message}")
+        variable = _env_variable(error["loc"], environ)
+        where = f"environment variable {variable}" if variable else source
+        lines.append(f"{where}: {key}: {message}" if key else f"{where}: {message}")
     return ConfigError("\n".join(lines))
 
 
@@ -516,7 +544,7 @@ def _build(origin: _Origin, source: str, data: dict[str, Any]) -> Settings:
     try:
         settings = Settings(**data)
     except ValidationError as exc:
-        raise _config_error(exc, source) from None
+        raise _config_error(exc, source, origin.environ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: TOML syntax error: {exc}") from None
     except SettingsError as exc:

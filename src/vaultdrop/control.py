@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from .config import ScaleEngineSettings
 from .errors import ClockSkew, ConfigError, JobFailed, ProtocolError, RetryLater, Unavailable
 from .signing import sign_control_request
 from .vault import UNREACHABLE
@@ -42,6 +43,12 @@ class ControlClient:
         # identity: bodies are read raw and bounded, so a compressed one (or a bomb) is never inflated
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(timeout), headers={"Accept-Encoding": "identity"},
                                        transport=transport or httpx.AsyncHTTPTransport(retries=2))
+
+    @classmethod
+    def from_settings(cls, engine: ScaleEngineSettings, *, clock: Callable[[], float] = time.time,
+                      transport: httpx.AsyncBaseTransport | None = None) -> ControlClient:
+        return cls(engine.api_url, engine.api_key, engine.api_secret.get_secret_value(), engine.cdn,
+                   timeout=engine.timeout, clock=clock, transport=transport)
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -20,7 +20,7 @@ from typing import IO, Any
 
 from . import logs
 from .config import FolderSettings, Settings
-from .errors import ConfigError
+from .errors import ConfigError, RetryLater
 from .events import Fanout
 from .journal import JournalUnavailable, LeaseLost
 from .model import Job, JobState, stat_key
@@ -29,6 +29,8 @@ from .metrics import MetricsServer
 from .notify import NotificationSender, notify_states
 from .admission import admit
 from .pipeline import SCALEENGINE, VAULT, Pipeline
+from .preflight import check_online
+from .runstate import RunStateRecorder
 from .service import Notifier
 from .settle import Settler
 from .watch import FolderWatch, OverflowHook, scan
@@ -99,6 +101,7 @@ class Daemon:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         lock = lock_state_dir(self.settings.daemon.state_dir)
+        logs.attach(RunStateRecorder(self.settings.daemon.state_dir), self.settings.secrets())
         self.journal = open_journal(self.settings)
         self._metrics = MetricsServer(self.settings.metrics.listen, open_reader(self.settings)) \
             if self.settings.metrics.listen else None
@@ -117,6 +120,7 @@ class Daemon:
         for service in (VAULT, SCALEENGINE):  # a restart is a good moment to look again
             self.journal.wake(service)
         try:
+            await self._preflight()
             self._apply_folders(self.settings.folders)
             log(logging.INFO, f"ready: watching {len(self._folders)} folder(s), journal "
                 f"{self.journal.location}", event="daemon_ready")
@@ -162,6 +166,15 @@ class Daemon:
         folder = next((f for f in self._folders.values() if path.is_relative_to(f.path)), None)
         if folder is not None:
             self._settler.touch(folder, path.relative_to(folder.path).as_posix())
+
+    async def _preflight(self) -> None:
+        """Rejected credentials stop the daemon before READY=1 (exit 78), not at the first
+        file hours later; a service that is down only warns: files wait in the journal."""
+        try:
+            for line in await check_online(self.settings):
+                log(logging.INFO, line)
+        except RetryLater as exc:
+            log(logging.WARNING, f"start-up check failed, files wait in the journal: {exc}")
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)

@@ -13,7 +13,9 @@ CONFIG_EXIT_STATUS = 78  # EX_CONFIG: systemd's RestartPreventExitStatus= keys o
 
 
 class VaultdropError(Exception):
-    """Base of everything vaultdrop raises on purpose."""
+    """Base of everything vaultdrop raises on purpose; a command ends with one line and this status."""
+
+    exit_status = 1
 
 
 class RetryLater(VaultdropError):
@@ -65,3 +67,8 @@ class ConfigError(VaultdropError):
     """The daemon cannot work as configured: stop with exit status 78, do not restart."""
 
     exit_status = CONFIG_EXIT_STATUS
+
+
+class OperatorError(VaultdropError):
+    """A command cannot do what it was asked (a missing file, an unknown job, a busy port):
+    one line saying so, exit status 1."""

@@ -39,6 +39,25 @@ def _params(*values: Any) -> tuple[Any, ...]:
     return tuple(map(_to_db, values))
 
 
+def job_filter(state: JobState | None, folder: Any, since: float | None, *, mark: str = "?",
+               tail: str = "substr(folder, -length(?) - 1)") -> tuple[str, list[Any]]:
+    """WHERE clause of a jobs listing (`mark` is the driver's placeholder): `folder` is a
+    folder's path or its last name (`tail` is the folder's last len(name)+1 characters),
+    `since` a time the job last changed at or after."""
+    where: list[str] = ["1=1"]
+    params: list[Any] = []
+    if state is not None:
+        where.append(f"state={mark}")
+        params.append(state.value)
+    if folder is not None:
+        where.append(f"(folder={mark} OR {tail}={mark})")
+        params += [folder, folder, ("/" if isinstance(folder, str) else b"/") + folder]
+    if since is not None:
+        where.append(f"updated_at>={mark}")
+        params.append(since)
+    return " AND ".join(where), params
+
+
 class IllegalTransition(VaultdropError):
     """A bug: code tried a state change the job's life cycle does not allow."""
 
@@ -82,6 +101,7 @@ class JournalStore(Protocol):
     def next_due(self, exclude: set[int], folders: Collection[str], horizon: float = ...) -> float | None: ...
     def wake(self, service: str) -> int: ...
     def get(self, job_id: int) -> Job | None: ...
+    def find(self, identity: FileIdentity) -> Job | None: ...
     def transition(self, job: Job, state: JobState, detail: str | None = None, **changes: Any) -> Job: ...
     def update(self, job: Job, **changes: Any) -> Job: ...
     def discard_video(self, job: Job, state: JobState, detail: str, stale: str, **changes: Any) -> Job: ...
@@ -93,7 +113,10 @@ class JournalStore(Protocol):
     def retry(self, job_id: int, place: FileIdentity | None = None) -> Job: ...
     def forget(self, job_id: int) -> None: ...
     def counts(self) -> dict[JobState, int]: ...
-    def jobs(self, state: JobState | None = None, limit: int = 50) -> list[Job]: ...
+    def jobs(self, state: JobState | None = None, limit: int = 50, *, folder: str | None = None,
+             since: float | None = None) -> list[Job]: ...
+    def count_jobs(self, state: JobState | None = None, *, folder: str | None = None,
+                   since: float | None = None) -> int: ...
     def history(self, job_id: int) -> list[dict[str, Any]]: ...
     def summary(self) -> list[JobSummary]: ...
     def due_notifications(self, now: float, events: Collection[str], limit: int) -> list[Notification]: ...
@@ -556,6 +579,15 @@ class Journal(JournalRules):
         row = self._read_one(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,))
         return self._job(row) if row else None
 
+    def find(self, identity: FileIdentity) -> Job | None:
+        """The job of exactly this file, if it was ever journalled."""
+        row = self._read_one(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE folder=? AND relpath=? AND size=? AND mtime_ns=? AND inode=?"
+            " AND released=0",
+            _params(identity.folder, identity.relpath, identity.size, identity.mtime_ns, identity.inode),
+        )
+        return self._job(row) if row else None
+
     def _save(self, job: Job, state: JobState | None, detail: str | None, changes: dict[str, Any],
               stale_video: tuple[str, str] | None = None) -> Job:
         changes = self._changes(state, changes)
@@ -668,13 +700,19 @@ class Journal(JournalRules):
         found = {JobState(r[0]): r[1] for r in rows}
         return {state: found.get(state, 0) for state in JobState}
 
-    def jobs(self, state: JobState | None = None, limit: int = 50) -> list[Job]:
-        if state is None:
-            rows = self._read(f"SELECT {JOB_COLUMNS} FROM jobs ORDER BY id DESC LIMIT ?", (limit,))
-        else:
-            rows = self._read(f"SELECT {JOB_COLUMNS} FROM jobs WHERE state=? ORDER BY id DESC LIMIT ?",
-                              (state.value, limit))
+    def jobs(self, state: JobState | None = None, limit: int = 50, *, folder: str | None = None,
+             since: float | None = None) -> list[Job]:
+        """The newest `limit` jobs matching the filters (see `job_filter`)."""
+        clause, params = job_filter(state, folder, since)
+        rows = self._read(f"SELECT {JOB_COLUMNS} FROM jobs WHERE {clause} ORDER BY id DESC LIMIT ?",
+                          (*params, limit))
         return [self._job(r) for r in rows]
+
+    def count_jobs(self, state: JobState | None = None, *, folder: str | None = None,
+                   since: float | None = None) -> int:
+        """How many jobs `jobs` would list without a limit: a listing says what it left out."""
+        clause, params = job_filter(state, folder, since)
+        return int(self._read(f"SELECT COUNT(*) FROM jobs WHERE {clause}", params)[0][0])
 
     def history(self, job_id: int) -> list[dict[str, Any]]:
         rows = self._read(

@@ -22,7 +22,7 @@ import psycopg_pool
 from psycopg.rows import dict_row
 
 from .errors import ConfigError
-from .journal import JOB_COLUMNS, JournalRules, JournalUnavailable
+from .journal import JOB_COLUMNS, JournalRules, JournalUnavailable, job_filter
 from .model import ACTIVE, UNCONFIRMED, FileIdentity, Job, JobState, JobSummary, Notification
 
 # Append-only, like journal.MIGRATIONS; applied under an advisory lock, so hosts starting
@@ -485,13 +485,34 @@ class PgJournal(JournalRules):
         found = {JobState(r["state"]): r["n"] for r in rows}
         return {state: found.get(state, 0) for state in JobState}
 
-    def jobs(self, state: JobState | None = None, limit: int = 50) -> list[Job]:
+    def jobs(self, state: JobState | None = None, limit: int = 50, *, folder: str | None = None,
+             since: float | None = None) -> list[Job]:
+        clause, params = self._filter(state, folder, since)
         with self._transaction() as db:
-            rows = db.execute(
-                f"SELECT {JOB_COLUMNS} FROM jobs WHERE %s::text IS NULL OR state=%s ORDER BY id DESC LIMIT %s",
-                (state and state.value, state and state.value, limit),
-            ).fetchall()
+            rows = db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE {clause} ORDER BY id DESC LIMIT %s",
+                              (*params, limit)).fetchall()
         return [_job(r) for r in rows]
+
+    def count_jobs(self, state: JobState | None = None, *, folder: str | None = None,
+                   since: float | None = None) -> int:
+        clause, params = self._filter(state, folder, since)
+        with self._transaction() as db:
+            return int(_one(db.execute(f"SELECT COUNT(*) AS n FROM jobs WHERE {clause}", params))["n"])
+
+    @staticmethod
+    def _filter(state: JobState | None, folder: str | None, since: float | None) -> tuple[str, list[Any]]:
+        """Folders are BYTEA here: the name's bytes, the folder's last len(name)+1 bytes."""
+        return job_filter(state, None if folder is None else _name(folder), since, mark="%s",
+                          tail="substring(folder from length(folder) - length(%s))")
+
+    def find(self, identity: FileIdentity) -> Job | None:
+        with self._transaction() as db:
+            row = db.execute(
+                f"SELECT {JOB_COLUMNS} FROM jobs WHERE folder=%s AND relpath=%s AND size=%s AND mtime_ns=%s"
+                " AND inode=%s AND released=0",
+                (_name(identity.folder), _name(identity.relpath), identity.size, identity.mtime_ns, identity.inode),
+            ).fetchone()
+        return _job(row) if row else None
 
     def summary(self) -> list[JobSummary]:
         with self._transaction() as db:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("vaultdrop")
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
+LIBRARIES = ("httpx", "httpcore", "watchdog")
 
 # Fixed MESSAGE_IDs for key events, explained by deploy/vaultdrop.catalog.
 MESSAGE_IDS = {
@@ -30,6 +31,16 @@ MESSAGE_IDS = {
     "journal_outage": "034d2f0966e642e98b56c9598f66b533",
     "lease_lost": "adfeddd8e6214d899ff60b73c25485c8",
 }
+
+
+def human_size(size: float) -> str:
+    """The one spelling of a size everywhere a person reads it: decimal units, `52.4 MB`."""
+    units = ("B", "kB", "MB", "GB", "TB")
+    power = 0
+    while abs(size) >= 1000 and power < len(units) - 1:
+        size /= 1000
+        power += 1
+    return f"{size:.0f} B" if power == 0 else f"{size:.1f} {units[power]}"
 
 
 def log(level: int, message: str, *, event: str | None = None, exc_info: bool = False, **fields: Any) -> None:
@@ -64,7 +75,7 @@ def log_done(journal: JournalStore, job: Job) -> None:
     total = history[-1]["at"] - history[0]["at"]
     rate = f", upload {job.size / job.upload_seconds / 1e6:.1f} MB/s" if job.upload_seconds else ""
     log_change(journal, job, logging.INFO,
-               f"done: {job.relpath} ({job.size:,} bytes in {total:.1f} s{rate}) video {job.video_id}",
+               f"done: {job.relpath} ({human_size(job.size)} in {total:.1f} s{rate}) video {job.video_id}",
                event="job_done", duration_ms=int(total * 1000))
 
 
@@ -87,15 +98,32 @@ _CONTROL_CHARACTERS = {**{i: f"\\x{i:02x}" for i in (*range(32), 127)}, 10: "\\n
 
 
 class _ConsoleFormatter(logging.Formatter):
-    """One record, one line: control characters (a newline in a file name) are shown
-    escaped, so a crafted name cannot forge log lines. Tracebacks follow as usual."""
+    """One record, one short line for a person: control characters (a newline in a file
+    name) are shown escaped, so a crafted name cannot forge log lines; the folder by its
+    name, sizes in human units, a value the message already says (the file, the video id,
+    an upload key equal to it) not again. journald keeps every field in full."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         line = super().formatMessage(record).translate(_CONTROL_CHARACTERS)
+        message = record.getMessage()
         fields: Mapping[str, Any] = getattr(record, "fields", {})
-        shown = " ".join(f"{k.lower()}={str(v).translate(_CONTROL_CHARACTERS)}"
-                         for k, v in fields.items() if k != "MESSAGE_ID")
-        return f"{line} {shown}" if shown else line
+        shown: dict[str, str] = {}
+        for key, value in fields.items():
+            text = os.path.basename(str(value).rstrip("/")) if key == "FOLDER" else str(value)
+            if key in _CONSOLE_HIDDEN:
+                continue
+            if key in _SAID_ONCE and (text in message or text in shown.values()):
+                continue
+            shown[key] = text
+        pairs = " ".join(f"{k.lower()}={v.translate(_CONTROL_CHARACTERS)}" for k, v in shown.items())
+        return f"{line} {pairs}" if pairs else line
+
+
+# A console line leaves out what its message says (stage, size) or only queries need
+# (durations); a file, video id or upload key
+# (the sandbox's video id is the key) is shown only if not on the line already.
+_CONSOLE_HIDDEN = frozenset({"MESSAGE_ID", "STAGE", "DURATION_MS", "BYTES"})
+_SAID_ONCE = frozenset({"FILE", "UPLOAD_KEY", "VIDEO_ID"})
 
 
 class _JournalHandler(logging.Handler):
@@ -148,8 +176,10 @@ def journald_available() -> bool:
             and os.path.exists(JOURNAL_SOCKET))
 
 
-def setup(level: str = "info", secrets: Iterable[str] = (), force_journal: bool | None = None) -> None:
-    """Configure the vaultdrop logger once per process (re-callable on reload)."""
+def setup(level: str = "info", secrets: Iterable[str] = (), force_journal: bool | None = None,
+          libraries: bool = False) -> None:
+    """Configure the vaultdrop logger once per process (re-callable on reload); `libraries`
+    (`-vv`) adds the debug lines of httpx, httpcore and watchdog."""
     use_journal = journald_available() if force_journal is None else force_journal
     handler: logging.Handler
     if use_journal:
@@ -157,10 +187,22 @@ def setup(level: str = "info", secrets: Iterable[str] = (), force_journal: bool 
         handler.setFormatter(logging.Formatter("%(message)s"))
     else:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(_ConsoleFormatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S"))
+        handler.setFormatter(_ConsoleFormatter("%(asctime)s %(levelname)-7s %(message)s", "%Y-%m-%dT%H:%M:%S"))
+    handler.vaultdrop_output = True  # type: ignore[attr-defined]
     handler.addFilter(_Redact(secrets))
-    for old in list(logger.handlers):
-        logger.removeHandler(old)
+    for name in (logger.name, *LIBRARIES):
+        named = logging.getLogger(name)
+        for old in [h for h in named.handlers if getattr(h, "vaultdrop_output", False)]:
+            named.removeHandler(old)
     logger.addHandler(handler)
     logger.setLevel(level.upper())
     logger.propagate = False
+    for name in LIBRARIES if libraries else ():
+        logging.getLogger(name).addHandler(handler)
+        logging.getLogger(name).setLevel(logging.DEBUG)
+
+
+def attach(handler: logging.Handler, secrets: Iterable[str]) -> None:
+    """Add a handler of vaultdrop's lines beside the output `setup` manages, redacted too."""
+    handler.addFilter(_Redact(secrets))
+    logger.addHandler(handler)

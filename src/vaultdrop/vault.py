@@ -40,6 +40,11 @@ class UnknownKey(RetryLater):
     """404 unknown_key: the vault does not know this upload key (expired or deleted)."""
 
 
+class NotFound(ProtocolError):
+    """404 without the vault's own error code (a proxy, a path it does not route): never a
+    reason to drop an upload key, but for a delete it means there is no such video."""
+
+
 class KeyUsed(RetryLater):
     """409 key_used: this key's upload already completed; progress will show the video."""
 
@@ -136,7 +141,7 @@ class VaultClient:
         """
         try:
             body = await self._get(f"/video/delete/{quote(video_id, safe='')}.xml")
-        except UnknownKey:
+        except (UnknownKey, NotFound):
             return False
         if child_text(parse_xml(body, "video"), "deleted") != "true":
             raise RetryLater(f"the vault did not delete video {video_id}")
@@ -325,8 +330,8 @@ def _raise_for_status(status: int, body: bytes, path: str) -> None:
         raise ConfigError(f"the vault rejected our signature ({what}): check vault.user and vault.password")
     if status == 404 and code in ("unknown_key", "not_found"):
         raise UnknownKey(what)
-    if status == 404:  # not the vault's own answer (a proxy?): never a reason to drop a key
-        raise ProtocolError(what)
+    if status == 404:
+        raise NotFound(what)
     if status == 409:
         raise KeyUsed(what)
     if status in (400, 413):

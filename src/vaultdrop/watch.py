@@ -13,6 +13,7 @@ import fnmatch
 import logging
 import os
 import stat
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -26,13 +27,32 @@ from watchdog.observers.polling import PollingObserver
 from .config import FolderSettings
 from .model import marker_owner, sidecar_owner
 
-TEMP_SUFFIXES = (".part", ".tmp", ".crdownload", ".filepart")
 PathCallback = Callable[[FolderSettings, str], None]
+logger = logging.getLogger("vaultdrop.watch")
+NOTICES_REMEMBERED = 10_000
 
 
-def is_temporary(name: str) -> bool:
-    """Names writers use while a file is incomplete; they count once renamed."""
-    return name.startswith((".", "~")) or name.lower().endswith(TEMP_SUFFIXES)
+class _Notices:
+    """Says each (path, reason) once: a rescan meets the same skipped symlink every time,
+    and a line per rescan would bury everything else. Bounded, so memory is too."""
+
+    def __init__(self) -> None:
+        self._seen: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+
+    def log(self, level: int, path: str, reason: str) -> None:
+        if not logger.isEnabledFor(level):
+            return
+        with self._lock:
+            if (path, reason) in self._seen:
+                return
+            if len(self._seen) >= NOTICES_REMEMBERED:
+                self._seen.clear()
+            self._seen.add((path, reason))
+        logger.log(level, "ignored %s: %s", path, reason)
+
+
+_notices = _Notices()
 
 
 def is_sidecar(folder: FolderSettings, relpath: str) -> bool:
@@ -42,8 +62,8 @@ def is_sidecar(folder: FolderSettings, relpath: str) -> bool:
     return owner is not None and (folder.path / relpath).with_name(owner).is_file()
 
 
-def candidate_for(folder: FolderSettings, relpath: str) -> str | None:
-    """The relative path of the media file this event path is about, or None to ignore it.
+def ignore_reason(folder: FolderSettings, relpath: str) -> tuple[str, str | None]:
+    """The media file this event path is about, and why it is ignored (None: it is not).
 
     A ready marker (`clip.mov.done`) stands for its file; so does a sidecar, whose late
     arrival must not be missed in marker mode. Globs ignore case unless the folder sets
@@ -55,15 +75,30 @@ def candidate_for(folder: FolderSettings, relpath: str) -> str | None:
     if owner is not None:
         path = path.with_name(owner)
         relpath = str(path)
-    if is_temporary(path.name) or any(part.startswith(".") for part in path.parts[:-1]):
-        return None
+    if path.name.startswith((".", "~")):
+        return relpath, "temporary name (dot or ~ prefix)"
+    if path.name.lower().endswith(tuple(folder.temp_suffixes)):
+        return relpath, "temporary name (temp_suffixes)"
+    if any(part.startswith(".") for part in path.parts[:-1]):
+        return relpath, "inside a hidden directory"
     if not folder.recursive and len(path.parts) > 1:
-        return None
+        return relpath, "in a subfolder (recursive = false)"
     if not _matches_any(folder, relpath, path.name, folder.include):
+        return relpath, "matches no include glob"
+    excluded = next((p for p in folder.exclude if _matches_any(folder, relpath, path.name, [p])), None)
+    if excluded is not None:
+        return relpath, f"exclude glob {excluded!r}"
+    return relpath, None
+
+
+def candidate_for(folder: FolderSettings, relpath: str) -> str | None:
+    """The relative path of the media file this event path is about, or None to ignore it
+    (said once per path at debug level, so `-v` explains a file that never became a job)."""
+    target, reason = ignore_reason(folder, relpath)
+    if reason is not None:
+        _notices.log(logging.DEBUG, str(folder.path / relpath), reason)
         return None
-    if _matches_any(folder, relpath, path.name, folder.exclude):
-        return None
-    return relpath
+    return target
 
 
 def _matches_any(folder: FolderSettings, relpath: str, name: str, patterns: list[str]) -> bool:
@@ -80,14 +115,15 @@ def regular_file_stat(folder: FolderSettings, relpath: str) -> os.stat_result | 
         if stat.S_ISLNK(info.st_mode):
             target = path.resolve(strict=True)
             if not target.is_relative_to(folder.path.resolve()):
-                logging.getLogger("vaultdrop.watch").warning(
-                    "not following symlink out of the folder: %s -> %s", path, target
-                )
+                _notices.log(logging.WARNING, str(path), f"symlink out of the folder (to {target}), not followed")
                 return None
             info = os.stat(path)
     except (OSError, RuntimeError):
         return None
-    return info if stat.S_ISREG(info.st_mode) else None
+    if not stat.S_ISREG(info.st_mode):
+        _notices.log(logging.DEBUG, str(path), "not a regular file (FIFO, device or socket)")
+        return None
+    return info
 
 
 class ScannedFile(NamedTuple):

@@ -34,6 +34,17 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: floa
     raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
 
 
+def read_until(process: subprocess.Popen[str], text: str) -> list[str]:
+    """Lines of a process's text stdout, up to and including the first containing `text`."""
+    assert process.stdout is not None
+    lines: list[str] = []
+    while not lines or text not in lines[-1]:
+        line = process.stdout.readline()
+        assert line, f"exited before {text!r}:\n{''.join(lines)}"
+        lines.append(line)
+    return lines
+
+
 def toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"

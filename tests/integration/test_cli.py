@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -31,14 +32,14 @@ def test_status_and_jobs_show_what_happened(runner: DaemonRunner) -> None:
     write(runner.drop / "s.mov", 4000)
     job = runner.wait_state("s.mov", JobState.DONE)
     status = json.loads(vaultdrop(runner, "status", "--json").stdout)
-    assert status["counts"]["done"] == 1 and status["in_flight"] == []
+    assert status["counts"]["done"] == 1 and status["in_flight"] == [] and status["daemon"]["running"]
     shown = json.loads(vaultdrop(runner, "jobs", "show", str(job.id)).stdout)
     assert shown["video_id"] == job.video_id
     assert [h["to_state"] for h in shown["history"]] == ["queued", "uploading", "confirming", "finishing", "done"]
     assert "s.mov" in vaultdrop(runner, "jobs", "list").stdout
 
 
-def test_retry_brings_a_failed_file_back(runner: DaemonRunner) -> None:
+def test_retry_brings_a_failed_file_back_and_status_shows_the_error(runner: DaemonRunner) -> None:
     runner.folder.pop("failed_dir")
     runner.vault["max_attempts"] = 1
     runner.sandbox.add_fault(endpoint="upload", action="status", status=500, code="server_error")
@@ -46,6 +47,9 @@ def test_retry_brings_a_failed_file_back(runner: DaemonRunner) -> None:
     write(runner.drop / "f.mov", 4000)
     job = runner.wait_state("f.mov", JobState.FAILED)
     assert (runner.drop / "f.mov").exists(), "without failed_dir the file stays in place"
+    status = vaultdrop(runner, "status")
+    assert re.search(r"daemon: running since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d.* \(pid \d+\)", status.stdout), status
+    assert "last error:" in status.stdout and "server_error" in status.stdout, "status says the daemon's last error"
     assert vaultdrop(runner, "jobs", "retry", str(job.id)).returncode == 0
     runner.wait_state("f.mov", JobState.DONE)
     assert len(runner.uploads_of("f.mov")) == 1
@@ -60,7 +64,7 @@ def test_one_shot_upload_and_delete(runner: DaemonRunner) -> None:
     assert video["sha256"] == digest and video["video_id"] in result.stdout
     assert (elsewhere / "one.mov").exists(), "a one-shot upload keeps the file"
     again = vaultdrop(runner, "upload", str(elsewhere / "one.mov"))
-    assert "already uploaded" in again.stderr and len(runner.uploads_of("one.mov")) == 1
+    assert "already uploaded" in again.stdout and len(runner.uploads_of("one.mov")) == 1
     assert vaultdrop(runner, "delete", video["video_id"]).returncode == 0
     assert runner.uploads_of("one.mov") == []
     assert vaultdrop(runner, "delete", video["video_id"]).returncode == 1
@@ -91,4 +95,8 @@ def test_status_reads_a_journal_without_the_config_or_its_secrets(runner: Daemon
     runner.wait_state("n.mov", JobState.DONE)
     result = subprocess.run([sys.executable, "-m", "vaultdrop.cli", "status", "--state-dir", str(runner.state)],
                             capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
-    assert result.returncode == 0 and "done 1" in result.stdout
+    assert result.returncode == 0 and "done 1" in result.stdout and "daemon: running since" in result.stdout
+    runner.stop()
+    stopped = subprocess.run([sys.executable, "-m", "vaultdrop.cli", "status", "--state-dir", str(runner.state)],
+                             capture_output=True, text=True, timeout=60)
+    assert "daemon: not running" in stopped.stdout

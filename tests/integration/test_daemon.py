@@ -203,9 +203,9 @@ def test_bad_config_exits_78_naming_the_key(runner: DaemonRunner) -> None:
 
 def test_rejected_credentials_stop_the_daemon_with_78(runner: DaemonRunner) -> None:
     runner.vault["password"] = "wrong-password"
-    runner.start()
     write(runner.drop / "x.mov", 1000)
-    assert runner.wait_exit() == 78
+    runner.start(wait_ready=False)
+    assert runner.wait_exit() == 78 and not runner.saw("ready:"), "refused at start, before READY=1"
     assert "vault.password" in runner.output() and "wrong-password" not in runner.output()
     assert (runner.drop / "x.mov").exists()
 
@@ -241,7 +241,7 @@ def test_a_foreign_404_never_makes_the_job_drop_its_key(runner: DaemonRunner) ->
     digest = write(runner.drop / "proxy.mov", 20_000)
     runner.wait_state("proxy.mov", JobState.DONE)
     assert [v["sha256"] for v in runner.uploads_of("proxy.mov")] == [digest]
-    assert len([r for r in runner.sandbox.log() if r["endpoint"] == "new_key"]) == 1
+    assert len([r for r in runner.sandbox.log() if r["endpoint"] == "new_key"]) == 2, "the start-up check's, one"
 
 
 def test_an_outage_longer_than_max_attempts_fails_no_file(runner: DaemonRunner) -> None:

@@ -57,11 +57,11 @@ def test_overload_and_unexpected_codes_are_retried(runner: DaemonRunner) -> None
 def test_bad_signature_stops_with_a_config_error_naming_the_key(runner: DaemonRunner) -> None:
     enable_s3(runner)
     runner.scaleengine["api_secret"] = "not-the-secret"
-    runner.start()
     write(runner.drop / "sig.mov", 10_000)
-    assert runner.wait_exit() == 78
+    runner.start(wait_ready=False)
+    assert runner.wait_exit() == 78 and not runner.saw("ready:"), "refused at start, before READY=1"
     assert "scaleengine.api_secret" in runner.output() and "not-the-secret" not in runner.output()
-    assert (runner.drop / "sig.mov").exists(), "the file stays until the S3 step can finish"
+    assert (runner.drop / "sig.mov").exists(), "the file stays"
 
 
 def test_kill9_between_queue_and_status_does_not_queue_twice(runner: DaemonRunner) -> None:
@@ -113,9 +113,9 @@ def test_a_re_export_over_a_file_whose_s3_step_fails_is_uploaded_not_moved_to_fa
         runner: DaemonRunner) -> None:
     enable_s3(runner)
     runner.folder["settle"] = 2.5  # the re-export settles after the old job has failed
+    runner.start()  # the faults after the start-up credential check, for the file's own calls
     runner.sandbox.add_fault(endpoint="files.getstorage", action="stall", seconds=1.5)
     runner.sandbox.add_fault(endpoint="aws.upload", action="vendor_code", code="0006")
-    runner.start()
     write(runner.drop / "take.mov", 10_000)
     old = runner.wait_state("take.mov", JobState.S3_QUEUEING)
     newer = write(runner.base / "take.mov.part", 20_000)

@@ -119,12 +119,12 @@ async def test_control_client_refuses_hostile_json(sandbox: SandboxProcess) -> N
 def test_daemon_logs_the_reason_and_still_delivers(tmp_path: Path, sandbox: SandboxProcess, tripwire: Tripwire,
                                                   secret_file: Path) -> None:
     corpus = {case.name: case for case in xml_corpus(secret_file, tripwire.port)}
+    runner = DaemonRunner(tmp_path, sandbox)
+    runner.vault["max_attempts"] = 10
+    runner.start()  # the faults after the start-up credential check: they are the file's
     for name in ("xxe file URL", "xxe http URL", "billion laughs", "wrong root"):
         sandbox.add_fault(endpoint="new_key", action="body", body=corpus[name].body)
     sandbox.add_fault(endpoint="progress", action="body", body=progress_corpus()[0].body)
-    runner = DaemonRunner(tmp_path, sandbox)
-    runner.vault["max_attempts"] = 10
-    runner.start()
     try:
         digest = write(runner.drop / "target.mov", 50_000)
         runner.wait_state("target.mov", JobState.DONE)

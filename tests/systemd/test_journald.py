@@ -80,7 +80,7 @@ def test_job_lines_carry_structured_fields(runner: DaemonRunner, journald: Journ
     assert by_stage["finishing"]["VIDEO_ID"] == job.video_id
     assert by_stage["s3_waiting"]["S3_REQUEST_ID"] == str(job.s3_request_id)
     summary = by_stage["done"]["MESSAGE"]
-    assert "300,000 bytes in" in summary and "MB/s" in summary, "summary: size, time, throughput"
+    assert "300.0 kB in" in summary and "MB/s" in summary, "summary: size, time, throughput"
 
     ready = journal_json(journald.directory, f"MESSAGE_ID={MESSAGE_IDS['daemon_ready']}")
     assert len(ready) == 1 and ready[0]["PRIORITY"] == "6"

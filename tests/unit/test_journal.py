@@ -73,6 +73,18 @@ class TestJournalStore:
         assert reopened.runnable(now=0, exclude=set(), limit=10, folders=["/drop"])[0].id == job.id
 
 
+    def test_listing_filters_count_what_they_leave_out_and_find_one_file(self, journal: JournalStore) -> None:
+        for n in range(5):
+            journal.enqueue(FileIdentity("/srv/news" if n % 2 else "/srv/sport", f"c{n}.mov", 10, n, n))
+        failed = journal.transition(journal.get(1), JobState.FAILED, "no")
+        assert [j.id for j in journal.jobs(limit=2)] == [5, 4] and journal.count_jobs() == 5
+        assert [j.id for j in journal.jobs(JobState.FAILED)] == [failed.id] == [1]
+        assert journal.count_jobs(folder="news") == journal.count_jobs(folder="/srv/news") == 2
+        assert journal.count_jobs(folder="ews") == 0, "a folder's last name, not any suffix"
+        assert journal.count_jobs(since=failed.updated_at) == 1 and journal.count_jobs(JobState.QUEUED, folder="sport") == 2
+        assert journal.find(FileIdentity("/srv/sport", "c2.mov", 10, 2, 2)).id == 3
+        assert journal.find(FileIdentity("/srv/sport", "c2.mov", 11, 2, 2)) is None
+
     def test_file_names_round_trip_byte_exact(self, journal: JournalStore) -> None:
         name = b"caf\xe9 \xff.mov".decode("utf-8", "surrogateescape")
         job = journal.enqueue(identity(name))

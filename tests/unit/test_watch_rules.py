@@ -1,6 +1,8 @@
 """Which paths become jobs: temp names, globs, markers and sidecars."""
 
 import asyncio
+import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -10,13 +12,20 @@ from vaultdrop.settle import Settler
 from vaultdrop.watch import candidate_for, scan
 
 
+@pytest.fixture(autouse=True)
+def propagate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """caplog listens at the root: undo a logs.setup() of an earlier test (propagate=False)."""
+    monkeypatch.setattr(logging.getLogger("vaultdrop"), "propagate", True)
+
+
 @pytest.fixture
 def folder(tmp_path: Path) -> FolderSettings:
     return FolderSettings(path=tmp_path, include=["*.mov", "*.mp4"], exclude=["proxy/*"])
 
 
 @pytest.mark.parametrize("name", [".hidden.mov", "clip.mov.part", "clip.mp4.tmp", "x.mov.crdownload",
-                                  "y.mov.filepart", "~lock.mov", "clip.mov.json", "notes.txt", "proxy/a.mov",
+                                  "y.mov.filepart", "~lock.mov", "a.mov.partial", "a.mov.3f2a91c4.partial",
+                                  ".a.mov.Xy12Ab", "a.mov.aspx", "A.MOV.PART", "clip.mov.json", "notes.txt", "proxy/a.mov",
                                   ".cache/b.mov"])
 def test_ignored(folder: FolderSettings, name: str) -> None:
     assert candidate_for(folder, name) is None
@@ -72,3 +81,34 @@ async def test_a_json_whose_file_appears_while_it_settles_is_not_a_job(tmp_path:
     (tmp_path / "clip.mov.part").rename(tmp_path / "clip.mov")
     await asyncio.sleep(0.3)
     assert ready == ["notes.txt.json"]
+
+
+def test_temp_suffixes_can_be_changed(tmp_path: Path) -> None:
+    folder = FolderSettings(path=tmp_path, temp_suffixes=[".uploading"])
+    assert candidate_for(folder, "a.mov.uploading") is None
+    assert candidate_for(folder, "a.mov.partial") == "a.mov.partial"
+
+
+@pytest.mark.parametrize(("name", "reason"), [("a.mov.partial", "temporary name"), ("proxy/a.mov", "exclude glob"),
+                                              ("a.mov.json", "no include glob"), ("notes.txt", "no include glob")])
+def test_debug_line_says_why_a_path_is_ignored(folder: FolderSettings, caplog: pytest.LogCaptureFixture,
+                                               name: str, reason: str) -> None:
+    with caplog.at_level(logging.DEBUG, logger="vaultdrop.watch"):
+        candidate_for(folder, name)
+    [line] = [r.getMessage() for r in caplog.records]
+    assert line.startswith(f"ignored {folder.path / name}: ") and reason in line
+
+
+def test_symlink_out_of_the_folder_is_reported_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    outside = tmp_path / "outside.mov"
+    outside.write_bytes(b"x")
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    (drop / "link.mov").symlink_to(outside)
+    os.mkfifo(drop / "pipe.mov")
+    folder = FolderSettings(path=drop)
+    with caplog.at_level(logging.DEBUG, logger="vaultdrop.watch"):
+        assert scan(folder) == [] and scan(folder) == []
+    lines = [r.getMessage() for r in caplog.records]
+    assert len([line for line in lines if "link.mov" in line and "symlink out of the folder" in line]) == 1
+    assert len([line for line in lines if "pipe.mov" in line and "not a regular file" in line]) == 1

@@ -111,7 +111,10 @@ def spawn_sandbox(
     ]
     output_path = root / "sandbox.out"
     with output_path.open("ab") as output:
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        # Its own session: a Ctrl-C in the terminal reaches only the parent, whose drain
+        # still needs the sandbox; the parent stops it afterwards (`stop`).
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
     while not ready.exists():
         if process.poll() is not None or time.monotonic() > deadline:

@@ -1,0 +1,205 @@
+"""The operator's day with the real console script: versions, usage mistakes, filters, the
+daemon's status, early credential checks, one-shot uploads and deletes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from vaultdrop.journal import Journal
+from vaultdrop.model import FileIdentity, JobState
+
+from .harness import DaemonRunner, read_until
+from .test_cli import vaultdrop
+from .test_daemon import write
+
+SCRIPT = Path(sys.executable).with_name("vaultdrop")
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **(env or {})})
+
+
+def no_traceback(result: subprocess.CompletedProcess[str]) -> None:
+    assert "Traceback" not in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def journal_with(state: Path, count: int, failed: int = 0) -> None:
+    """A real journal of `count` jobs in two folders, the first `failed` of them failed."""
+    journal = Journal(state / "vaultdrop.db")
+    for n in range(count):
+        job = journal.enqueue(FileIdentity(f"/srv/{'news' if n % 2 else 'sport'}", f"clip{n}.mov", 52_400_000, n, n))
+        assert job is not None
+        if n < failed:
+            journal.transition(job, JobState.FAILED, "test", last_error="vault said no")
+    journal.close()
+
+
+def test_version_names_vaultdrop_and_its_dependencies() -> None:
+    assert re.fullmatch(r"vaultdrop \d+\.\d+\.\d+\n", cli("--version").stdout)
+    listed = cli("version").stdout
+    assert "pydantic-settings " in listed and "httpx " in listed and "python 3." in listed
+
+
+def test_usage_mistakes_exit_2_with_usage_and_no_config_error(tmp_path: Path) -> None:
+    journal_with(tmp_path, 1)
+    for args in (["jobs", "show"], ["jobs", "retry"], ["jobs", "--since", "yesterday-ish"], ["jobs", "--bogus"]):
+        result = cli(*args, "--state-dir", str(tmp_path))
+        assert result.returncode == 2 and "usage: vaultdrop" in result.stderr, result
+        assert "configuration error" not in result.stderr
+
+
+def test_jobs_says_what_it_left_out_and_filters(tmp_path: Path) -> None:
+    journal_with(tmp_path, 65, failed=3)
+    listing = cli("jobs", "--state-dir", str(tmp_path))
+    assert len(listing.stdout.splitlines()) == 50 and "50 of 65 shown, --limit" in listing.stderr
+    first = listing.stdout.splitlines()[0]
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", first) and "52.4 MB" in first and "sport/clip64.mov" in first
+    assert len(cli("jobs", "--state-dir", str(tmp_path), "--limit", "100").stdout.splitlines()) == 65
+    failed = cli("jobs", "--state-dir", str(tmp_path), "--state", "failed").stdout
+    assert len(failed.splitlines()) == 3 and "vault said no" in failed
+    assert len(cli("jobs", "--state-dir", str(tmp_path), "--folder", "news", "--limit", "100").stdout.splitlines()) == 32
+    assert len(cli("jobs", "--state-dir", str(tmp_path), "--folder", "/srv/news", "--limit", "100")
+               .stdout.splitlines()) == 32
+    assert cli("jobs", "--state-dir", str(tmp_path), "--since", "1h").stdout.count("\n") == 50
+    future = cli("jobs", "--state-dir", str(tmp_path), "--since", "2999-01-01")
+    assert future.stdout == "" and "no jobs match" in future.stderr
+
+
+def test_jobs_show_retry_and_forget_speak_in_words(tmp_path: Path) -> None:
+    journal_with(tmp_path, 4, failed=2)
+    shown = json.loads(cli("jobs", "show", "1", "--state-dir", str(tmp_path)).stdout)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d", shown["created_at"])
+    assert all(re.match(r"\d{4}-", h["at"]) for h in shown["history"])
+    missing = cli("jobs", "show", "99", "--state-dir", str(tmp_path))
+    assert missing.returncode == 1 and "no job 99" in missing.stderr and "'" not in missing.stderr
+    no_traceback(missing)
+    queued = cli("jobs", "retry", "4", "--state-dir", str(tmp_path))
+    assert queued.returncode == 1 and "job 4 is queued: only a failed job can be retried" in queued.stderr
+    every = cli("jobs", "retry", "--all-failed", "--state-dir", str(tmp_path))
+    assert every.returncode == 0 and "job 1 queued again" in every.stdout and "job 2 queued again" in every.stdout
+    assert "failed" not in cli("jobs", "--state-dir", str(tmp_path)).stdout
+    assert "no failed jobs" in cli("jobs", "retry", "--all-failed", "--state-dir", str(tmp_path)).stdout
+    forget = cli("jobs", "forget", "3", "--state-dir", str(tmp_path))
+    assert forget.returncode == 1 and "only a finished job can be forgotten" in forget.stderr
+
+
+def test_jobs_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
+    journal_with(tmp_path, 1500)
+    result = subprocess.run(f"'{SCRIPT}' jobs --json --limit 1500 --state-dir '{tmp_path}' | head -c 10",
+                            shell=True, capture_output=True, text=True, timeout=60)
+    assert result.stdout.startswith("[") and result.stderr == ""
+
+
+def test_check_config_refuses_directories_it_cannot_write(runner: DaemonRunner) -> None:
+    runner.folder["failed_dir"] = "/proc/vaultdrop-failed"
+    result = vaultdrop(runner, "check-config")
+    assert result.returncode == 78 and "folders[0].failed_dir" in result.stderr and "/proc/vaultdrop-failed" in result.stderr
+    no_traceback(result)
+
+
+def test_check_online_refuses_wrong_credentials(runner: DaemonRunner) -> None:
+    good = vaultdrop(runner, "check-config", "--online")
+    assert good.returncode == 0 and "credentials accepted" in good.stdout, good.stderr
+    runner.vault["password"] = "wrong"
+    bad = vaultdrop(runner, "check-config", "--online")
+    assert bad.returncode == 78 and "check vault.user and vault.password" in bad.stderr
+    no_traceback(bad)
+
+
+def test_check_online_with_the_vault_down_is_one_line(runner: DaemonRunner) -> None:
+    runner.vault["base_url"] = "http://127.0.0.1:9"
+    result = vaultdrop(runner, "check-config", "--online")
+    assert result.returncode == 1 and "not reachable" in result.stderr
+    runner.start()  # a vault that is down at start is waited out, not a reason to refuse
+    assert runner.saw("start-up check failed, files wait in the journal")
+
+
+def test_environment_override_errors_name_the_variable(runner: DaemonRunner) -> None:
+    runner.write_config()
+    result = cli("check-config", "--config", str(runner.config_path),
+                 env={"VAULTDROP_VAULT__USR": "x", "VAULTDROP_VAULT__TIMEOUT": "soon"})
+    assert result.returncode == 78
+    assert "environment variable VAULTDROP_VAULT__USR: vault.usr: unknown key" in result.stderr
+    assert "environment variable VAULTDROP_VAULT__TIMEOUT: vault.timeout" in result.stderr
+    assert str(runner.config_path) not in result.stderr
+
+
+def test_upload_refuses_bad_input_at_once_in_one_line(runner: DaemonRunner) -> None:
+    (runner.base / "empty.mov").touch()
+    (runner.base / "adir").mkdir()
+    write(runner.drop / "watched.mov", 100)
+    for name, words in (("missing.mov", "No such file"), ("adir", "is a directory"), ("empty.mov", "is empty"),
+                        ("drop/watched.mov", "is in the watched folder")):
+        started = time.monotonic()
+        result = vaultdrop(runner, "upload", str(runner.base / name))
+        assert result.returncode == 1 and words in result.stderr and time.monotonic() - started < 10, result
+        no_traceback(result)
+    assert runner.sandbox.videos() == []
+
+
+def test_upload_shares_the_journal_resumes_after_failure_and_force_uploads_again(runner: DaemonRunner) -> None:
+    elsewhere = runner.base / "elsewhere"
+    write(elsewhere / "two.mov", 30_000)
+    runner.vault["max_attempts"] = 1
+    runner.sandbox.add_fault(endpoint="upload", action="status", status=500, code="server_error")
+    first = vaultdrop(runner, "upload", str(elsewhere / "two.mov"))
+    assert first.returncode == 1 and "failed" in first.stdout and runner.uploads_of("two.mov") == []
+    again = vaultdrop(runner, "upload", str(elsewhere / "two.mov"))
+    assert again.returncode == 0 and "had failed" in again.stderr and "done, video" in again.stdout, again
+    assert "elsewhere/two.mov" in vaultdrop(runner, "jobs").stdout, "the daemon's journal holds it"
+    done = vaultdrop(runner, "upload", str(elsewhere / "two.mov"))
+    assert "already uploaded (video" in done.stdout and len(runner.uploads_of("two.mov")) == 1
+    retry_done = vaultdrop(runner, "jobs", "retry", "1")
+    assert retry_done.returncode == 1 and "job 1 is done, video" in retry_done.stderr and "--force" in retry_done.stderr
+    forced = vaultdrop(runner, "upload", "--force", str(elsewhere / "two.mov"))
+    assert forced.returncode == 0 and len(runner.uploads_of("two.mov")) == 2
+    quiet = vaultdrop(runner, "upload", "-q", "--force", str(elsewhere / "two.mov"))
+    assert quiet.returncode == 0 and quiet.stderr == "", "-q wins over log_level: no INFO lines"
+
+
+def test_upload_progress_bar_keeps_clear_of_log_lines(runner: DaemonRunner) -> None:
+    write(runner.base / "bar.mov", 3_000_000)
+    runner.daemon["bandwidth_limit"] = "1MB"
+    result = vaultdrop(runner, "upload", "--progress", "-v", str(runner.base / "bar.mov"))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.endswith("\n")
+    screen = [line.split("\r")[-1] for line in result.stderr.splitlines()]
+    bars = [line for line in screen if line.startswith("[")]
+    assert bars and "100.0%" in bars[-1] and "3.0 MB of 3.0 MB" in bars[-1]
+    assert re.search(r"MB/s ETA 0:0\d", result.stderr), "a rate and an ETA while it runs"
+    logged = [line for line in screen if re.match(r"\d{4}-\d\d-\d\d", line)]
+    assert logged and all("[#" not in line and "[." not in line for line in logged)
+
+
+def test_delete_unknown_id_and_outage_are_one_line(runner: DaemonRunner) -> None:
+    unknown = vaultdrop(runner, "delete", "no-such-id")
+    assert unknown.returncode == 1 and "no such video: no-such-id" in unknown.stderr
+    no_traceback(unknown)
+    odd = vaultdrop(runner, "delete", "a b/c")
+    assert odd.returncode == 1 and "no such video" in odd.stderr and "vault.password" not in odd.stderr
+    runner.vault["base_url"] = "http://127.0.0.1:9"
+    down = vaultdrop(runner, "delete", "x")
+    assert down.returncode == 1 and "could not delete video x" in down.stderr
+    no_traceback(down)
+
+
+def test_run_verbose_says_why_a_file_was_ignored(runner: DaemonRunner) -> None:
+    runner.write_config()
+    run = subprocess.Popen([str(SCRIPT), "run", "-v", "--config", str(runner.config_path)],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        read_until(run, "ready:")
+        write(runner.drop / "clip.mov.partial", 100)
+        ignored = read_until(run, "ignored")[-1]
+    finally:
+        run.terminate()
+        run.communicate(timeout=30)
+    assert "DEBUG" in ignored and "clip.mov.partial: temporary name (temp_suffixes)" in ignored
