@@ -19,7 +19,7 @@ import httpx
 
 from .config import FolderSettings, Settings
 from .control import ControlClient, NoAnswer
-from .errors import JobFailed, ProtocolError, RetryLater, Waiting
+from .errors import JobFailed, ProtocolError, RetryLater
 from .journal import JournalStore
 from .model import Job, JobState, Transition, sidecar_name
 
@@ -96,9 +96,11 @@ class S3Queue:
             found = await self._find(lambda r: _same_request(r, fields))
             if found is not None:
                 return self._waiting(found["id"], "adopted")
-            if self._clock() - (job.s3_since or 0) < NOT_FOUND_GRACE:
-                raise Waiting("an earlier aws.upload may still appear in aws.status; not sending it twice",
-                              self._poll_interval)
+            since = self._since(job)
+            if self._clock() - since < NOT_FOUND_GRACE:
+                reason = "waiting: an earlier aws.upload may still appear in aws.status; not sending it twice"
+                return Transition(None, reason, {"s3_since": since, "last_error": reason,
+                                                 "not_before": self._clock() + self._poll_interval}, quiet=True)
         self._intents.discard(job.id)
         try:
             request_id = await self.client.aws_upload(**fields)
@@ -123,7 +125,8 @@ class S3Queue:
         """One look at the request; the runner comes back after status_poll_interval."""
         assert self._settings.scaleengine is not None
         record = await self._find(lambda r: _request_id(r) == job.s3_request_id)
-        waited = self._clock() - (job.s3_since or job.updated_at)
+        since = self._since(job)
+        waited = self._clock() - since
         if record is None:
             if waited > NOT_FOUND_GRACE:
                 raise JobFailed(f"S3 request {job.s3_request_id} never appeared in aws.status")
@@ -139,8 +142,13 @@ class S3Queue:
             raise JobFailed(f"S3 request {job.s3_request_id} failed: {message}", {"s3_status": status})
         if waited > self._settings.scaleengine.status_timeout:
             raise JobFailed(f"S3 request {job.s3_request_id} still {status} after {waited:.0f} s")
-        return Transition(None, f"S3 request {job.s3_request_id} {status}",
-                          {"s3_status": status, "not_before": self._clock() + self._poll_interval}, quiet=True)
+        return Transition(None, f"S3 request {job.s3_request_id} {status}", {
+            "s3_status": status, "s3_since": since, "not_before": self._clock() + self._poll_interval}, quiet=True)
+
+    def _since(self, job: Job) -> float:
+        """When the S3 wait began; a clock stepped back before it restarts the count, so
+        the timeout still comes (late), instead of after the step plus the timeout."""
+        return min(job.s3_since or job.updated_at, self._clock())
 
     async def _find(self, match: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
         """Page through aws.status (newest first) until a record matches or the list ends.

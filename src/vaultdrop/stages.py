@@ -9,6 +9,7 @@ the job since it was picked up, so any outcome before now is unknown and asked f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -16,10 +17,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from .config import FolderSettings, Settings
-from .errors import JobFailed, RetryLater, Waiting
+from .errors import JobFailed, RetryLater, VaultdropError, Waiting
 from .files import holds, sha256_of, stat_or_none
 from .events import Fanout, JobEvents
-from .journal import JournalStore
+from .journal import IllegalTransition, JournalStore
 from .model import CONFIRMED, UNCONFIRMED, FileIdentity, Job, JobState, Transition
 from .throttle import Throttle
 from .vault import FileChanged, KeyUsed, Progress, UnknownKey, VaultClient
@@ -123,7 +124,10 @@ class VaultStages:
             latest = sent
             if time.monotonic() - last_write >= PROGRESS_WRITE_INTERVAL:
                 last_write = time.monotonic()
-                job = self._journal.update(job, bytes_sent=sent)
+                # Best effort, from a loop callback: a lost lease or an unwritable journal is met
+                # again, and handled, by the runner's next commit.
+                with contextlib.suppress(IllegalTransition, VaultdropError):
+                    job = self._journal.update(job, bytes_sent=sent)
 
         before = stat_or_none(job.path)  # its ctime tells a rewrite that keeps size and mtime
         started = time.monotonic()
