@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from vaultdrop.model import JobState
+from vaultdrop.model import Job, JobState
 from vaultdrop.sandbox.launcher import spawn_sandbox
 
 from .harness import DaemonRunner, wait_for
@@ -117,12 +117,17 @@ def test_new_content_is_uploaded_while_the_stale_copy_delete_keeps_failing(runne
     assert len(deletes) == 4, "deleted=false was not taken for success"
 
 
-def test_retry_brings_a_failed_file_back_and_only_failed_jobs_are_retried(runner: DaemonRunner) -> None:
+def fail_one(runner: DaemonRunner, name: str) -> tuple[str, Job]:
+    """A file whose job fails at once (its upload key refused, max_attempts = 1)."""
     runner.vault["max_attempts"] = 1
     runner.start()  # the fault after the start-up credential check, for the file's own key
     runner.sandbox.add_fault(endpoint="new_key", action="status", status=500, code="server_error")
-    digest = write(runner.drop / "f.mov", 50_000)
-    failed = runner.wait_state("f.mov", JobState.FAILED)
+    digest = write(runner.drop / name, 50_000)
+    return digest, runner.wait_state(name, JobState.FAILED)
+
+
+def test_retry_brings_a_failed_file_back_and_only_failed_jobs_are_retried(runner: DaemonRunner) -> None:
+    digest, failed = fail_one(runner, "f.mov")
     assert (runner.failed / "f.mov").exists() and not (runner.drop / "f.mov").exists()
     done_result = cli(runner, "jobs", "retry", str(failed.id))
     assert done_result.returncode == 0, done_result.stderr
@@ -134,11 +139,7 @@ def test_retry_brings_a_failed_file_back_and_only_failed_jobs_are_retried(runner
 
 
 def test_a_failed_file_moved_back_by_the_operator_is_picked_up_again(runner: DaemonRunner) -> None:
-    runner.vault["max_attempts"] = 1
-    runner.start()  # the fault after the start-up credential check, for the file's own key
-    runner.sandbox.add_fault(endpoint="new_key", action="status", status=500, code="server_error")
-    digest = write(runner.drop / "back.mov", 50_000)
-    failed = runner.wait_state("back.mov", JobState.FAILED)
+    digest, failed = fail_one(runner, "back.mov")
     os.rename(runner.failed / "back.mov", runner.drop / "back.mov")
     job = runner.wait_state("back.mov", JobState.DONE)
     assert job.id == failed.id and runner.saw("picked up again")
