@@ -100,22 +100,32 @@ def settle_accounts(runner: DaemonRunner, digests: dict[str, str], timeout: floa
     assert all(sha256_file(runner.archive / name) == digest for name, digest in digests.items())
 
 
-def test_kill9_campaign(runner: DaemonRunner) -> None:
-    rng = random.Random(SEED)
+def quick_retries(runner: DaemonRunner) -> None:
+    """Short backoff and many attempts: a kill campaign spends its time on kills, not waits."""
     runner.daemon.update(concurrency=2, bandwidth_limit=40_000_000)
     runner.vault.update(max_attempts=20, backoff_base=0.2, backoff_max=2.0)
+
+
+def drop_then_kill9(runner: DaemonRunner, rng: random.Random, digests: dict[str, str], prefix: str) -> None:
+    """FILES_PER_KILL files into the folder, then kill -9 while they are in flight."""
+    for i in range(FILES_PER_KILL):
+        name = f"{prefix}-{i}.mov"
+        digests[name] = drop_file(runner, rng, name)
+        time.sleep(rng.uniform(0, 0.2))
+    time.sleep(rng.uniform(0.0, 2.5))
+    runner.kill9()
+    TALLY.kills += 1
+    TALLY.retries += runner.output().count(RETRY_LINE)
+
+
+def test_kill9_campaign(runner: DaemonRunner) -> None:
+    rng = random.Random(SEED)
+    quick_retries(runner)
     digests: dict[str, str] = {}
     started = time.monotonic()
     for kill in range(KILLS):
         runner.start()
-        for i in range(FILES_PER_KILL):
-            name = f"k{kill:02d}-{i}.mov"
-            digests[name] = drop_file(runner, rng, name)
-            time.sleep(rng.uniform(0, 0.2))
-        time.sleep(rng.uniform(0.0, 2.5))
-        runner.kill9()
-        TALLY.kills += 1
-        TALLY.retries += runner.output().count(RETRY_LINE)
+        drop_then_kill9(runner, rng, digests, f"k{kill:02d}")
         check_journal(runner.state / "vaultdrop.db")
         check_nothing_archived_early(runner, digests)
     runner.start()
@@ -135,21 +145,13 @@ def test_two_hosts_kill9_campaign(hosts: list[DaemonRunner]) -> None:
     rng = random.Random(SEED + 2)
     pair = hosts[:2]
     for runner in pair:
-        runner.daemon.update(concurrency=2, bandwidth_limit=40_000_000)
-        runner.vault.update(max_attempts=20, backoff_base=0.2, backoff_max=2.0)
+        quick_retries(runner)
         runner.start()
     digests: dict[str, str] = {}
     started = time.monotonic()
     for kill in range(HOST_KILLS):
         victim = rng.choice(pair)
-        for i in range(FILES_PER_KILL):
-            name = f"h{kill:02d}-{i}.mov"
-            digests[name] = drop_file(victim, rng, name)
-            time.sleep(rng.uniform(0, 0.2))
-        time.sleep(rng.uniform(0.0, 2.5))
-        victim.kill9()
-        TALLY.kills += 1
-        TALLY.retries += victim.output().count(RETRY_LINE)
+        drop_then_kill9(victim, rng, digests, f"h{kill:02d}")
         survivor = pair[1 - pair.index(victim)]
         assert survivor.process is not None
         os.kill(survivor.process.pid, signal.SIGSTOP)  # files must hold still while they are counted
