@@ -140,12 +140,13 @@ def test_kill9_campaign(runner: DaemonRunner) -> None:
 
 def test_two_hosts_kill9_campaign(hosts: list[DaemonRunner]) -> None:
     """Two daemons on one folder and one PostgreSQL journal, one of them killed -9 again and
-    again while files flow; down for up to twice the lease, so its jobs are sometimes
+    again while files flow; down for half to three times the lease, so its jobs are sometimes
     resumed by itself and sometimes adopted by the other host."""
     rng = random.Random(SEED + 2)
     pair = hosts[:2]
     for runner in pair:
         quick_retries(runner)
+        runner.daemon.update(bandwidth_limit="4MiB")  # slow enough that a kill finds uploads in flight
         runner.start()
     digests: dict[str, str] = {}
     started = time.monotonic()
@@ -159,7 +160,7 @@ def test_two_hosts_kill9_campaign(hosts: list[DaemonRunner]) -> None:
             check_nothing_archived_early(victim, digests)
         finally:
             os.kill(survivor.process.pid, signal.SIGCONT)
-        time.sleep(rng.uniform(0.0, 2 * LEASE))
+        time.sleep(rng.uniform(LEASE / 2, 3 * LEASE))
         victim.start()
     settle_accounts(pair[0], digests, timeout=600)
     with pair[0].shared_journal() as journal:
