@@ -26,8 +26,7 @@ from .fakes import FAULTS
 from .world import PgDatabase, World
 
 # rewrite_keeping_stat: test_rewrite_keeping_stat_while_s3_waits_is_uploaded_once_its_job_ends
-# clock_back: test_clock_stepped_back_after_a_crash_in_the_s3_request_does_not_park_the_job
-KNOWN_GAPS: frozenset[str] = frozenset({"rewrite_keeping_stat", "clock_back"})
+KNOWN_GAPS: frozenset[str] = frozenset({"rewrite_keeping_stat"})
 
 NAMES = ("a.mp4", "b.mp4")
 names = st.sampled_from(NAMES)
@@ -235,7 +234,6 @@ class DropFolder(RuleBasedStateMachine):
     def clock_forward(self, seconds: float) -> None:
         self.w.clock.advance(seconds)
 
-    @precondition(lambda self: "clock_back" not in KNOWN_GAPS)
     @rule()
     def clock_back_an_hour(self) -> None:
         self.w.clock.advance(-3600.0)
