@@ -23,9 +23,10 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from vaultdrop.model import TERMINAL, JobState
 
 from .fakes import FAULTS
-from .world import World
+from .world import PgDatabase, World
 
-KNOWN_GAPS: frozenset[str] = frozenset()
+# rewrite_keeping_stat: test_rewrite_keeping_stat_while_s3_waits_is_uploaded_once_its_job_ends
+KNOWN_GAPS: frozenset[str] = frozenset({"rewrite_keeping_stat"})
 
 NAMES = ("a.mp4", "b.mp4")
 names = st.sampled_from(NAMES)
@@ -53,8 +54,9 @@ def sha(content: bytes) -> str:
 class DropFolder(RuleBasedStateMachine):
     """Rules are the world's events; invariants are issue 11's four promises."""
 
-    def __init__(self) -> None:
+    def __init__(self, database: PgDatabase | None = None) -> None:
         super().__init__()
+        self.database = database  # the PostgreSQL journal's, else SQLite
         self.world: World | None = None
         self.files: dict[str, bytes] = {}  # what the drop folder holds, by our own account
         self.links: dict[str, str] = {}  # symlink name -> target name
@@ -68,7 +70,7 @@ class DropFolder(RuleBasedStateMachine):
                 dedupe=st.sampled_from(["identity", "sha256"]))
     def start(self, after_upload: str, s3: bool, dedupe: str) -> None:
         self.world = World(Path(tempfile.mkdtemp(prefix="vaultdrop-explore-")), after_upload=after_upload,
-                           s3=s3, dedupe=dedupe)
+                           s3=s3, dedupe=dedupe, database=self.database)
 
     def teardown(self) -> None:
         """Every run ends quiesced, so each one is held to promise (2) at least once."""

@@ -1,25 +1,44 @@
-"""Issue 11's state machine, explored: a bounded run here, a long one with `make explore`."""
+"""Issue 11's state machine, explored on both journal backends: a bounded run here, a long
+one with `make explore`."""
 
 from __future__ import annotations
+
+import functools
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import run_state_machine_as_test
 
 from .machine import DropFolder
+from .world import PgDatabase
 
-# About a minute, and the same sequences every run, so `make test` stays deterministic;
+# About a minute on SQLite, and the same sequences every run, so `make test` stays
+# deterministic; PostgreSQL is slower per step (a round trip per journal call, a fresh
+# schema per example), so it gets fewer examples for about the same time.
 # `make explore` draws new ones each time (about 40 minutes on this 2-core machine).
-BOUNDED = settings(max_examples=800, stateful_step_count=40, deadline=None, derandomize=True,
-                   suppress_health_check=[HealthCheck.too_slow])
-LONG = settings(max_examples=2000, stateful_step_count=80, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow])
+_COMMON = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+BOUNDED = {"sqlite": settings(_COMMON, max_examples=800, stateful_step_count=40, derandomize=True),
+           "postgresql": settings(_COMMON, max_examples=200, stateful_step_count=40, derandomize=True)}
+LONG = {"sqlite": settings(_COMMON, max_examples=2000, stateful_step_count=80),
+        "postgresql": settings(_COMMON, max_examples=600, stateful_step_count=80)}
 
 
-def test_drop_folder_bounded_exploration() -> None:
-    run_state_machine_as_test(DropFolder, settings=BOUNDED)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> tuple[str, PgDatabase | None]:
+    """The journal backend's name and, for PostgreSQL, the database it explores in."""
+    if request.param == "sqlite":
+        return "sqlite", None
+    url, password_file = request.getfixturevalue("pg_database")
+    return "postgresql", PgDatabase(url, Path(password_file).read_text().strip())
+
+
+def test_drop_folder_bounded_exploration(backend: tuple[str, PgDatabase | None]) -> None:
+    name, database = backend
+    run_state_machine_as_test(functools.partial(DropFolder, database), settings=BOUNDED[name])
 
 
 @pytest.mark.explore
-def test_drop_folder_long_exploration() -> None:
-    run_state_machine_as_test(DropFolder, settings=LONG)
+def test_drop_folder_long_exploration(backend: tuple[str, PgDatabase | None]) -> None:
+    name, database = backend
+    run_state_machine_as_test(functools.partial(DropFolder, database), settings=LONG[name])

@@ -1,6 +1,9 @@
 """The exploration's whole contact surface with vaultdrop: settings, journal, pipeline, a
 scheduler, a crash and a restart. When main changes `build_pipeline`, `Pipeline` or the
 journal's interface, this module is the one place to adapt.
+
+The journal is SQLite in the example's state_dir, or a PostgreSQL database (`PgDatabase`)
+emptied before each example: the same promises hold on both backends.
 """
 
 from __future__ import annotations
@@ -8,8 +11,11 @@ from __future__ import annotations
 import asyncio
 import random
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import psycopg
 
 from vaultdrop import postaction
 from vaultdrop.admission import admit
@@ -26,9 +32,26 @@ RUNAWAY_REQUESTS = 400  # one job run never needs this many requests
 BACKOFF_MAX = 60.0
 STATUS_POLL = 30.0
 
+HOST_ID = "explorer"  # the same after a crash, as a restarted host's default id is
+
 # The journal's writing methods: a crash can strike right after any of them commits.
 JOURNAL_WRITES = frozenset({"enqueue", "follow", "wake", "transition", "update", "discard_video", "stale_deleted",
                             "stale_retry", "retry", "forget"})
+
+
+@dataclass(frozen=True)
+class PgDatabase:
+    """A PostgreSQL database the exploration owns: each example starts it empty."""
+
+    url: str  # without the password, as [journal] url
+    password: str
+
+    def empty(self) -> None:
+        """Drop every table (the journal migrates again when it opens): no job, no id
+        sequence left from the previous example."""
+        with psycopg.connect(self.url, password=self.password, autocommit=True) as db:
+            db.execute("DROP SCHEMA public CASCADE")
+            db.execute("CREATE SCHEMA public")
 
 
 class FakeTimeLoop(asyncio.SelectorEventLoop):
@@ -71,8 +94,10 @@ class CrashingJournal:
         return write
 
 
-def make_settings(root: Path, *, after_upload: str, s3: bool, dedupe: str, drop_configured: bool = True) -> Settings:
-    """Two folders: `drop` (explored) and `other` (idle, so a reload can remove `drop`)."""
+def make_settings(root: Path, *, after_upload: str, s3: bool, dedupe: str, database: PgDatabase | None = None,
+                  drop_configured: bool = True) -> Settings:
+    """Two folders: `drop` (explored) and `other` (idle, so a reload can remove `drop`);
+    the journal in `database`, else SQLite in state_dir."""
     drop: dict[str, Any] = {"path": str(root / "drop"), "settle": 1, "after_upload": after_upload,
                             "archive_dir": str(root / "archive"), "failed_dir": str(root / "failed")}
     if s3:
@@ -83,6 +108,9 @@ def make_settings(root: Path, *, after_upload: str, s3: bool, dedupe: str, drop_
                   "max_attempts": 4, "confirm_timeout": 20, "backoff_base": 1, "backoff_max": BACKOFF_MAX},
         "folders": ([drop] if drop_configured else []) + [{"path": str(root / "other")}],
     }
+    data["journal"] = {"host_id": HOST_ID}
+    if database is not None:
+        data["journal"].update(url=database.url, password=database.password)
     if s3:
         data["scaleengine"] = {"api_url": CONTROL_URL, "api_key": API_KEY, "api_secret": API_SECRET, "cdn": CDN,
                                "status_poll_interval": STATUS_POLL, "status_timeout": 600}
@@ -92,12 +120,16 @@ def make_settings(root: Path, *, after_upload: str, s3: bool, dedupe: str, drop_
 class World:
     """A daemon without threads or watchers: settle, schedule, crash and restart by hand."""
 
-    def __init__(self, root: Path, *, after_upload: str, s3: bool, dedupe: str) -> None:
+    def __init__(self, root: Path, *, after_upload: str, s3: bool, dedupe: str,
+                 database: PgDatabase | None = None) -> None:
+        if database is not None:
+            database.empty()
         for name in ("drop", "other", "archive", "failed", "state"):
             (root / name).mkdir(parents=True, exist_ok=True)
         self.root = root
         self.drop = root / "drop"
-        self.options = {"after_upload": after_upload, "s3": s3, "dedupe": dedupe}
+        self.options: dict[str, Any] = {"after_upload": after_upload, "s3": s3, "dedupe": dedupe,
+                                       "database": database}
         self.clock = FakeClock()
         self.services = Services(self.clock)
         self.loop = FakeTimeLoop(self.clock)
@@ -137,7 +169,8 @@ class World:
             self.rescan()
 
     def crash(self) -> None:
-        """Drop every in-memory object and start again from the journal file alone."""
+        """Drop every in-memory object (a PostgreSQL journal's pooled connections too)
+        and start again from what the journal committed alone."""
         self.crashes += 1
         self._do(self.pipeline.aclose())
         self.journal.inner.close()

@@ -1,11 +1,12 @@
-"""The long campaign (`make campaign`): seeded kill -9s and a server-fault storm with an outage.
+"""The long campaign (`make campaign`): seeded kill -9s (one host, then two hosts sharing a
+folder and a PostgreSQL journal) and a server-fault storm with an outage.
 
 Every file must reach the vault exactly once (by sha256 in the sandbox's storage), end
 `done`, and no local file may be archived before the vault holds its content. The table
 of figures is printed at the end of the run (see conftest.py).
 
 Knobs (environment): VAULTDROP_CAMPAIGN_SEED (default 2024), VAULTDROP_CAMPAIGN_KILLS (50),
-VAULTDROP_CAMPAIGN_OUTAGE seconds (180).
+VAULTDROP_CAMPAIGN_HOST_KILLS (12), VAULTDROP_CAMPAIGN_OUTAGE seconds (180).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import hashlib
 import json
 import os
 import random
+import signal
 import statistics
 import threading
 import time
@@ -31,6 +33,7 @@ from vaultdrop.sandbox.launcher import SandboxProcess, spawn_sandbox
 from ..integration.harness import DaemonRunner, wait_for
 from ..integration.test_daemon import write
 from ..integration.test_s3 import enable_s3
+from ..integration.test_several_hosts import LEASE, hosts  # noqa: F401 - daemons sharing a PostgreSQL journal
 from .checks import TALLY, secret_leaks
 from .hostile import Tripwire, json_corpus, progress_corpus, xml_corpus
 from .test_journal_durability import check_journal
@@ -39,6 +42,7 @@ pytestmark = [pytest.mark.campaign, pytest.mark.timeout(3600)]
 
 SEED = int(os.environ.get("VAULTDROP_CAMPAIGN_SEED", "2024"))
 KILLS = int(os.environ.get("VAULTDROP_CAMPAIGN_KILLS", "50"))
+HOST_KILLS = int(os.environ.get("VAULTDROP_CAMPAIGN_HOST_KILLS", "12"))
 OUTAGE = float(os.environ.get("VAULTDROP_CAMPAIGN_OUTAGE", "180"))
 FILES_PER_KILL = 6
 HOSTILE_PER_BURST = 6
@@ -96,22 +100,32 @@ def settle_accounts(runner: DaemonRunner, digests: dict[str, str], timeout: floa
     assert all(sha256_file(runner.archive / name) == digest for name, digest in digests.items())
 
 
-def test_kill9_campaign(runner: DaemonRunner) -> None:
-    rng = random.Random(SEED)
+def quick_retries(runner: DaemonRunner) -> None:
+    """Short backoff and many attempts: a kill campaign spends its time on kills, not waits."""
     runner.daemon.update(concurrency=2, bandwidth_limit=40_000_000)
     runner.vault.update(max_attempts=20, backoff_base=0.2, backoff_max=2.0)
+
+
+def drop_then_kill9(runner: DaemonRunner, rng: random.Random, digests: dict[str, str], prefix: str) -> None:
+    """FILES_PER_KILL files into the folder, then kill -9 while they are in flight."""
+    for i in range(FILES_PER_KILL):
+        name = f"{prefix}-{i}.mov"
+        digests[name] = drop_file(runner, rng, name)
+        time.sleep(rng.uniform(0, 0.2))
+    time.sleep(rng.uniform(0.0, 2.5))
+    runner.kill9()
+    TALLY.kills += 1
+    TALLY.retries += runner.output().count(RETRY_LINE)
+
+
+def test_kill9_campaign(runner: DaemonRunner) -> None:
+    rng = random.Random(SEED)
+    quick_retries(runner)
     digests: dict[str, str] = {}
     started = time.monotonic()
     for kill in range(KILLS):
         runner.start()
-        for i in range(FILES_PER_KILL):
-            name = f"k{kill:02d}-{i}.mov"
-            digests[name] = drop_file(runner, rng, name)
-            time.sleep(rng.uniform(0, 0.2))
-        time.sleep(rng.uniform(0.0, 2.5))
-        runner.kill9()
-        TALLY.kills += 1
-        TALLY.retries += runner.output().count(RETRY_LINE)
+        drop_then_kill9(runner, rng, digests, f"k{kill:02d}")
         check_journal(runner.state / "vaultdrop.db")
         check_nothing_archived_early(runner, digests)
     runner.start()
@@ -121,6 +135,44 @@ def test_kill9_campaign(runner: DaemonRunner) -> None:
     TALLY.phases["kill -9 loop"] = time.monotonic() - started
     check_journal(runner.state / "vaultdrop.db")
     TALLY.secret_leaks += len(secret_leaks(runner, [runner.sandbox.password]))
+    assert TALLY.secret_leaks == 0
+
+
+def test_two_hosts_kill9_campaign(hosts: list[DaemonRunner]) -> None:
+    """Two daemons on one folder and one PostgreSQL journal, one of them killed -9 again and
+    again while files flow; down for half to three times the lease, so its jobs are sometimes
+    resumed by itself and sometimes adopted by the other host."""
+    rng = random.Random(SEED + 2)
+    pair = hosts[:2]
+    for runner in pair:
+        quick_retries(runner)
+        runner.daemon.update(bandwidth_limit="4MiB")  # slow enough that a kill finds uploads in flight
+        runner.start()
+    digests: dict[str, str] = {}
+    started = time.monotonic()
+    for kill in range(HOST_KILLS):
+        victim = rng.choice(pair)
+        drop_then_kill9(victim, rng, digests, f"h{kill:02d}")
+        survivor = pair[1 - pair.index(victim)]
+        assert survivor.process is not None
+        os.kill(survivor.process.pid, signal.SIGSTOP)  # files must hold still while they are counted
+        try:
+            check_nothing_archived_early(victim, digests)
+        finally:
+            os.kill(survivor.process.pid, signal.SIGCONT)
+        time.sleep(rng.uniform(LEASE / 2, 3 * LEASE))
+        victim.start()
+    settle_accounts(pair[0], digests, timeout=600)
+    with pair[0].shared_journal() as journal:
+        adopted = sum("adopted by" in (h["detail"] or "") for job in journal.jobs(limit=100_000)
+                      for h in journal.history(job.id))
+    assert adopted, "no job was ever taken over: the phase tested restarts only"
+    password = Path(pair[0].journal["password_file"]).read_text().strip()  # type: ignore[index]
+    for runner in pair:
+        runner.stop()
+        TALLY.retries += runner.output().count(RETRY_LINE)
+        TALLY.secret_leaks += len(secret_leaks(runner, [runner.sandbox.password, password]))
+    TALLY.phases["two hosts, kill -9"] = time.monotonic() - started
     assert TALLY.secret_leaks == 0
 
 
