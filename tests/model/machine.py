@@ -26,7 +26,7 @@ from .fakes import FAULTS
 from .world import PgDatabase, World
 
 # rewrite_keeping_stat: test_rewrite_keeping_stat_while_s3_waits_is_uploaded_once_its_job_ends
-KNOWN_GAPS: frozenset[str] = frozenset({"rewrite_keeping_stat"})
+KNOWN_GAPS: frozenset[str] = frozenset()
 
 NAMES = ("a.mp4", "b.mp4")
 names = st.sampled_from(NAMES)

@@ -297,7 +297,6 @@ def test_hard_link_replacing_a_queued_file_is_not_a_second_upload_of_its_target(
     assert world.services.live_count(sha(b"take two" * 4)) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="open: found on e5a6df1 by the bounded exploration, on both journal backends")
 def test_rewrite_keeping_stat_while_s3_waits_is_uploaded_once_its_job_ends(make_world: Callable[..., World]) -> None:
     """Found by the exploration: the job ends "left alone: the path now holds other content"
     and the new bytes, whose identity the journal already knows, never get a job."""

@@ -142,6 +142,7 @@ class World:
     def _start(self) -> None:
         self.settings = make_settings(self.root, drop_configured=self.drop_configured, **self.options)
         self.journal = CrashingJournal(open_journal(self.settings, clock=self.clock))
+        self.displaced: list[Path] = []  # paths a post-action found other content at (daemon._look_again)
         self._build()
 
     def _build(self) -> None:
@@ -149,6 +150,7 @@ class World:
         self.pipeline: Pipeline = build_pipeline(
             self.settings, self.journal, self._folder_for,  # type: ignore[arg-type]
             clock=self.clock, sleep=self.clock.sleep, transport=self.services.transport(),
+            on_displaced=self.displaced.append,
         )
         self.pipeline._rng = random.Random(0)  # deterministic jitter: build_pipeline takes no rng (yet)
         self.max_wait = max_delay(self.settings) + 1.0  # no job may rest longer than this from now
@@ -227,6 +229,8 @@ class World:
                 raise AssertionError(f"job {jobs[0].id} spins: {exc}") from None
             finally:
                 self.services.runaway_limit = None
+            while self.displaced:  # the daemon settles such a path again at once
+                self.settle(self.displaced.pop(0).relative_to(self.drop).as_posix())
         return ran
 
     def quiesce(self, max_rounds: int = 300) -> None:
