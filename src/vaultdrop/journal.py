@@ -632,7 +632,7 @@ class Journal(JournalRules):
     def stale_videos(self, now: float, limit: int = 10) -> list[tuple[str, int]]:
         """(video_id, attempts) of discarded vault copies due for another delete."""
         rows = self._read("SELECT video_id, attempts FROM stale_videos WHERE not_before <= ?"
-                                " ORDER BY not_before LIMIT ?", (now, limit))
+                          " ORDER BY not_before LIMIT ?", (now, limit))
         return [(r[0], r[1]) for r in rows]
 
     def stale_deleted(self, video_id: str) -> None:
