@@ -22,7 +22,7 @@ from . import logs
 from .config import FolderSettings, Settings
 from .errors import ConfigError, RetryLater
 from .events import Fanout
-from .journal import JournalUnavailable, LeaseLost
+from .journal import MAX_SIZE, JournalUnavailable, LeaseLost
 from .model import Job, JobState, stat_key
 from .logs import log
 from .metrics import MetricsServer
@@ -40,7 +40,6 @@ STALE_DELETE_INTERVAL = 5.0
 WATCH_CHECK_INTERVAL = 1.0  # how soon a deleted and recreated folder is watched again
 SCHEDULER_MAX_SLEEP = 5.0  # also how soon `vaultdrop jobs retry` from another process is noticed
 STATUS_INTERVAL = 5.0
-LANE_LOOKAHEAD = 16
 # Test hook: with this set to 1, SIGUSR2 blocks the event loop for good, so a test can
 # prove that systemd's watchdog kills and restarts a hung daemon. Never set it in production.
 HANG_HOOK_ENV = "VAULTDROP_TEST_HANG_ON_SIGUSR2"
@@ -313,30 +312,26 @@ class Daemon:
 
     def _start_due_jobs(self) -> None:
         """Fill `concurrency` slots; one extra lane keeps small files moving past long uploads."""
-        concurrency = self.settings.daemon.concurrency
-        free = concurrency - (len(self._tasks) - (self._small_lane is not None))
-        lane_free = self._small_lane is None
-        if free <= 0 and not lane_free:
-            return
-        # Only as many as can start; with the lane free, a few more to find a small file among them.
-        wanted = max(free, 0) + (LANE_LOOKAHEAD if lane_free else 0)
-        for job in self.journal.runnable(time.time(), set(self._tasks), wanted, self._folders, self._horizon()):
-            small = lane_free and job.size <= self.settings.daemon.small_file_size
-            if not (free > 0 or small):
-                continue
-            claimed = self.journal.claim(job)
-            if claimed is None:
-                continue  # another host took it first
-            if free > 0:
-                free -= 1
-            else:
-                lane_free = False
-                self._small_lane = job.id
-            task = asyncio.create_task(self.pipeline.run(claimed), name=f"job-{job.id}")
-            self._tasks[job.id] = task
-            task.add_done_callback(functools.partial(self._job_ended, job.id))
-            if free <= 0 and not lane_free:
-                return
+        free = self.settings.daemon.concurrency - (len(self._tasks) - (self._small_lane is not None))
+        if free > 0:
+            for job in self._due(free):
+                self._start(job)
+        if self._small_lane is None:
+            for job in self._due(1, max_size=self.settings.daemon.small_file_size):
+                if self._start(job):
+                    self._small_lane = job.id
+
+    def _due(self, limit: int, max_size: int = MAX_SIZE) -> list[Job]:
+        return self.journal.runnable(time.time(), set(self._tasks), limit, self._folders, self._horizon(), max_size)
+
+    def _start(self, job: Job) -> bool:
+        claimed = self.journal.claim(job)
+        if claimed is None:
+            return False  # another host took it first
+        task = asyncio.create_task(self.pipeline.run(claimed), name=f"job-{job.id}")
+        self._tasks[job.id] = task
+        task.add_done_callback(functools.partial(self._job_ended, job.id))
+        return True
 
     def _horizon(self) -> float:
         return time.time() + max_delay(self.settings)

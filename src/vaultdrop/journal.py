@@ -97,7 +97,7 @@ class JournalStore(Protocol):
     def follow(self, job: Job, identity: FileIdentity, detail: str) -> Job: ...
     def known_identities(self, folder: str) -> set[tuple[str, int, int, int]]: ...
     def runnable(self, now: float, exclude: set[int], limit: int, folders: Collection[str],
-                 horizon: float = ...) -> list[Job]: ...
+                 horizon: float = ..., max_size: int = ...) -> list[Job]: ...
     def next_due(self, exclude: set[int], folders: Collection[str], horizon: float = ...) -> float | None: ...
     def wake(self, service: str) -> int: ...
     def get(self, job_id: int) -> Job | None: ...
@@ -133,6 +133,7 @@ _UNWRITABLE = frozenset({sqlite3.SQLITE_READONLY, sqlite3.SQLITE_IOERR, sqlite3.
 
 
 JOB_COLUMNS = ", ".join(f.name for f in fields(Job))
+MAX_SIZE = 2**63 - 1  # SQLite's and PostgreSQL's largest integer: "any size"
 _LEASE = {"owner", "lease_expiry", "lease_epoch"}  # written by claim and renew only
 UPDATABLE = frozenset(f.name for f in fields(Job)) - {"id", "state", "created_at"} - _LEASE
 
@@ -538,23 +539,24 @@ class Journal(JournalRules):
     # -- scheduling ------------------------------------------------------------------
 
     def runnable(self, now: float, exclude: set[int], limit: int, folders: Collection[str],
-                 horizon: float = float("inf")) -> list[Job]:
-        """Active jobs of configured folders due now, oldest first, minus those already running.
+                 horizon: float = float("inf"), max_size: int = MAX_SIZE) -> list[Job]:
+        """Active jobs of configured folders due now, oldest first, minus those already running
+        (and no larger than `max_size`: the small-file lane asks for one it can take).
 
         A job whose folder left the configuration waits (it resumes if the folder comes back)
         rather than finishing without its folder's post-action and S3 step. A retry time
         beyond `horizon` can only come from a clock stepped back: it is due now.
         """
-        states, places = ",".join("?" * len(ACTIVE)), ",".join("?" * len(folders))
+        states, places, running = (",".join("?" * len(c)) for c in (ACTIVE, folders, exclude))
         # `+folder` keeps SQLite on the (state, not_before) index: on the identity index it
         # read every job the folder ever had, 4 ms per wake-up at 10,000 jobs (both queries).
         rows = self._read(
             f"SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ({states}) AND +folder IN ({places})"
             " AND (not_before <= ? OR not_before > ?) AND (owner IS NULL OR owner = ? OR lease_expiry < ?)"
-            " ORDER BY not_before, id LIMIT ?",
-            (*ACTIVE, *_params(*folders), now, horizon, self.host_id, now, limit + len(exclude)),
+            f" AND size <= ? AND id NOT IN ({running}) ORDER BY not_before, id LIMIT ?",
+            (*ACTIVE, *_params(*folders), now, horizon, self.host_id, now, max_size, *exclude, limit),
         )
-        return [job for job in map(self._job, rows) if job.id not in exclude][:limit]
+        return [self._job(row) for row in rows]
 
     def next_due(self, exclude: set[int], folders: Collection[str], horizon: float = float("inf")) -> float | None:
         """Earliest not_before among runnable jobs not running here (for the scheduler's sleep)."""
@@ -644,43 +646,22 @@ class Journal(JournalRules):
             db.execute("UPDATE stale_videos SET attempts=attempts+1, not_before=?, last_error=? WHERE video_id=?",
                        (not_before, error, video_id))
 
-    # -- leases ----------------------------------------------------------------------
+    # -- leases: one host ------------------------------------------------------------
+
+    # A SQLite journal has one daemon (the state_dir lock; a network file system is
+    # refused), so every lease would be this host's own: claiming and renewing look and
+    # write nothing. Each write here was an fsynced commit, two per file.
 
     def claim(self, job: Job) -> Job | None:
-        """Take the job for this host (None: it moved on, or another host holds it)."""
-        now = self._clock()
-        with self._write() as db:
-            previous = db.execute(
-                "SELECT owner FROM jobs WHERE id=? AND state=? AND (owner IS NULL OR owner=? OR lease_expiry<?)",
-                (job.id, job.state.value, self.host_id, now),
-            ).fetchone()
-            if previous is None:
-                return None
-            row = db.execute(
-                f"UPDATE jobs SET owner=?, lease_expiry=?, lease_epoch=lease_epoch+1 WHERE id=? RETURNING {JOB_COLUMNS}",
-                (self.host_id, now + self.lease, job.id),
-            ).fetchone()
-            note = self._adoption(previous["owner"])
-            if note:
-                self._history(db, job.id, job.state, job.state, note)
-        return self._claimed(self._job(row))
+        """The job as journalled, if it is still in the state it was picked up in."""
+        row = self._read_one(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id=? AND state=?", (job.id, job.state.value))
+        return self._claimed(self._job(row)) if row else None
 
     def renew(self, job_ids: Collection[int]) -> set[int]:
-        """Extend this host's leases; the ids another host has adopted meanwhile."""
-        places = ",".join("?" * len(job_ids))
-        with self._write() as db:
-            db.execute(f"UPDATE jobs SET lease_expiry=? WHERE owner=? AND id IN ({places})",
-                       (self._clock() + self.lease, self.host_id, *job_ids))
-            rows = db.execute(f"SELECT id FROM jobs WHERE owner<>? AND id IN ({places})",
-                              (self.host_id, *job_ids)).fetchall()
-        return {r["id"] for r in rows}
+        return set()
 
     def _renew_one(self, job: Job, epoch: int) -> bool:
-        with self._write() as db:
-            return db.execute(
-                "UPDATE jobs SET lease_expiry=? WHERE id=? AND state=? AND lease_epoch=? AND (owner IS NULL OR owner=?)",
-                (self._clock() + self.lease, job.id, job.state.value, epoch, self.host_id),
-            ).rowcount == 1
+        return True
 
     # -- moving to another backend -----------------------------------------------------
 

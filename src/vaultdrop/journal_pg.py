@@ -22,7 +22,7 @@ import psycopg_pool
 from psycopg.rows import dict_row
 
 from .errors import ConfigError
-from .journal import JOB_COLUMNS, JournalRules, JournalUnavailable, job_filter
+from .journal import JOB_COLUMNS, MAX_SIZE, JournalRules, JournalUnavailable, job_filter
 from .model import ACTIVE, UNCONFIRMED, FileIdentity, Job, JobState, JobSummary, Notification
 
 # Append-only, like journal.MIGRATIONS; applied under an advisory lock, so hosts starting
@@ -296,14 +296,14 @@ class PgJournal(JournalRules):
     # -- scheduling ------------------------------------------------------------------
 
     def runnable(self, now: float, exclude: set[int], limit: int, folders: Collection[str],
-                 horizon: float = float("inf")) -> list[Job]:
+                 horizon: float = float("inf"), max_size: int = MAX_SIZE) -> list[Job]:
         with self._transaction() as db:
             rows = db.execute(
                 f"SELECT {JOB_COLUMNS} FROM jobs WHERE state = ANY(%s) AND folder = ANY(%s)"
                 " AND (not_before <= %s OR not_before > %s) AND (owner IS NULL OR owner = %s OR lease_expiry < %s)"
-                " AND NOT id = ANY(%s) ORDER BY not_before, id LIMIT %s",
+                " AND size <= %s AND NOT id = ANY(%s) ORDER BY not_before, id LIMIT %s",
                 ([s.value for s in ACTIVE], [_name(f) for f in folders], now, horizon, self.host_id, now,
-                 list(exclude), limit),
+                 max_size, list(exclude), limit),
             ).fetchall()
         return [_job(r) for r in rows]
 

@@ -223,6 +223,7 @@ class TestJournalStore:
         assert journal.due_notifications(now=9e9, events=["done"], limit=10) == []
         assert [(s.state, s.count) for s in journal.summary()] == [(JobState.DONE, 1)]
 
+@pytest.mark.parametrize("open_journal", ["postgresql"], indirect=True)  # SQLite has one host
 class TestLeases:
     """Two hosts on one journal: a claimed job is one host's until its lease runs out."""
 
@@ -292,6 +293,21 @@ class TestLeases:
         with ThreadPoolExecutor(len(hosts)) as pool:
             claimed = list(pool.map(lambda host: host.claim(job), hosts))
         assert len([c for c in claimed if c is not None]) == 1
+
+
+def test_sqlite_claims_and_renewals_commit_nothing(tmp_path: Path) -> None:
+    """One daemon per SQLite journal: a lease would be its own, so no fsync is spent on one."""
+    journal = Journal(tmp_path / "vaultdrop.db")
+    job = journal.enqueue(identity())
+    wal = tmp_path / "vaultdrop.db-wal"
+    before = wal.stat().st_size
+    claimed = journal.claim(job)
+    assert claimed is not None and journal.renew([job.id]) == set()
+    journal.hold(claimed)
+    assert wal.stat().st_size == before
+    moved = journal.transition(claimed, JobState.UPLOADING, upload_key="K")
+    assert journal.claim(job) is None and journal.claim(moved) == moved  # a job that moved on is not taken
+    journal.close()
 
 
 def test_every_active_state_can_fail() -> None:
