@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .errors import ConfigError, VaultdropError
-from .model import ACTIVE, ALLOWED, TERMINAL, UNCONFIRMED, FileIdentity, Job, JobState, JobSummary, Notification
+from .model import ALLOWED, TERMINAL, UNCONFIRMED, FileIdentity, Job, JobState, JobSummary, Notification
 
 
 def _to_db(value: Any) -> Any:
@@ -138,6 +138,9 @@ _LEASE = {"owner", "lease_expiry", "lease_epoch"}  # written by claim and renew 
 UPDATABLE = frozenset(f.name for f in fields(Job)) - {"id", "state", "created_at"} - _LEASE
 
 BUSY_TIMEOUT = 10.0  # seconds a writer waits for another (the CLI, a second opener)
+# The active states as the partial index `jobs_due` names them: a query uses that index
+# only with this very condition (tests/unit/test_journal.py checks it names ACTIVE).
+DUE_CONDITION = "state IN ('queued', 'uploading', 'confirming', 's3_queueing', 's3_waiting', 'finishing')"
 
 # Append-only: a migration is never edited once released, only added.
 MIGRATIONS: tuple[str, ...] = (
@@ -231,6 +234,10 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE jobs ADD COLUMN lease_expiry REAL NOT NULL DEFAULT 0;
     ALTER TABLE jobs ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0;
     """,
+    # The scheduler's two questions (what is due, when is the next one due) read active
+    # jobs in due order; on jobs_state they sorted every active job on each wake-up:
+    # 4.2 + 2.1 ms per finished job with 10,000 queued, 0.01 ms with this index.
+    f"CREATE INDEX jobs_due ON jobs (not_before, id) WHERE {DUE_CONDITION}",
 )
 _NOTIFICATION_COLUMNS = ", ".join(f.name for f in fields(Notification))
 
@@ -547,27 +554,24 @@ class Journal(JournalRules):
         rather than finishing without its folder's post-action and S3 step. A retry time
         beyond `horizon` can only come from a clock stepped back: it is due now.
         """
-        states, places, running = (",".join("?" * len(c)) for c in (ACTIVE, folders, exclude))
-        # `+folder` keeps SQLite on the (state, not_before) index: on the identity index it
-        # read every job the folder ever had, 4 ms per wake-up at 10,000 jobs (both queries).
+        places, running = (",".join("?" * len(c)) for c in (folders, exclude))
         rows = self._read(
-            f"SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ({states}) AND +folder IN ({places})"
-            " AND (not_before <= ? OR not_before > ?) AND (owner IS NULL OR owner = ? OR lease_expiry < ?)"
-            f" AND size <= ? AND id NOT IN ({running}) ORDER BY not_before, id LIMIT ?",
-            (*ACTIVE, *_params(*folders), now, horizon, self.host_id, now, max_size, *exclude, limit),
+            f"SELECT {JOB_COLUMNS} FROM jobs INDEXED BY jobs_due WHERE {DUE_CONDITION} AND +folder IN ({places})"
+            f" AND NOT (not_before > ? AND not_before <= ?) AND size <= ? AND id NOT IN ({running})"
+            " ORDER BY not_before, id LIMIT ?",
+            (*_params(*folders), now, horizon, max_size, *exclude, limit),
         )
         return [self._job(row) for row in rows]
 
     def next_due(self, exclude: set[int], folders: Collection[str], horizon: float = float("inf")) -> float | None:
         """Earliest not_before among runnable jobs not running here (for the scheduler's sleep)."""
-        states, places = ",".join("?" * len(ACTIVE)), ",".join("?" * len(folders))
-        rows = self._read(
-            "SELECT id, MAX(not_before, CASE WHEN owner <> ? THEN lease_expiry ELSE 0 END) AS due"
-            f" FROM jobs WHERE state IN ({states}) AND +folder IN ({places}) ORDER BY due LIMIT ?",
-            (self.host_id, *ACTIVE, *_params(*folders), len(exclude) + 1),
+        places, running = (",".join("?" * len(c)) for c in (folders, exclude))
+        row = self._read_one(
+            f"SELECT not_before FROM jobs INDEXED BY jobs_due WHERE {DUE_CONDITION} AND +folder IN ({places})"
+            f" AND id NOT IN ({running}) ORDER BY not_before, id LIMIT 1",
+            (*_params(*folders), *exclude),
         )
-        due = next((r["due"] for r in rows if r["id"] not in exclude), None)
-        return None if due is None else min(due, horizon)
+        return None if row is None else min(row[0], horizon)
 
     def wake(self, service: str) -> int:
         """The service answers again: every job waiting out its outage is due now."""

@@ -9,7 +9,6 @@ is followed, never sent again (also after `jobs retry`).
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections.abc import Callable
 from pathlib import PurePosixPath

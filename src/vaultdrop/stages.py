@@ -14,7 +14,6 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 from .config import FolderSettings, Settings
 from .errors import JobFailed, RetryLater, VaultdropError, Waiting

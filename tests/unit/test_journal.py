@@ -17,9 +17,9 @@ from tests.unit.conftest import Clock
 from vaultdrop import cli
 from vaultdrop.config import Settings, settings_from_dict
 from vaultdrop.errors import ConfigError
-from vaultdrop.journal import IllegalTransition, Journal, JournalStore, JournalUnwritable, LeaseLost
+from vaultdrop.journal import DUE_CONDITION, IllegalTransition, Journal, JournalStore, JournalUnwritable, LeaseLost
 from vaultdrop.journal_pg import JournalDown, PgJournal
-from vaultdrop.model import ALLOWED, FileIdentity, JobState
+from vaultdrop.model import ACTIVE, ALLOWED, FileIdentity, JobState
 from vaultdrop.wiring import open_journal as open_configured
 
 Opener = Callable[..., JournalStore]
@@ -308,6 +308,11 @@ def test_sqlite_claims_and_renewals_commit_nothing(tmp_path: Path) -> None:
     moved = journal.transition(claimed, JobState.UPLOADING, upload_key="K")
     assert journal.claim(job) is None and journal.claim(moved) == moved  # a job that moved on is not taken
     journal.close()
+
+
+def test_the_scheduler_index_holds_exactly_the_active_states() -> None:
+    """A new state left out of jobs_due would never be scheduled."""
+    assert DUE_CONDITION == "state IN (" + ", ".join(f"'{state.value}'" for state in ACTIVE) + ")"
 
 
 def test_every_active_state_can_fail() -> None:
