@@ -330,12 +330,6 @@ class JournalRules:
     def _renew_one(self, job: Job, epoch: int) -> bool:
         raise NotImplementedError
 
-    def _adoption(self, previous_owner: str | None) -> str | None:
-        """The history note when a claim takes a job another host left behind."""
-        if previous_owner in (None, self.host_id):
-            return None
-        return f"adopted by {self.host_id} from {previous_owner} after its lease ran out"
-
     # -- operator commands -----------------------------------------------------------
 
     def retry(self, job_id: int, place: FileIdentity | None = None) -> Job:
@@ -556,7 +550,7 @@ class Journal(JournalRules):
         """
         places, running = (",".join("?" * len(c)) for c in (folders, exclude))
         rows = self._read(
-            f"SELECT {JOB_COLUMNS} FROM jobs INDEXED BY jobs_due WHERE {DUE_CONDITION} AND +folder IN ({places})"
+            f"SELECT {JOB_COLUMNS} FROM jobs INDEXED BY jobs_due WHERE {DUE_CONDITION} AND folder IN ({places})"
             f" AND NOT (not_before > ? AND not_before <= ?) AND size <= ? AND id NOT IN ({running})"
             " ORDER BY not_before, id LIMIT ?",
             (*_params(*folders), now, horizon, max_size, *exclude, limit),
@@ -567,7 +561,7 @@ class Journal(JournalRules):
         """Earliest not_before among runnable jobs not running here (for the scheduler's sleep)."""
         places, running = (",".join("?" * len(c)) for c in (folders, exclude))
         row = self._read_one(
-            f"SELECT not_before FROM jobs INDEXED BY jobs_due WHERE {DUE_CONDITION} AND +folder IN ({places})"
+            f"SELECT not_before FROM jobs INDEXED BY jobs_due WHERE {DUE_CONDITION} AND folder IN ({places})"
             f" AND id NOT IN ({running}) ORDER BY not_before, id LIMIT 1",
             (*_params(*folders), *exclude),
         )

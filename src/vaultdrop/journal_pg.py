@@ -358,6 +358,12 @@ class PgJournal(JournalRules):
 
     # -- leases ----------------------------------------------------------------------
 
+    def _adoption(self, previous_owner: str | None) -> str | None:
+        """The history note when a claim takes a job another host left behind."""
+        if previous_owner in (None, self.host_id):
+            return None
+        return f"adopted by {self.host_id} from {previous_owner} after its lease ran out"
+
     def claim(self, job: Job) -> Job | None:
         """Take the job for this host; SKIP LOCKED: a row another host is claiming right
         now is theirs, not something to wait for."""
