@@ -5,8 +5,11 @@ test: sysusers, tmpfiles, the installed unit and every file the service writes l
 there, and the host's /tmp, /etc and /var are never touched. /sys and /proc/sys
 are read-only and `container=` is set, so systemd skips what only a real machine may do
 (udev, sysctl, module loading, clock). The test drives it with `nsenter -t PID -m -p`
-and reaches its files through /proc/PID/root (SQLite resolves that magic link to the
-host's /, so the service's database is read from the writable layer, `.upper`).
+and reaches its files through /proc/PID/root. SQLite resolves that magic link to the
+host's /, so a folder whose database the test reads is a host folder bind-mounted into
+the system (`writable`). Reading it from the overlay's writable layer instead would
+bypass the overlay's file locks: a reader that believes itself alone resets the `-shm`
+file the service has mapped, and the service dies of SIGBUS.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from ..integration.harness import wait_for
 CGROUP = Path("/sys/fs/cgroup")
 
 # Runs as PID 1 of the new namespaces, then execs systemd. $1: the workdir; then the
-# host paths to share read-only.
+# host paths to share read-only. $WRITABLE: lines of "host-path inside-path".
 BOOT = r"""
 set -eu
 W=$1; shift
@@ -53,6 +56,7 @@ mount -t tmpfs -o mode=755 run $R/run
 mount -t tmpfs -o mode=1777 tmp $R/tmp
 # After /tmp and /run are fresh: a shared path may live below them (a clone in /tmp).
 for path in "$@"; do mkdir -p "$R$path"; mount --bind "$path" "$R$path"; mount -o remount,bind,ro "$R$path"; done
+echo "$WRITABLE" | while read -r host inside; do [ -z "$host" ] || { mkdir -p "$R$inside"; mount --bind "$host" "$R$inside"; }; done
 # The one unit that would act on the host's kernel from here.
 ln -sf /dev/null $R/etc/systemd/system/systemd-modules-load.service
 mkdir -p $R/.oldroot
@@ -69,8 +73,10 @@ exec env -i container=vaultdrop-test /lib/systemd/systemd --unit=basic.target
 class BootedSystem:
     """systemd as PID 1 in its own namespaces; `.run()` executes inside it."""
 
-    def __init__(self, workdir: Path, shared: list[Path]) -> None:
+    def __init__(self, workdir: Path, shared: list[Path], writable: dict[str, Path] | None = None) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
+        for host in (writable or {}).values():
+            host.mkdir(parents=True, exist_ok=True)
         self.console = workdir.with_name("console.log")
         self._cgroups = self._make_cgroups(f"vaultdrop-test-{uuid.uuid4().hex[:8]}")
         enter_cgroups = "".join(f"echo $$ > {c}/cgroup.procs; " for c in self._cgroups)
@@ -80,14 +86,14 @@ class BootedSystem:
                 ["sh", "-c", f'{enter_cgroups}exec unshare --pid --fork --mount --mount-proc --cgroup '
                              f'--propagation private sh -c "$0" boot "$@"', BOOT, str(workdir), *map(str, shared)],
                 stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
-                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CGROUP_V1": v1},
+                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CGROUP_V1": v1,
+                     "WRITABLE": "\n".join(f"{host} {inside}" for inside, host in (writable or {}).items())},
             )
         self.pid = wait_for(self._init_pid, timeout=30, what="systemd as PID 1 of the namespace")
         if self.pid < 0:
             self._remove_cgroups()
             raise AssertionError(f"booting failed:\n{self.console.read_text(errors='replace')}")
         self.root = Path(f"/proc/{self.pid}/root")
-        self.upper = workdir / "upper"
         wait_for(lambda: self.run("systemctl", "is-system-running", check=False).stdout.strip()
                  in ("running", "degraded"), timeout=60, interval=0.2, what="boot finished")
 

@@ -27,14 +27,14 @@ UNIT_STARTED = "39f53479d3a045ac8e11786248231fbf"  # systemd's own "Started <uni
 def system(tmp_path: Path) -> Iterator[BootedSystem]:
     require_root_and("/lib/systemd/systemd", "systemctl", "journalctl", "unshare", "nsenter", "/usr/sbin/pivot_root")
     require_namespaces()
-    booted = BootedSystem(tmp_path / "system", shared_paths())
+    booted = BootedSystem(tmp_path / "system", shared_paths(), writable={"/var/lib/vaultdrop": tmp_path / "state"})
     yield booted
     if booted.unshare.poll() is None:
         print(booted.run("journalctl", "--no-pager", "-n", "300", check=False).stdout)
-        booted.kill()
+    booted.kill()
 
 
-def install(system: BootedSystem, sandbox: SandboxProcess) -> DaemonRunner:
+def install(system: BootedSystem, sandbox: SandboxProcess, state: Path) -> DaemonRunner:
     """deploy/install.sh inside the system, the test's venv as /opt/vaultdrop, a config
     pointing at the sandbox with the password as a credential file."""
     root = system.root
@@ -54,7 +54,7 @@ def install(system: BootedSystem, sandbox: SandboxProcess) -> DaemonRunner:
     system.run("systemctl", "daemon-reload")
 
     runner = DaemonRunner(root / "srv/vaultdrop", sandbox)
-    runner.state = system.upper / "var/lib/vaultdrop"
+    runner.state = state
     runner.config_path = root / "etc/vaultdrop/vaultdrop.toml"
     runner.daemon.update(state_dir="/var/lib/vaultdrop", concurrency=1, small_file_size=0,
                          bandwidth_limit=500_000, drain_timeout=30)
@@ -70,8 +70,8 @@ def unit_journal(system: BootedSystem, *matches: str) -> list[dict[str, Any]]:
     return system.journal("-u", "vaultdrop", *matches)
 
 
-def test_lifecycle_under_systemd(system: BootedSystem, sandbox: SandboxProcess) -> None:
-    runner = install(system, sandbox)
+def test_lifecycle_under_systemd(system: BootedSystem, sandbox: SandboxProcess, tmp_path: Path) -> None:
+    runner = install(system, sandbox, tmp_path / "state")
     root = system.root
 
     # start: `systemctl start` returns once vaultdrop said READY=1, with its STATUS=
