@@ -74,7 +74,7 @@ $(BIN)/python:
 
 $(BIN)/.installed-run: pyproject.toml | $(BIN)/python
 	$(MAKE) apt-run
-	$(BIN)/pip install -q -e '.[sandbox]'
+	$(BIN)/pip install -q -e .
 	touch $@
 
 $(BIN)/.installed-test: pyproject.toml | $(BIN)/python

@@ -35,7 +35,8 @@ from .runstate import daemon_running, read_run_state
 DEMO_DIR = Path("vaultdrop-demo")
 TEMPFAIL_EXIT_STATUS = 75  # EX_TEMPFAIL
 DEMO_PORT = 8765
-DEPENDENCIES = ("watchdog", "httpx", "lxml", "pydantic", "pydantic-settings", "systemd-python", "aiohttp")
+DEPENDENCIES = ("watchdog", "httpx", "lxml", "pydantic", "pydantic-settings", "systemd-python", "aiohttp",
+                "httpx-aiohttp")
 _DURATION = TypeAdapter(Duration)
 VIDEO_ID = re.compile(r"[A-Za-z0-9_-]+")
 

@@ -16,6 +16,7 @@ import httpx
 from .config import ScaleEngineSettings
 from .errors import ClockSkew, ConfigError, JobFailed, ProtocolError, RetryLater, Unavailable
 from .signing import sign_control_request
+from .transport import Transport
 from .vault import UNREACHABLE
 
 MAX_JSON_BYTES = 1024 * 1024
@@ -42,7 +43,7 @@ class ControlClient:
         self._clock = clock
         # identity: bodies are read raw and bounded, so a compressed one (or a bomb) is never inflated
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(timeout), headers={"Accept-Encoding": "identity"},
-                                       transport=transport or httpx.AsyncHTTPTransport(retries=2))
+                                       transport=transport or Transport())
 
     @classmethod
     def from_settings(cls, engine: ScaleEngineSettings, *, clock: Callable[[], float] = time.time,

@@ -25,12 +25,14 @@ from .config import VaultSettings
 from .errors import ClockSkew, ConfigError, JobFailed, ProtocolError, RetryLater, Unavailable
 from .signing import vault_signature
 from .throttle import Throttle
+from .transport import Transport
 from .xmlsafe import MAX_XML_BYTES, child_text, parse_xml
 
 UPLOAD_PATH = "/upload/new/file"
 UNREACHABLE = (httpx.ConnectError, httpx.ConnectTimeout)
 GATEWAY_DOWN = (502, 503, 504)
 CHUNK_SIZE = 1024 * 1024
+SMALL_BODY = 256 * 1024  # up to this size a file is read whole and sent from the loop
 HASH_AHEAD = 2  # chunks queued for an upload's hashing task
 MAX_CONNECTIONS = 64
 LOOP_EXTENSION = "vaultdrop.loop"  # request extension: the loop an _OnLoop transport sends on
@@ -77,16 +79,17 @@ class VaultClient:
         self._user = user
         self._password = password
         self._clock = clock
+        limits = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=16)
         options: dict[str, Any] = {
             "timeout": httpx.Timeout(timeout),
             # identity: bodies are read raw and bounded, so a compressed one (or a bomb) is never inflated
             "headers": {"Accept-Encoding": "identity"},
-            "limits": httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=16),
             "follow_redirects": False,
         }
-        self._http = httpx.AsyncClient(transport=transport or httpx.AsyncHTTPTransport(retries=2), **options)
+        self._http = httpx.AsyncClient(transport=transport or Transport(limits=limits), **options)
         self._upload_http = httpx.Client(
-            transport=_OnLoop(transport) if transport is not None else httpx.HTTPTransport(retries=2), **options)
+            transport=_OnLoop(transport) if transport is not None else httpx.HTTPTransport(retries=2, limits=limits),
+            **options)
         self._senders = ThreadPoolExecutor(MAX_CONNECTIONS, thread_name_prefix="vault-send")
         self._hashers = ThreadPoolExecutor(MAX_CONNECTIONS, thread_name_prefix="vault-hash")
 
@@ -156,14 +159,15 @@ class VaultClient:
         on_progress: Callable[[int], None],
         throttle: Throttle | None = None,
     ) -> str:
-        """Stream `size` bytes of `path` as the `upload_file` part; return their sha256.
+        """Send `size` bytes of `path` as the `upload_file` part; return their sha256.
 
-        The body is read and sent from a worker thread through a blocking client and
+        A large body is read and sent from a worker thread through a blocking client and
         hashed on another (hashlib releases the GIL): per chunk one read, one hash, one
         blocking send, where the event loop's path paid an async generator, a thread
         hand-off and the transport's buffer copies (issue 14). Memory stays constant:
-        a few chunks per upload. `on_progress` runs on the loop, in order, before this
-        returns or raises.
+        a few chunks per upload. A small body is cheaper read whole and sent from the
+        loop than handed to two threads. `on_progress` runs on the loop, in order, before
+        this returns or raises.
         """
         signature, timestamp = self._signature(UPLOAD_PATH)
         boundary = uuid.uuid4().hex
@@ -183,6 +187,22 @@ class VaultClient:
             "Content-Length": str(len(preamble) + size + len(epilogue)),
         }
         params = {"upload_key": key, "_sig": signature, "_date": timestamp}
+        if size <= SMALL_BODY:
+            with handle:
+                data = handle.read(size)
+            if len(data) < size:
+                raise FileChanged(f"file shrank to {len(data)} bytes while uploading (expected {size})")
+            if throttle is not None:
+                await asyncio.sleep(throttle.delay_for(size))
+            on_progress(size)
+            try:
+                async with self._http.stream("POST", self._base + UPLOAD_PATH, params=params, headers=headers,
+                                             content=preamble + data + epilogue) as response:
+                    status, answer = response.status_code, await _read_bounded(response)
+            except httpx.TransportError as exc:
+                raise _transport_error(exc, "upload interrupted") from None
+            _raise_for_status(status, answer, UPLOAD_PATH)
+            return hashlib.sha256(data).hexdigest()
         loop = asyncio.get_running_loop()
         body = _FileBody(handle, size, preamble, epilogue, self._hashers, loop, on_progress, throttle)
 

@@ -1,5 +1,6 @@
 """VaultClient.upload through an injected transport: the bytes on the wire, their digest,
-progress, a file that shrinks, and a cancelled upload letting go of its file."""
+progress, a file that shrinks, and a cancelled upload letting go of its file. A small
+file (sent from the loop) and a large one (sent from a thread) must look the same."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import psutil
 import pytest
 
 from vaultdrop.throttle import Throttle
-from vaultdrop.vault import CHUNK_SIZE, FileChanged, VaultClient
+from vaultdrop.vault import CHUNK_SIZE, SMALL_BODY, FileChanged, VaultClient
 
 SIZE = 2 * CHUNK_SIZE + 12345  # odd: the last chunk is a short one
 OK = b"<results><upload_key>k</upload_key></results>"
@@ -31,17 +32,19 @@ def video(tmp_path: Path) -> Path:
     return path
 
 
-async def test_upload_sends_the_file_as_one_part_and_returns_its_sha256(video: Path) -> None:
+@pytest.mark.parametrize("size", [SMALL_BODY - 1, SIZE])
+async def test_upload_sends_the_file_as_one_part_and_returns_its_sha256(video: Path, size: int) -> None:
+    os.truncate(video, size)
     bodies: list[httpx.Request] = []
 
     async def vault(request: httpx.Request) -> httpx.Response:
         bodies.append(request)
-        return httpx.Response(200, content=OK)
+        return httpx.Response(200, stream=httpx.ByteStream(OK))
 
     client = client_with(httpx.MockTransport(vault))
     progress: list[int] = []
     try:
-        digest = await client.upload("k", video, size=SIZE, on_progress=progress.append)
+        digest = await client.upload("k", video, size=size, on_progress=progress.append)
     finally:
         await client.aclose()
 
@@ -54,20 +57,22 @@ async def test_upload_sends_the_file_as_one_part_and_returns_its_sha256(video: P
     assert int(request.headers["Content-Length"]) == len(request.content)
     assert request.url.params["upload_key"] == "k"
     assert digest == hashlib.sha256(data).hexdigest()
-    assert progress == sorted(progress) and progress[-1] == SIZE and len(progress) == 3
+    assert progress == sorted(progress) and progress[-1] == size and len(progress) == -(-size // CHUNK_SIZE)
 
 
-async def test_a_file_that_shrinks_while_sent_is_refused(video: Path) -> None:
-    client = client_with(httpx.MockTransport(lambda request: httpx.Response(200, content=OK)))
+@pytest.mark.parametrize("size", [SMALL_BODY - 1, SIZE])
+async def test_a_file_that_shrinks_while_sent_is_refused(video: Path, size: int) -> None:
+    os.truncate(video, size - 1000)
+    client = client_with(httpx.MockTransport(lambda request: httpx.Response(200, stream=httpx.ByteStream(OK))))
     try:
         with pytest.raises(FileChanged, match="shrank"):
-            await client.upload("k", video, size=SIZE + CHUNK_SIZE, on_progress=lambda sent: None)
+            await client.upload("k", video, size=size, on_progress=lambda sent: None)
     finally:
         await client.aclose()
 
 
 async def test_a_cancelled_upload_stops_sending_and_closes_its_file(video: Path) -> None:
-    client = client_with(httpx.MockTransport(lambda request: httpx.Response(200, content=OK)))
+    client = client_with(httpx.MockTransport(lambda request: httpx.Response(200, stream=httpx.ByteStream(OK))))
     progress: list[int] = []
     throttle = Throttle(CHUNK_SIZE, burst=0.0)  # one chunk per second: the upload takes ~3 s
     upload = asyncio.create_task(client.upload("k", video, size=SIZE, on_progress=progress.append,

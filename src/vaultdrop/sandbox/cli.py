@@ -62,7 +62,7 @@ def run_sandbox(args: argparse.Namespace) -> int:
     faults = FaultBook()
     for fault in args.fault:
         faults.add(fault)
-    from .server import serve  # aiohttp is the optional `sandbox` extra: import it only to serve
+    from .server import serve  # aiohttp.web only when serving: other commands start faster
 
     asyncio.run(serve(settings, faults, args.ready_file))
     return 0

@@ -1,0 +1,115 @@
+"""The vault client's transport over real loopback sockets: what each way a connection
+can fail turns into. Only a connection never made is an outage (every job waits for the
+vault); one that broke after it was made is this request's failure (it spends an attempt)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from vaultdrop.errors import RetryLater, Unavailable
+from vaultdrop.vault import VaultClient
+
+KEY = b"<results><upload_key>k1</upload_key></results>"
+Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def read_request(reader: asyncio.StreamReader) -> None:
+    await reader.readuntil(b"\r\n\r\n")
+
+
+def answer(body: bytes, length: int | None = None) -> bytes:
+    return (f"HTTP/1.1 200 OK\r\nContent-Length: {len(body) if length is None else length}\r\n"
+            "Content-Type: application/xml\r\n\r\n").encode() + body
+
+
+async def keep_alive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while True:
+        await read_request(reader)
+        writer.write(answer(KEY))
+
+
+async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_request(reader)
+    writer.close()
+
+
+async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_request(reader)
+    await asyncio.sleep(30)
+
+
+async def half_a_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_request(reader)
+    writer.write(answer(KEY[:10], length=len(KEY)))
+    await writer.drain()
+    writer.close()
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[Callable[[Serve], Awaitable[VaultClient]]]:
+    servers: list[asyncio.Server] = []
+    clients: list[VaultClient] = []
+
+    async def start(serve: Serve) -> VaultClient:
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            tasks.add(asyncio.current_task())  # type: ignore[arg-type]
+            try:
+                await serve(reader, writer)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                pass
+            finally:
+                writer.close()
+
+        listening = await asyncio.start_server(handle, "127.0.0.1", 0)
+        servers.append(listening)
+        port = listening.sockets[0].getsockname()[1]
+        client = VaultClient(f"http://127.0.0.1:{port}", "user", "secret", timeout=0.5)
+        clients.append(client)
+        return client
+
+    yield start
+    for client in clients:
+        await client.aclose()
+    for listening in servers:
+        listening.close()
+
+
+async def test_answers_on_one_kept_alive_connection(server) -> None:
+    connections = 0
+
+    async def counting(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await keep_alive(reader, writer)
+
+    client = await server(counting)
+    assert [await client.new_upload_key() for _ in range(3)] == ["k1"] * 3
+    assert connections == 1
+
+
+async def test_nothing_listening_is_an_outage() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = VaultClient(f"http://127.0.0.1:{port}", "user", "secret", timeout=0.5)
+    try:
+        with pytest.raises(Unavailable, match="ConnectError"):
+            await client.new_upload_key()
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize(("serve", "named"), [(hang_up, "ReadError"), (never_answer, "ReadTimeout"),
+                                              (half_a_body, "ReadError")])
+async def test_a_connection_that_breaks_after_it_was_made_is_this_requests_failure(server, serve: Serve,
+                                                                                   named: str) -> None:
+    client = await server(serve)
+    with pytest.raises(RetryLater, match=named) as raised:
+        await client.new_upload_key()
+    assert not isinstance(raised.value, Unavailable)
