@@ -15,6 +15,15 @@ from .errors import LocalFileError
 from .model import Job, StatLike
 
 
+def fsync_path(path: str | Path) -> None:
+    """Blocking: flush a file's (or a folder's) data and metadata to the disk."""
+    handle = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
 def sha256_of(path: Path) -> str:
     """Blocking: run in a worker thread. A file that cannot be read is a LocalFileError."""
     digest = hashlib.sha256()

@@ -7,6 +7,8 @@ owns all SQL; nothing else in vaultdrop opens the database.
 
 from __future__ import annotations
 
+import asyncio
+import os
 import sqlite3
 import time
 import uuid
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .errors import ConfigError, VaultdropError
+from .files import fsync_path
 from .model import ALLOWED, TERMINAL, UNCONFIRMED, FileIdentity, Job, JobState, JobSummary, Notification
 
 
@@ -92,6 +95,7 @@ class JournalStore(Protocol):
     notify_states: frozenset[JobState]  # entering one of these also writes an outbox event
 
     def close(self) -> None: ...
+    async def durable(self) -> None: ...
     def enqueue(self, identity: FileIdentity) -> Job | None: ...
     def same_inode(self, identity: FileIdentity) -> list[Job]: ...
     def follow(self, job: Job, identity: FileIdentity, detail: str) -> Job: ...
@@ -256,6 +260,11 @@ class JournalRules:
     _claims: dict[int, int]  # job id -> the lease epoch this journal claimed it at
     host_id: str
     lease: float
+    unsynced = 0  # commits that returned but are not yet known to be on disk
+
+    async def durable(self) -> None:
+        """Return once every commit so far is on disk: a side effect that depends on the
+        journal awaits this first. Here each commit is durable when it returns."""
 
     def get(self, job_id: int) -> Job | None:
         raise NotImplementedError
@@ -367,13 +376,17 @@ class Journal(JournalRules):
     """One SQLite database; every method is one explicit transaction."""
 
     def __init__(self, path: Path, clock: Callable[[], float] = time.time, readonly: bool = False,
-                 host_id: str = "local", lease: float = 30.0) -> None:
+                 host_id: str = "local", lease: float = 30.0, group_commit: bool = False) -> None:
         self.path = path
         self.location = str(path)
         self._clock = clock
         self.host_id = host_id
         self.lease = lease
         self._claims = {}
+        self._group_commit = False  # the migrations commit with a full sync
+        self._wal = f"{os.path.realpath(path)}-wal"
+        self._commits = self._synced = 0
+        self._syncing: asyncio.Task[None] | None = None
         self.notify_states: frozenset[JobState] = frozenset()
         try:
             if readonly:
@@ -389,6 +402,9 @@ class Journal(JournalRules):
                 self._enable_wal()
                 self._db.execute("PRAGMA synchronous = FULL")
                 self._migrate()
+                if group_commit:
+                    self._db.execute("PRAGMA synchronous = NORMAL")
+                    self._group_commit = True
             elif self._db.execute("PRAGMA user_version").fetchone()[0] == 0:
                 self._db.close()
                 raise ConfigError(f"the journal {path} is not set up yet: the daemon is starting")
@@ -396,7 +412,35 @@ class Journal(JournalRules):
             raise ConfigError(f"cannot open the journal {path}: {exc}") from None
 
     def close(self) -> None:
+        if self.unsynced:  # this connection may not be the last, whose close would checkpoint
+            with suppress(OSError):  # on a failing disk the next start reads what did reach it
+                fsync_path(self._wal)
         self._db.close()
+
+    @property
+    def unsynced(self) -> int:  # type: ignore[override]
+        return self._commits - self._synced
+
+    async def durable(self) -> None:
+        """Group commit: with `group_commit`, a commit returns before its fsync
+        (synchronous=NORMAL), and a side effect that depends on it waits here. One fsync
+        of the WAL, in a thread, covers every commit made before it began, so the jobs
+        in flight share it and the event loop never waits on the disk."""
+        while self._synced < self._commits:
+            if self._syncing is None:
+                self._syncing = asyncio.get_running_loop().create_task(self._sync())
+            await asyncio.shield(self._syncing)
+
+    async def _sync(self) -> None:
+        covered = self._commits
+        try:
+            await asyncio.to_thread(fsync_path, self._wal)
+            self._synced = max(self._synced, covered)
+        except OSError as exc:
+            raise JournalUnwritable(f"the journal {self.path} could not be flushed to disk: {exc}; "
+                                    "fix the disk") from None
+        finally:
+            self._syncing = None
 
     def _enable_wal(self) -> None:
         """Switching a new database to WAL takes a lock that busy_timeout does not wait for:
@@ -418,6 +462,8 @@ class Journal(JournalRules):
             self._db.execute("BEGIN IMMEDIATE")
             yield self._db
             self._db.execute("COMMIT")
+            if self._group_commit:
+                self._commits += 1
         except BaseException as exc:
             if self._db.in_transaction:
                 with suppress(sqlite3.Error):  # a disk that refused the write may refuse this too

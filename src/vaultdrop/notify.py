@@ -106,6 +106,7 @@ class NotificationSender(Observer):
         policy = Policy(settings.max_attempts, settings.backoff_base, settings.backoff_max)
         delivered = 0
         self._soonest_retry = float("inf")
+        await self._journal.durable()  # never report a state a power cut could take back
         for notification in self._journal.due_notifications(self._clock(), settings.events, BATCH):
             url = settings.url_for(notification.event)
             assert url is not None

@@ -130,6 +130,7 @@ class Pipeline:
         return job
 
     async def _stage(self, job: Job, folder: FolderSettings, resumed: bool) -> Transition:
+        await self.journal.durable()  # every stage acts on what the journal says: it must be on disk first
         match job.state:
             case JobState.QUEUED:
                 return await self.stages.start(job, folder)
@@ -258,6 +259,7 @@ class Pipeline:
         key), each on its own schedule: a delete that keeps failing never holds up an upload."""
         if self.outages.is_down(VAULT):
             return
+        await self.journal.durable()
         for video_id, attempts in self.journal.stale_videos(self._clock(), STALE_DELETE_BATCH):
             try:
                 found = await self.stages.vault.delete(video_id)

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 from .config import FolderSettings
 from .errors import LocalFileError
-from .files import holds
+from .files import fsync_path, holds
 from .model import Job, companion_names
 
 NAME_MAX = 255  # bytes in one file name on every Linux file system vaultdrop runs on
@@ -102,14 +102,6 @@ def _rename_noreplace(source: Path, target: Path) -> None:
     os.unlink(source)
 
 
-def _fsync(path: Path) -> None:
-    handle = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(handle)
-    finally:
-        os.close(handle)
-
-
 def _move(source: Path, target: Path) -> None:
     """Move without replacing (FileExistsError). Across devices the copy is staged under a
     hidden name in the target folder and fsynced before it takes its name and the source goes."""
@@ -123,7 +115,7 @@ def _move(source: Path, target: Path) -> None:
     staged.unlink(missing_ok=True)  # an earlier attempt's partial copy
     shutil.copy2(source, staged, follow_symlinks=False)
     if not staged.is_symlink():
-        _fsync(staged)
+        fsync_path(staged)
     try:
         _rename_noreplace(staged, target)
     except FileExistsError:
@@ -157,7 +149,7 @@ def _place(source: Path, wanted: Path) -> Path:
                 _move(source, target)
             except FileExistsError:
                 continue  # taken since we looked
-        _fsync(target.parent)
+        fsync_path(target.parent)
         return target
 
 

@@ -38,7 +38,8 @@ def open_journal(settings: Settings, *, clock: Clock = time.time) -> JournalStor
     journal: JournalStore
     if config.url is None:
         refuse_network_state_dir(settings.daemon.state_dir)
-        journal = Journal(settings.daemon.journal_path, clock=clock, host_id=config.host_id, lease=config.lease)
+        journal = Journal(settings.daemon.journal_path, clock=clock, host_id=config.host_id, lease=config.lease,
+                          group_commit=True)
     else:
         from .journal_pg import PgJournal
 

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
@@ -69,6 +70,11 @@ class FakeClock:
 class Runaway(BaseException):
     """Too many requests in one job run: the pipeline spins. BaseException so that no
     `except Exception` in the pipeline can swallow it."""
+
+
+class NotDurable(BaseException):
+    """A request sent while the journal held commits not yet on disk (BaseException, as
+    Runaway)."""
 
 
 @dataclass
@@ -166,8 +172,13 @@ class Services:
 
     # -- the transport -----------------------------------------------------------------
 
-    def transport(self) -> httpx.MockTransport:
-        return httpx.MockTransport(self._handle)
+    def transport(self, before: Callable[[httpx.Request], None]) -> httpx.MockTransport:
+        """`before` sees each request first, and may refuse it by raising."""
+        async def handle(request: httpx.Request) -> httpx.Response:
+            before(request)
+            return await self._handle(request)
+
+        return httpx.MockTransport(handle)
 
     async def _handle(self, request: httpx.Request) -> httpx.Response:
         call = f"{request.method} {request.url.host}{request.url.path}"

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 
 from vaultdrop import postaction
@@ -26,7 +27,8 @@ from vaultdrop.pipeline import Pipeline
 from vaultdrop.watch import regular_file_stat
 from vaultdrop.wiring import build_pipeline, max_delay, open_journal
 
-from .fakes import API_KEY, API_SECRET, CDN, CONTROL_URL, PASSWORD, USER, VAULT_URL, FakeClock, Runaway, Services
+from .fakes import (API_KEY, API_SECRET, CDN, CONTROL_URL, PASSWORD, USER, VAULT_URL, FakeClock, NotDurable, Runaway,
+                    Services)
 
 RUNAWAY_REQUESTS = 400  # one job run never needs this many requests
 BACKOFF_MAX = 60.0
@@ -149,11 +151,18 @@ class World:
         self.folders: dict[str, FolderSettings] = {str(f.path): f for f in self.settings.folders}
         self.pipeline: Pipeline = build_pipeline(
             self.settings, self.journal, self._folder_for,  # type: ignore[arg-type]
-            clock=self.clock, sleep=self.clock.sleep, transport=self.services.transport(),
+            clock=self.clock, sleep=self.clock.sleep, transport=self.services.transport(self._on_disk_first),
             on_displaced=self.displaced.append,
         )
         self.pipeline._rng = random.Random(0)  # deterministic jitter: build_pipeline takes no rng (yet)
         self.max_wait = max_delay(self.settings) + 1.0  # no job may rest longer than this from now
+
+    def _on_disk_first(self, request: httpx.Request) -> None:
+        """No request leaves while a commit is only in the page cache: after a power cut
+        the journal must still know of everything the vault or the control API was told."""
+        if self.journal.unsynced:
+            raise NotDurable(f"{request.method} {request.url.path} sent with {self.journal.unsynced} "
+                             "journal commit(s) not yet on disk")
 
     def _horizon(self) -> float:
         return self.clock() + max_delay(self.settings)
@@ -195,6 +204,8 @@ class World:
         except Crash:
             self.crash()
             return None
+        except NotDurable as exc:
+            raise AssertionError(str(exc)) from None
 
     # -- the daemon's moves ----------------------------------------------------------
 

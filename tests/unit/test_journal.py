@@ -4,7 +4,11 @@ One shared class runs against every backend (SQLite in a file, PostgreSQL in a t
 cluster), so a backend that drifts from the interface's semantics fails here.
 """
 
+import asyncio
+import errno
+import os
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,7 +18,7 @@ import pytest
 
 from tests.pgcluster import free_port
 from tests.unit.conftest import Clock
-from vaultdrop import cli
+from vaultdrop import cli, journal as journal_module
 from vaultdrop.config import Settings, settings_from_dict
 from vaultdrop.errors import ConfigError
 from vaultdrop.journal import DUE_CONDITION, IllegalTransition, Journal, JournalStore, JournalUnwritable, LeaseLost
@@ -326,7 +330,93 @@ def test_sqlite_journal_uses_wal_and_full_sync(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "vaultdrop.db")
     assert journal._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert journal._db.execute("PRAGMA synchronous").fetchone()[0] == 2
+    journal.enqueue(identity())
+    assert journal.unsynced == 0
     journal.close()
+
+
+class TestGroupCommit:
+    """The daemon's SQLite journal commits without an fsync and makes its commits durable
+    when a side effect needs them: one fsync of the WAL, off the loop, for every commit
+    made before it began."""
+
+    class Syncs(list[int]):
+        """The WAL's size as each real fsync began; clearing `gate` holds the next one."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.gate = threading.Event()
+            self.gate.set()
+
+    @pytest.fixture
+    def syncs(self, monkeypatch: pytest.MonkeyPatch) -> "TestGroupCommit.Syncs":
+        sizes = self.Syncs()
+        real_sync = journal_module.fsync_path
+
+        def sync(path: str) -> None:
+            sizes.append(os.stat(path).st_size)
+            sizes.gate.wait(10)
+            real_sync(path)
+
+        monkeypatch.setattr(journal_module, "fsync_path", sync)
+        return sizes
+
+    @pytest.fixture
+    def grouped(self, tmp_path: Path) -> Iterator[Journal]:
+        journal = Journal(tmp_path / "vaultdrop.db", group_commit=True)
+        yield journal
+        journal.close()
+
+    async def test_one_fsync_covers_every_commit_made_before_it(self, grouped: Journal, syncs: Syncs,
+                                                                tmp_path: Path) -> None:
+        assert grouped._db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL: no fsync per commit
+        for name in ("a", "b", "c"):
+            grouped.enqueue(identity(name, inode=ord(name)))
+        assert grouped.unsynced == 3
+        await asyncio.gather(*(grouped.durable() for _ in range(5)))
+        assert grouped.unsynced == 0
+        assert syncs == [(tmp_path / "vaultdrop.db-wal").stat().st_size]
+        await grouped.durable()  # nothing new: no fsync
+        assert len(syncs) == 1
+
+    async def test_a_commit_made_during_an_fsync_waits_for_the_next(self, grouped: Journal, syncs: Syncs) -> None:
+        grouped.enqueue(identity("a", inode=1))
+        syncs.gate.clear()
+        first = asyncio.create_task(grouped.durable())
+        await asyncio.sleep(0.05)  # its fsync has begun and is held
+        grouped.enqueue(identity("b", inode=2))
+        second = asyncio.create_task(grouped.durable())
+        await asyncio.sleep(0.05)
+        syncs.gate.set()
+        await first
+        await second
+        assert len(syncs) == 2 and syncs[0] < syncs[1] and grouped.unsynced == 0
+
+    async def test_a_failed_fsync_is_an_unwritable_journal_never_a_durable_one(
+            self, grouped: Journal, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The daemon stops on it (exit 75): after a failed fsync, nothing may be told
+        to the vault as if the commit had reached the disk."""
+        grouped.enqueue(identity())
+
+        def broken(path: str) -> None:
+            raise OSError(errno.EIO, "Input/output error")
+
+        monkeypatch.setattr(journal_module, "fsync_path", broken)
+        for _ in range(2):
+            with pytest.raises(JournalUnwritable, match="could not be flushed to disk: .*Input/output error"):
+                await grouped.durable()
+            assert grouped.unsynced == 1
+
+    def test_the_daemon_groups_commits_and_the_operators_commands_do_not(self, tmp_path: Path) -> None:
+        settings = settings_for(tmp_path, {})
+        daemons = open_configured(settings)
+        daemons.enqueue(identity("a", inode=1))
+        assert daemons.unsynced == 1  # durable at the next side effect
+        operators = cli._sqlite(settings.daemon.journal_path, False)
+        operators.enqueue(identity("b", inode=2))
+        assert operators.unsynced == 0  # durable when the command returns
+        operators.close()
+        daemons.close()
 
 
 def settings_for(tmp_path: Path, journal: dict[str, str], environ: dict[str, str] | None = None) -> Settings:
