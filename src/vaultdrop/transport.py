@@ -5,7 +5,8 @@ httpx-aiohttp's transport spends about a quarter of httpcore's CPU per small req
 which is most of what a small file costs the daemon (issue 14). Its error map is
 corrected here: it reports a connection that broke mid-request as a connect timeout,
 which the clients would take for an outage, so one misbehaving file would park every
-job instead of spending its own attempts.
+job instead of spending its own attempts; and it lets an answer that is not HTTP escape
+as an aiohttp exception, which no client expects.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ def _translated() -> Iterator[None]:
         if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):  # the connection was made, then broke
             raise httpx.ReadError(str(cause or exc)) from cause
         raise
+    except aiohttp.ClientError as exc:  # outside its map: an answer that is not HTTP
+        raise httpx.RemoteProtocolError(str(exc)) from exc
 
 
 class _Body(httpx.AsyncByteStream):

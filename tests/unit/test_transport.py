@@ -5,13 +5,15 @@ vault); one that broke after it was made is this request's failure (it spends an
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
 from vaultdrop.errors import RetryLater, Unavailable
-from vaultdrop.vault import VaultClient
+from vaultdrop.vault import SMALL_BODY, VaultClient
 
 KEY = b"<results><upload_key>k1</upload_key></results>"
 Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -39,6 +41,17 @@ async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
 
 async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     await read_request(reader)
+    await asyncio.sleep(30)
+
+
+async def not_http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_request(reader)
+    writer.write(b"HELLO THERE\r\n\r\n")
+    await writer.drain()
+    await asyncio.sleep(30)
+
+
+async def never_read(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     await asyncio.sleep(30)
 
 
@@ -106,10 +119,19 @@ async def test_nothing_listening_is_an_outage() -> None:
 
 
 @pytest.mark.parametrize(("serve", "named"), [(hang_up, "ReadError"), (never_answer, "ReadTimeout"),
-                                              (half_a_body, "ReadError")])
+                                              (half_a_body, "ReadError"), (not_http, "RemoteProtocolError")])
 async def test_a_connection_that_breaks_after_it_was_made_is_this_requests_failure(server, serve: Serve,
                                                                                    named: str) -> None:
     client = await server(serve)
     with pytest.raises(RetryLater, match=named) as raised:
         await client.new_upload_key()
+    assert not isinstance(raised.value, Unavailable)
+
+
+async def test_an_upload_nobody_reads_times_out_as_this_uploads_failure(server, tmp_path: Path) -> None:
+    clip = tmp_path / "clip.mov"
+    clip.write_bytes(os.urandom(SMALL_BODY))
+    client = await server(never_read)
+    with pytest.raises(RetryLater, match="ReadTimeout") as raised:
+        await asyncio.wait_for(client.upload("k1", clip, size=SMALL_BODY, on_progress=lambda sent: None), 10)
     assert not isinstance(raised.value, Unavailable)
