@@ -23,6 +23,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import uvloop
 from pydantic import TypeAdapter, ValidationError
 
 from . import __version__, logs, postaction
@@ -36,7 +37,7 @@ DEMO_DIR = Path("vaultdrop-demo")
 TEMPFAIL_EXIT_STATUS = 75  # EX_TEMPFAIL
 DEMO_PORT = 8765
 DEPENDENCIES = ("watchdog", "httpx", "lxml", "pydantic", "pydantic-settings", "systemd-python", "aiohttp",
-                "httpx-aiohttp")
+                "httpx-aiohttp", "uvloop")
 _DURATION = TypeAdapter(Duration)
 VIDEO_ID = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -148,7 +149,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             return load_config(args.config, environ)
     _setup_logs(args, settings)
     try:
-        return asyncio.run(Daemon(settings, reload_settings).run())
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:  # its loop costs less CPU per file
+            return runner.run(Daemon(settings, reload_settings).run())
     finally:
         if sandbox is not None:
             sandbox.stop()
