@@ -178,7 +178,18 @@ class Daemon:
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)
         self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task.add_done_callback(self._background_ended)
+
+    def _background_ended(self, task: asyncio.Task[None]) -> None:
+        """A journal that cannot be written or flushed stops the daemon from any task
+        (the notifier, stale deletes), as it does from a job: none may die silently."""
+        self._background.discard(task)
+        error = None if task.cancelled() else task.exception()
+        if isinstance(error, ConfigError):
+            self._fatal = error
+            self.request_stop()
+        elif error is not None:
+            log(logging.ERROR, f"{task.get_coro().__qualname__} stopped: {error!r}; this is a bug, please report it")
 
     # -- folders and discovery -----------------------------------------------------
 

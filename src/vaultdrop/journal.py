@@ -13,6 +13,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import fields
 from pathlib import Path
@@ -387,6 +388,9 @@ class Journal(JournalRules):
         self._wal = f"{os.path.realpath(path)}-wal"
         self._commits = self._synced = 0
         self._syncing: asyncio.Task[None] | None = None
+        self._flush_failed: str | None = None
+        # its own thread: the shared pool may be busy hashing or copying large files
+        self._syncer = ThreadPoolExecutor(1, thread_name_prefix="journal-sync")
         self.notify_states: frozenset[JobState] = frozenset()
         try:
             if readonly:
@@ -412,6 +416,7 @@ class Journal(JournalRules):
             raise ConfigError(f"cannot open the journal {path}: {exc}") from None
 
     def close(self) -> None:
+        self._syncer.shutdown()
         if self.unsynced:  # this connection may not be the last, whose close would checkpoint
             with suppress(OSError):  # on a failing disk the next start reads what did reach it
                 fsync_path(self._wal)
@@ -424,21 +429,27 @@ class Journal(JournalRules):
     async def durable(self) -> None:
         """Group commit: with `group_commit`, a commit returns before its fsync
         (synchronous=NORMAL), and a side effect that depends on it waits here. One fsync
-        of the WAL, in a thread, covers every commit made before it began, so the jobs
-        in flight share it and the event loop never waits on the disk."""
-        while self._synced < self._commits:
+        of the WAL, on the journal's own thread, covers every commit made before it
+        began, so the jobs in flight share it and the event loop never waits on the disk.
+        A failed fsync fails every later call too: Linux reports a lost write once, and
+        a second fsync that succeeds proves nothing about it."""
+        target = self._commits
+        while self._synced < target:
+            if self._flush_failed is not None:
+                raise JournalUnwritable(self._flush_failed)
             if self._syncing is None:
                 self._syncing = asyncio.get_running_loop().create_task(self._sync())
+                self._syncing.add_done_callback(lambda task: task.cancelled() or task.exception())
             await asyncio.shield(self._syncing)
 
     async def _sync(self) -> None:
         covered = self._commits
         try:
-            await asyncio.to_thread(fsync_path, self._wal)
+            await asyncio.get_running_loop().run_in_executor(self._syncer, fsync_path, self._wal)
             self._synced = max(self._synced, covered)
         except OSError as exc:
-            raise JournalUnwritable(f"the journal {self.path} could not be flushed to disk: {exc}; "
-                                    "fix the disk") from None
+            self._flush_failed = f"the journal {self.path} could not be flushed to disk: {exc}; fix the disk"
+            raise JournalUnwritable(self._flush_failed) from None
         finally:
             self._syncing = None
 

@@ -130,7 +130,7 @@ class Pipeline:
         return job
 
     async def _stage(self, job: Job, folder: FolderSettings, resumed: bool) -> Transition:
-        await self.journal.durable()  # every stage acts on what the journal says: it must be on disk first
+        await self.journal.durable()  # every request and file operation waits for the commits before it
         match job.state:
             case JobState.QUEUED:
                 return await self.stages.start(job, folder)
@@ -175,6 +175,7 @@ class Pipeline:
                        changes: dict[str, Any] | None = None) -> Transition:
         report = {"job_id": job.id, "file": job.relpath, "error": error, "attempts": job.attempts,
                   "upload_key": job.upload_key, "video_id": job.video_id, "state": job.state.value}
+        await self.journal.durable()
         try:
             outcome = await postaction.fail(folder, job, report)
         except LocalFileError as exc:
@@ -189,6 +190,7 @@ class Pipeline:
         answered with a 500 (or a timeout) may have been stored all the same."""
         if not job.upload_key or job.state not in (JobState.UPLOADING, JobState.CONFIRMING):
             return None
+        await self.journal.durable()
         progress = await self.stages.progress_or_none(job)
         if progress is None or not progress.video_id:
             return None

@@ -34,7 +34,10 @@ GATEWAY_DOWN = (502, 503, 504)
 CHUNK_SIZE = 1024 * 1024
 SMALL_BODY = 256 * 1024  # up to this size a file is read whole and sent from the loop
 HASH_AHEAD = 2  # chunks queued for an upload's hashing task
-MAX_CONNECTIONS = 64
+MAX_CONNECTIONS = 64  # uploads sending at once (the sending and hashing threads)
+# Above every request that can be in flight (concurrency <= 64, the small lane, a stale
+# delete, the outage probe): waiting for a free connection would time out as an outage.
+CONNECTIONS = 100
 LOOP_EXTENSION = "vaultdrop.loop"  # request extension: the loop an _OnLoop transport sends on
 
 
@@ -79,7 +82,8 @@ class VaultClient:
         self._user = user
         self._password = password
         self._clock = clock
-        limits = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=16)
+        self._timeout = timeout
+        limits = httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=16)
         options: dict[str, Any] = {
             "timeout": httpx.Timeout(timeout),
             # identity: bodies are read raw and bounded, so a compressed one (or a bomb) is never inflated
@@ -196,9 +200,14 @@ class VaultClient:
                 await asyncio.sleep(throttle.delay_for(size))
             on_progress(size)
             try:
-                async with self._http.stream("POST", self._base + UPLOAD_PATH, params=params, headers=headers,
-                                             content=preamble + data + epilogue) as response:
-                    status, answer = response.status_code, await _read_bounded(response)
+                # aiohttp has no write timeout: a vault that stops reading would hold this forever
+                async with asyncio.timeout(2 * self._timeout):
+                    async with self._http.stream("POST", self._base + UPLOAD_PATH, params=params, headers=headers,
+                                                 content=preamble + data + epilogue) as response:
+                        status, answer = response.status_code, await _read_bounded(response)
+            except TimeoutError:
+                stalled = httpx.WriteTimeout(f"not sent and answered within {2 * self._timeout:g} s")
+                raise _transport_error(stalled, "upload interrupted") from None
             except httpx.TransportError as exc:
                 raise _transport_error(exc, "upload interrupted") from None
             _raise_for_status(status, answer, UPLOAD_PATH)

@@ -132,6 +132,28 @@ async def test_an_upload_nobody_reads_times_out_as_this_uploads_failure(server, 
     clip = tmp_path / "clip.mov"
     clip.write_bytes(os.urandom(SMALL_BODY))
     client = await server(never_read)
-    with pytest.raises(RetryLater, match="ReadTimeout") as raised:
+    with pytest.raises(RetryLater, match="Timeout") as raised:
         await asyncio.wait_for(client.upload("k1", clip, size=SMALL_BODY, on_progress=lambda sent: None), 10)
     assert not isinstance(raised.value, Unavailable)
+
+
+async def test_an_answer_trickled_byte_by_byte_cannot_hold_an_upload(server, tmp_path: Path) -> None:
+    """Each byte comes before the read timeout (0.5 s), so only the upload's own
+    deadline (twice the timeout) ends it."""
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+        await reader.readexactly(length)
+        for byte in b"HTTP/1.1 200 OK\r\n" * 10:
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.sleep(0.2)
+
+    clip = tmp_path / "clip.mov"
+    clip.write_bytes(os.urandom(1000))
+    client = await server(trickle)
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(RetryLater, match="WriteTimeout: not sent and answered within 1 s") as raised:
+        await asyncio.wait_for(client.upload("k1", clip, size=1000, on_progress=lambda sent: None), 10)
+    assert not isinstance(raised.value, Unavailable)
+    assert asyncio.get_running_loop().time() - started < 3
