@@ -29,7 +29,7 @@ from ..integration.harness import wait_for
 CGROUP = Path("/sys/fs/cgroup")
 
 # Runs as PID 1 of the new namespaces, then execs systemd. $1: the workdir; then the
-# host paths to share read-only. $WRITABLE: lines of "host-path inside-path".
+# host paths to share read-only. $WRITABLE: lines of "inside-path host-path".
 BOOT = r"""
 set -eu
 W=$1; shift
@@ -56,7 +56,7 @@ mount -t tmpfs -o mode=755 run $R/run
 mount -t tmpfs -o mode=1777 tmp $R/tmp
 # After /tmp and /run are fresh: a shared path may live below them (a clone in /tmp).
 for path in "$@"; do mkdir -p "$R$path"; mount --bind "$path" "$R$path"; mount -o remount,bind,ro "$R$path"; done
-echo "$WRITABLE" | while read -r host inside; do [ -z "$host" ] || { mkdir -p "$R$inside"; mount --bind "$host" "$R$inside"; }; done
+echo "$WRITABLE" | while read -r inside host; do [ -z "$host" ] || { mkdir -p "$R$inside"; mount --bind "$host" "$R$inside"; }; done
 # The one unit that would act on the host's kernel from here.
 ln -sf /dev/null $R/etc/systemd/system/systemd-modules-load.service
 mkdir -p $R/.oldroot
@@ -87,7 +87,7 @@ class BootedSystem:
                              f'--propagation private sh -c "$0" boot "$@"', BOOT, str(workdir), *map(str, shared)],
                 stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
                 env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CGROUP_V1": v1,
-                     "WRITABLE": "\n".join(f"{host} {inside}" for inside, host in (writable or {}).items())},
+                     "WRITABLE": "\n".join(f"{inside} {host}" for inside, host in (writable or {}).items())},
             )
         self.pid = wait_for(self._init_pid, timeout=30, what="systemd as PID 1 of the namespace")
         if self.pid < 0:
