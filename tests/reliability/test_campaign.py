@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import signal
 import statistics
 import threading
@@ -28,6 +29,7 @@ import psutil
 import pytest
 
 from vaultdrop.model import JobState
+from vaultdrop.postaction import PRIVATE_PREFIX
 from vaultdrop.sandbox.launcher import SandboxProcess, spawn_sandbox
 
 from ..integration.harness import DaemonRunner, wait_for
@@ -45,6 +47,7 @@ KILLS = int(os.environ.get("VAULTDROP_CAMPAIGN_KILLS", "50"))
 HOST_KILLS = int(os.environ.get("VAULTDROP_CAMPAIGN_HOST_KILLS", "12"))
 OUTAGE = float(os.environ.get("VAULTDROP_CAMPAIGN_OUTAGE", "180"))
 FILES_PER_KILL = 6
+CLAIMED = re.compile(rf"^{re.escape(PRIVATE_PREFIX)}\d+-")  # a job's private name while it is moved
 HOSTILE_PER_BURST = 6
 RSS_GROWTH_LIMIT = 40 * 1024 * 1024
 RETRY_LINE = "retry in "  # the daemon's log line for every scheduled retry
@@ -75,10 +78,14 @@ def sha256_file(path: Path) -> str:
 
 
 def check_nothing_archived_early(runner: DaemonRunner, digests: dict[str, str]) -> None:
-    """Every file is in exactly one place, and an archived file's content is already in the vault."""
+    """Every file is in exactly one place, and an archived file's content is already in the vault.
+
+    A kill between the two renames of an archive move leaves the file claimed under its
+    job's private name in the drop folder (postaction.private_path); the restarted daemon
+    finishes the move, which settle_accounts checks."""
     stored = {v["sha256"] for v in runner.sandbox.videos()}
     archived = {p.name for p in runner.archive.iterdir()}
-    waiting = {p.name for p in runner.drop.iterdir()}
+    waiting = {CLAIMED.sub("", p.name) for p in runner.drop.iterdir()}
     assert archived.isdisjoint(waiting) and archived | waiting == set(digests), "a local file went missing"
     early = [name for name in archived if digests[name] not in stored]
     assert not early, f"archived before the vault held them: {early}"
