@@ -31,12 +31,14 @@ async def test_an_unwritable_journal_met_by_a_background_task_stops_the_daemon(t
     assert stopped._stopping and stopped._fatal is not None and stopped._fatal.exit_status == 75
 
 
-async def test_a_background_task_that_crashes_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_background_task_that_crashes_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     running = daemon(tmp_path)
 
     async def rescan() -> None:
         raise ValueError("boom")
 
+    monkeypatch.setattr(logging.getLogger("vaultdrop"), "propagate", True)  # undo an earlier logs.setup()
     with caplog.at_level(logging.ERROR, logger="vaultdrop"):
         running._spawn(rescan())
         await asyncio.sleep(0.01)

@@ -66,10 +66,9 @@ async def half_a_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 async def server() -> AsyncIterator[Callable[[Serve], Awaitable[VaultClient]]]:
     servers: list[asyncio.Server] = []
     clients: list[VaultClient] = []
+    tasks: set[asyncio.Task[None]] = set()
 
     async def start(serve: Serve) -> VaultClient:
-        tasks: set[asyncio.Task[None]] = set()
-
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             tasks.add(asyncio.current_task())  # type: ignore[arg-type]
             try:
@@ -91,6 +90,9 @@ async def server() -> AsyncIterator[Callable[[Serve], Awaitable[VaultClient]]]:
         await client.aclose()
     for listening in servers:
         listening.close()
+    for task in tasks:  # a connection still being served (never_answer, trickle)
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def test_answers_on_one_kept_alive_connection(server) -> None:
