@@ -39,6 +39,7 @@ def test_drop_folder_bounded_exploration(backend: tuple[str, PgDatabase | None])
 
 
 @pytest.mark.explore
+@pytest.mark.timeout(3600)  # about 40 minutes; the suite's 300 s would cut it short
 def test_drop_folder_long_exploration(backend: tuple[str, PgDatabase | None]) -> None:
     name, database = backend
     run_state_machine_as_test(functools.partial(DropFolder, database), settings=LONG[name])
