@@ -91,6 +91,11 @@ class Daemon:
         self._stopping = True
         self._wake.set()
 
+    def _stop_fatally(self, error: ConfigError) -> None:
+        """Stop with the error's exit status (78 for the config, 75 for the journal's disk)."""
+        self._fatal = error
+        self.request_stop()
+
     def request_reload(self) -> None:
         self._reload_requested = True
         self._wake.set()
@@ -186,8 +191,7 @@ class Daemon:
         self._background.discard(task)
         error = None if task.cancelled() else task.exception()
         if isinstance(error, ConfigError):
-            self._fatal = error
-            self.request_stop()
+            self._stop_fatally(error)
         elif error is not None:
             log(logging.ERROR, f"{task.get_coro().__qualname__} stopped: {error!r}; this is a bug, please report it")
 
@@ -289,8 +293,7 @@ class Daemon:
             try:
                 job = await admit(self.journal, folder, relpath, info)
             except ConfigError as exc:  # the journal cannot be written: stop, the file stays for next time
-                self._fatal = exc
-                self.request_stop()
+                self._stop_fatally(exc)
                 return
             except JournalUnavailable as exc:  # the PostgreSQL journal is down: the next rescan finds the file
                 log(logging.WARNING, f"{relpath} not journalled yet: {exc}", event="journal_outage")
@@ -354,8 +357,7 @@ class Daemon:
         if not task.cancelled():
             error = task.exception()
             if isinstance(error, ConfigError):
-                self._fatal = error
-                self.request_stop()
+                self._stop_fatally(error)
             elif isinstance(error, LeaseLost | JournalUnavailable):
                 log(logging.WARNING, f"job {job_id} stopped here: {error}", job_id=job_id)
             elif error is not None:

@@ -446,7 +446,7 @@ class Journal(JournalRules):
         covered = self._commits
         try:
             await asyncio.get_running_loop().run_in_executor(self._syncer, fsync_path, self._wal)
-            self._synced = max(self._synced, covered)
+            self._synced = covered  # one fsync at a time: covered only grows
         except OSError as exc:
             self._flush_failed = f"the journal {self.path} could not be flushed to disk: {exc}; fix the disk"
             raise JournalUnwritable(self._flush_failed) from None
