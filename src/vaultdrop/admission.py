@@ -38,15 +38,39 @@ def _holds_inode(job: Job, inode: int) -> bool:
         return False
 
 
+async def _replaced(journal: JournalStore, job: Job, identity: FileIdentity) -> bool:
+    """Whether a finished job's file was replaced by other bytes that kept its size, mtime
+    and inode (`cp -p` of the next take over a kept file): only the change time says so,
+    and then the sha256 decides. A job still at work checks its file itself (stages)."""
+    if job.state not in (JobState.DONE, JobState.SKIPPED) or job.sha256 is None:
+        return False
+    if identity.ctime_ns is None or job.ctime_ns is None or identity.ctime_ns == job.ctime_ns:
+        return False
+    try:
+        digest = await asyncio.to_thread(sha256_of, identity.path)
+    except LocalFileError as exc:  # gone or unreadable: it is looked at again if it settles again
+        log(logging.WARNING, f"{identity.relpath}: {exc}")
+        return False
+    if digest == job.sha256:
+        journal.update(job, ctime_ns=identity.ctime_ns)  # same bytes (a chmod, a link): hash it once
+        return False
+    journal.update(job, released=1)  # the path no longer holds job's file
+    log(logging.INFO, f"{identity.relpath} was replaced by other content of the same size and time: a new "
+        f"version (job {job.id} keeps video {job.video_id})", **job_fields(job))
+    return True
+
+
 async def admit(journal: JournalStore, folder: FolderSettings, relpath: str, info: StatLike) -> Job | None:
     """Journal a settled file; the job when there is new work, None when there is none."""
     identity = FileIdentity.of(str(folder.path), canonical(folder, relpath), info)
     for other in journal.same_inode(identity):
         unchanged = (other.size, other.mtime_ns) == (identity.size, identity.mtime_ns)
         if other.path == identity.path and not other.released:
-            if unchanged:
+            if not unchanged:
+                continue  # changed in place: enqueue decides
+            if not await _replaced(journal, other, identity):
                 return None  # this very file, already journalled
-            continue  # changed in place: enqueue decides
+            break
         if not other.released and _holds_inode(other, identity.inode):
             log(logging.INFO, f"{identity.relpath} is the same file as {other.relpath}: "
                 f"job {other.id} uploads it once", **job_fields(other))

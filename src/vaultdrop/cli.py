@@ -180,7 +180,8 @@ def _daemon_line(state_dir: Path) -> dict[str, Any]:
     return {"running": running, "pid": record.pid if record and running else None,
             "since": _local_time(record.started_at) if record and running else None,
             "last_error": record.last_error if record else None,
-            "last_error_at": _local_time(record.last_error_at) if record else None}
+            "last_error_at": _local_time(record.last_error_at) if record else None,
+            "waiting": record.waiting if record and running else None}
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -197,6 +198,11 @@ def cmd_status(args: argparse.Namespace) -> int:
           else "daemon: not running")
     if daemon["last_error"]:
         print(f"last error: {daemon['last_error_at']} {daemon['last_error']}")
+    if daemon["waiting"] and any(daemon["waiting"].values()):
+        waiting = daemon["waiting"]
+        print(f"not complete yet: {waiting.get('settling', 0)} settling, {waiting.get('open', 0)} open for writing"
+              f" ({waiting.get('open_too_long', 0)} past incomplete_timeout), {waiting.get('incomplete', 0)} "
+              "with an incomplete container")
     print("jobs: " + ("  ".join(f"{state.value} {count}" for state, count in counts.items() if count) or "none yet"))
     for job in active:
         percent = 100 * job.bytes_sent / job.size if job.size else 100

@@ -360,6 +360,13 @@ class FolderSettings(_Section):
     temp_suffixes: list[str] = list(DEFAULT_TEMP_SUFFIXES)
     recursive: bool = True
     settle: Duration = 5.0
+    # "auto": a recognised container (MP4/MOV, MXF, WAV) must also say it is whole, and a
+    # file closed after writing whose container is whole needs no settle time. "settle":
+    # the settle time (and open-for-writing) alone.
+    complete: Literal["auto", "settle"] = "auto"
+    # How long a file may stay open for writing (then: one warning) or unchanged with an
+    # incomplete container (then: its job fails with the reason) before someone is told.
+    incomplete_timeout: Duration = Field(3600.0, gt=0)
     ready_marker: str = ""
     watcher: Literal["inotify", "polling"] = "inotify"
     poll_interval: Duration = Field(2.0, gt=0)

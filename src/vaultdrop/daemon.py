@@ -1,4 +1,4 @@
-"""The daemon: one asyncio loop wiring watch → settle → journal → pipeline → post-action.
+"""The daemon: one asyncio loop wiring watch → completeness → journal → pipeline → post-action.
 
 Signal handlers only set flags and wake the scheduler. The systemd watchdog is pinged
 from a loop task, so a ping proves the loop is alive. Stopping drains: no new uploads
@@ -28,11 +28,11 @@ from .logs import log
 from .metrics import MetricsServer
 from .notify import NotificationSender, notify_states
 from .admission import admit
+from .completeness import Completeness
 from .pipeline import SCALEENGINE, VAULT, Pipeline
 from .preflight import check_online
 from .runstate import RunStateRecorder
 from .service import Notifier
-from .settle import Settler
 from .watch import FolderWatch, OverflowHook, scan
 from .wiring import build_pipeline, max_delay, open_journal, open_reader
 
@@ -105,13 +105,14 @@ class Daemon:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         lock = lock_state_dir(self.settings.daemon.state_dir)
-        logs.attach(RunStateRecorder(self.settings.daemon.state_dir), self.settings.secrets())
+        self._run_state = RunStateRecorder(self.settings.daemon.state_dir)
+        logs.attach(self._run_state, self.settings.secrets())
         self.journal = open_journal(self.settings)
         self._metrics = MetricsServer(self.settings.metrics.listen, open_reader(self.settings)) \
             if self.settings.metrics.listen else None
         self._sender = NotificationSender(self.journal, lambda: self.settings.notify)
         self.events = Fanout(self._sender, *([self._metrics.recorder] if self._metrics else []))
-        self._settler = Settler(loop, self._on_settled)
+        self._completeness = Completeness(loop, self._on_settled, self._folders)
         self._overflow = OverflowHook(loop, self._rescan_all)
         self._overflow.install()
         handlers = {signal.SIGTERM: self.request_stop, signal.SIGINT: self.request_stop,
@@ -148,7 +149,7 @@ class Daemon:
             for watch in self._watches.values():
                 watch.stop()
             self._overflow.remove()
-            self._settler.close()
+            self._completeness.close()
             await self.pipeline.aclose()
             await self._sender.aclose()
             if self._metrics is not None:
@@ -163,13 +164,13 @@ class Daemon:
 
     def _build_pipeline(self, settings: Settings) -> Pipeline:
         return build_pipeline(settings, self.journal, self._folder_for, on_back=lambda service: self._wake.set(),
-                              on_displaced=self._look_again, events=self.events)
+                              on_displaced=self._look_again, events=self.events, readiness=self._completeness)
 
     def _look_again(self, path: Path) -> None:
         """Settle a path whose content turned out not to be its job's (see Pipeline._look_again)."""
         folder = next((f for f in self._folders.values() if path.is_relative_to(f.path)), None)
         if folder is not None:
-            self._settler.touch(folder, path.relative_to(folder.path).as_posix())
+            self._completeness.touch(folder, path.relative_to(folder.path).as_posix())
 
     async def _preflight(self) -> None:
         """Rejected credentials stop the daemon before READY=1 (exit 78), not at the first
@@ -208,12 +209,12 @@ class Daemon:
             if key not in wanted or wanted[key] != self._folders[key]:
                 self._watches.pop(key).stop()
                 self._missing.discard(key)
-                self._settler.forget_folder(self._folders.pop(key))
+                self._completeness.forget_folder(self._folders.pop(key))
                 log(logging.INFO, f"stopped watching {key}", folder=key)
         for key, folder in wanted.items():
             if key not in self._watches:
                 self._folders[key] = folder
-                self._watches[key] = FolderWatch.start(folder, loop, self._settler.touch, self._rescan)
+                self._watches[key] = FolderWatch.start(folder, loop, self._completeness.event, self._rescan)
                 self._rescan(folder)
                 if self._metrics is not None:
                     self._metrics.recorder.watching(key)
@@ -236,7 +237,7 @@ class Daemon:
                             folder=key)
                     continue
                 try:
-                    self._watches[key] = FolderWatch.start(watch.folder, loop, self._settler.touch, self._rescan)
+                    self._watches[key] = FolderWatch.start(watch.folder, loop, self._completeness.event, self._rescan)
                 except OSError:
                     continue  # gone again before the watch started: the next check sees it
                 self._missing.discard(key)
@@ -249,6 +250,7 @@ class Daemon:
 
     def _rescan_all(self) -> None:
         log(logging.WARNING, "file events were lost (inotify overflow): rescanning every folder")
+        self._completeness.lost_events()
         for folder in self._folders.values():
             self._rescan(folder)
 
@@ -263,8 +265,9 @@ class Daemon:
             log(logging.WARNING, f"rescan of {folder.path} postponed: {exc}", event="journal_outage")
             return
         for relpath, info in found:
-            if (relpath, *stat_key(info)) not in known:
-                self._settler.touch(folder, relpath)
+            key = (relpath, *stat_key(info))
+            if key not in known or known[key] not in (None, info.st_ctime_ns):  # new, or maybe other bytes
+                self._completeness.touch(folder, relpath)
 
     async def _delete_stale_videos(self) -> None:
         while True:
@@ -426,6 +429,10 @@ class Daemon:
         while True:
             self._notifier.watchdog()
             self._notifier.status(self._status_line())
+            waiting = dict(self._completeness.waiting())
+            self._run_state.waiting(waiting)
+            if self._metrics is not None:
+                self._metrics.recorder.files_waiting(waiting)
             await asyncio.sleep(min(interval, STATUS_INTERVAL))
 
     async def _drain(self) -> None:

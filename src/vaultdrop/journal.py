@@ -100,7 +100,7 @@ class JournalStore(Protocol):
     def enqueue(self, identity: FileIdentity) -> Job | None: ...
     def same_inode(self, identity: FileIdentity) -> list[Job]: ...
     def follow(self, job: Job, identity: FileIdentity, detail: str) -> Job: ...
-    def known_identities(self, folder: str) -> set[tuple[str, int, int, int]]: ...
+    def known_identities(self, folder: str) -> dict[tuple[str, int, int, int], int | None]: ...
     def runnable(self, now: float, exclude: set[int], limit: int, folders: Collection[str],
                  horizon: float = ..., max_size: int = ...) -> list[Job]: ...
     def next_due(self, exclude: set[int], folders: Collection[str], horizon: float = ...) -> float | None: ...
@@ -557,16 +557,16 @@ class Journal(JournalRules):
                 return None  # uploading: its confirm stage notices the change and starts over
             if active:
                 db.execute(
-                    "UPDATE jobs SET size=?, mtime_ns=?, inode=?, updated_at=? WHERE id=?",
-                    (identity.size, identity.mtime_ns, identity.inode, now, active["id"]),
+                    "UPDATE jobs SET size=?, mtime_ns=?, inode=?, ctime_ns=?, sha256=NULL, updated_at=? WHERE id=?",
+                    (identity.size, identity.mtime_ns, identity.inode, identity.ctime_ns, now, active["id"]),
                 )
                 job_id = active["id"]
             else:
                 job_id = db.execute(
-                    "INSERT INTO jobs (folder, relpath, size, mtime_ns, inode, state, created_at, updated_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO jobs (folder, relpath, size, mtime_ns, inode, ctime_ns, state, created_at, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     _params(identity.folder, identity.relpath, identity.size, identity.mtime_ns, identity.inode,
-                            JobState.QUEUED.value, now, now),
+                            identity.ctime_ns, JobState.QUEUED.value, now, now),
                 ).lastrowid or 0
                 self._history(db, job_id, None, JobState.QUEUED, f"{identity.size} bytes")
             row = db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
@@ -587,12 +587,13 @@ class Journal(JournalRules):
             row = db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id=?", (job.id,)).fetchone()
         return self._job(row)
 
-    def known_identities(self, folder: str) -> set[tuple[str, int, int, int]]:
-        """(relpath, size, mtime_ns, inode) of every file a job still owns, for fast rescans."""
+    def known_identities(self, folder: str) -> dict[tuple[str, int, int, int], int | None]:
+        """(relpath, size, mtime_ns, inode) of every file a job still owns, with the change
+        time the job last saw (None: not recorded), for fast rescans."""
         rows = self._read(
-            "SELECT relpath, size, mtime_ns, inode FROM jobs WHERE folder=? AND released=0", _params(folder)
+            "SELECT relpath, size, mtime_ns, inode, ctime_ns FROM jobs WHERE folder=? AND released=0", _params(folder)
         )
-        return {(_from_db(r[0]), r[1], r[2], r[3]) for r in rows}
+        return {(_from_db(r[0]), r[1], r[2], r[3]): r[4] for r in rows}
 
     # -- scheduling ------------------------------------------------------------------
 

@@ -257,15 +257,15 @@ class PgJournal(JournalRules):
                 return None
             if active:
                 row = _one(db.execute(
-                    f"UPDATE jobs SET size=%s, mtime_ns=%s, inode=%s, updated_at=%s WHERE id=%s RETURNING {JOB_COLUMNS}",
-                    (identity.size, identity.mtime_ns, identity.inode, now, active["id"]),
+                    f"UPDATE jobs SET size=%s, mtime_ns=%s, inode=%s, ctime_ns=%s, sha256=NULL, updated_at=%s WHERE id=%s RETURNING {JOB_COLUMNS}",
+                    (identity.size, identity.mtime_ns, identity.inode, identity.ctime_ns, now, active["id"]),
                 ))
             else:
                 row = _one(db.execute(
-                    "INSERT INTO jobs (folder, relpath, size, mtime_ns, inode, state, created_at, updated_at)"
-                    f" VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING {JOB_COLUMNS}",
-                    (folder, relpath, identity.size, identity.mtime_ns, identity.inode, JobState.QUEUED.value,
-                     now, now),
+                    "INSERT INTO jobs (folder, relpath, size, mtime_ns, inode, ctime_ns, state, created_at, updated_at)"
+                    f" VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {JOB_COLUMNS}",
+                    (folder, relpath, identity.size, identity.mtime_ns, identity.inode, identity.ctime_ns,
+                     JobState.QUEUED.value, now, now),
                 ))
                 self._history(db, row["id"], None, JobState.QUEUED, f"{identity.size} bytes")
         return _job(row)
@@ -286,12 +286,12 @@ class PgJournal(JournalRules):
             self._history(db, job.id, job.state, job.state, detail)
         return _job(row)
 
-    def known_identities(self, folder: str) -> set[tuple[str, int, int, int]]:
+    def known_identities(self, folder: str) -> dict[tuple[str, int, int, int], int | None]:
         with self._transaction() as db:
-            rows = db.execute("SELECT relpath, size, mtime_ns, inode FROM jobs WHERE folder=%s AND released=0",
-                              (_name(folder),)).fetchall()
-        return {(bytes(r["relpath"]).decode("utf-8", "surrogateescape"), r["size"], r["mtime_ns"], r["inode"])
-                for r in rows}
+            rows = db.execute("SELECT relpath, size, mtime_ns, inode, ctime_ns FROM jobs WHERE folder=%s"
+                              " AND released=0", (_name(folder),)).fetchall()
+        return {(bytes(r["relpath"]).decode("utf-8", "surrogateescape"), r["size"], r["mtime_ns"], r["inode"]):
+                r["ctime_ns"] for r in rows}
 
     # -- scheduling ------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
@@ -29,6 +29,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from . import __version__
+from .completeness import WAIT_REASONS
 from .config import listen_parts
 from .errors import ConfigError
 from .events import RETRY_REASONS, Observer
@@ -56,10 +57,18 @@ class MetricsRecorder(Observer):
                               registry=registry)
         self.last_success = Gauge("vaultdrop_last_success_timestamp_seconds",
                                   "When the vault last confirmed a file (Unix time)", registry=registry)
+        self.waiting = Gauge("vaultdrop_files_waiting", "Files not complete yet, by why: settling, open (for "
+                             "writing), incomplete (container), open_too_long (open past incomplete_timeout)",
+                             ["reason"], registry=registry)
         Info("vaultdrop_build", "The running vaultdrop", registry=registry).info({"version": __version__})
         self.vault_up.set(1)  # no evidence of an outage yet
         for reason in RETRY_REASONS:
             self.retries.labels(reason)
+        self.files_waiting(dict.fromkeys(WAIT_REASONS, 0))
+
+    def files_waiting(self, counts: Mapping[str, int]) -> None:
+        for reason, count in counts.items():
+            self.waiting.labels(reason).set(count)
 
     def watching(self, folder: str) -> None:
         """Create a folder's series at zero, so its first failure is an increase, not a new series."""

@@ -75,10 +75,13 @@ class FileIdentity:
     size: int
     mtime_ns: int
     inode: int
+    # The change time when it was seen: not part of *which* file it is, but a moved ctime
+    # with all else equal (`cp -p` over it) may be other content (see files.holds).
+    ctime_ns: int | None = field(default=None, compare=False)
 
     @classmethod
     def of(cls, folder: str, relpath: str, info: StatLike) -> FileIdentity:
-        return cls(folder, relpath, *stat_key(info))
+        return cls(folder, relpath, *stat_key(info), getattr(info, "st_ctime_ns", None))
 
     @property
     def path(self) -> Path:

@@ -25,7 +25,7 @@ from .logs import job_fields, log, log_change, log_done
 from .model import TERMINAL, Job, JobState, Transition
 from .outage import Outages
 from .retry import GiveUp, Policy, Retry, decide
-from .stages import VaultStages
+from .stages import VaultStages, recheck_delay
 
 CRASH_PAUSE = 60.0
 S3_GONE_PAUSE = 60.0
@@ -135,7 +135,7 @@ class Pipeline:
             case JobState.QUEUED:
                 return await self.stages.start(job, folder)
             case JobState.UPLOADING:
-                return await self.stages.upload(job, resumed)
+                return await self.stages.upload(job, folder, resumed)
             case JobState.CONFIRMING:
                 return await self.stages.confirm(job, folder)
             case JobState.S3_QUEUEING | JobState.S3_WAITING:
@@ -153,6 +153,9 @@ class Pipeline:
 
         The upload is done: a blocked archive folder is the operator's to fix, so the job
         waits for it (said at each try) and never spends its way into failed_dir."""
+        if folder.after_upload != "keep" and self.stages.readiness.writing(job.path):
+            raise Waiting(f"{job.relpath} is open for writing: it is {folder.after_upload}d once it is closed "
+                          "(a new version is uploaded first)", recheck_delay(folder))
         self.journal.hold(job)  # on a shared folder, only the host that holds the job touches its file
         try:
             outcome = await postaction.finish(folder, job)
@@ -177,7 +180,10 @@ class Pipeline:
                   "upload_key": job.upload_key, "video_id": job.video_id, "state": job.state.value}
         await self.journal.durable()
         try:
-            outcome = await postaction.fail(folder, job, report)
+            if self.stages.readiness.writing(job.path):  # its next version, once closed, is a job of its own
+                outcome = postaction.Outcome("left in place: it is open for writing")
+            else:
+                outcome = await postaction.fail(folder, job, report)
         except LocalFileError as exc:
             outcome = postaction.Outcome(f"left in place: {exc}")
         self._look_again(outcome)

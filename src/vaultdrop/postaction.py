@@ -18,6 +18,7 @@ import errno
 import json
 import os
 import shutil
+import stat
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -33,6 +34,7 @@ ERROR_SUFFIX = ".error.json"
 PRIVATE_PREFIX = ".vaultdrop-"
 OTHER_CONTENT = "left alone: the path now holds other content"
 NOTHING_THERE = "left alone: nothing at the path any more"
+NOT_A_FILE = "left alone: the path now holds something that is not a regular file"
 
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
@@ -160,10 +162,12 @@ def _claim(job: Job) -> Path | Outcome:
         if os.path.lexists(private):  # claimed before a crash: our own rename moved its ctime
             same = holds(job, private, os.stat(private))
         else:
-            info = os.stat(job.path)  # before the rename, which moves the ctime that `holds` reads
+            info = os.lstat(job.path)  # before the rename, which moves the ctime that `holds` reads
+            if not stat.S_ISREG(info.st_mode):  # a directory, link or FIFO took the name: never ours to move
+                return Outcome(NOT_A_FILE, released=True)
             os.rename(job.path, private)
             same = holds(job, private, info)
-    except FileNotFoundError:  # nothing there, or a dangling symlink
+    except FileNotFoundError:  # nothing there
         if not os.path.lexists(private):
             return Outcome(NOTHING_THERE, released=True)
         same = False

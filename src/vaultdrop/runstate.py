@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from contextlib import suppress
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 LOCK_NAME = "vaultdrop.lock"
@@ -27,6 +27,7 @@ class RunState:
     started_at: float
     last_error: str | None = None
     last_error_at: float | None = None
+    waiting: dict[str, int] | None = None  # files not complete yet, by reason (completeness.py)
 
 
 def daemon_running(state_dir: Path) -> bool:
@@ -60,9 +61,16 @@ class RunStateRecorder(logging.Handler):
         self._write()
 
     def emit(self, record: logging.LogRecord) -> None:
-        self._state = RunState(self._state.pid, self._state.started_at, record.getMessage()[:500], record.created)
+        self._state = replace(self._state, last_error=record.getMessage()[:500], last_error_at=record.created)
         with suppress(OSError):  # a full disk: the error line itself still goes out, no traceback here
             self._write()
+
+    def waiting(self, counts: dict[str, int]) -> None:
+        """Why files are not complete yet; written only when that changed."""
+        if counts != self._state.waiting:
+            self._state = replace(self._state, waiting=counts)
+            with suppress(OSError):
+                self._write()
 
     def _write(self) -> None:
         temporary = self._path.with_name(f".{STATUS_NAME}.tmp")

@@ -12,9 +12,13 @@ import asyncio
 import contextlib
 import logging
 import os
+import stat
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Protocol
 
+from . import containers
 from .config import FolderSettings, Settings
 from .errors import JobFailed, RetryLater, VaultdropError, Waiting
 from .files import holds, sha256_of, stat_or_none
@@ -28,6 +32,37 @@ PROGRESS_WRITE_INTERVAL = 1.0
 UNKNOWN_KEY_CONFIRMATIONS = 3  # "unknown key" answers in a row before a POSTed key is given up
 
 
+class Readiness(Protocol):
+    """Intake's word on a path (completeness.py): the runner never sends a version of a file
+    that intake has not found complete, nor moves a file that is being written."""
+
+    def waiting_reason(self, path: Path) -> str | None:
+        """None when the file at `path` is complete as it is now; else why it waits."""
+
+    def writing(self, path: Path) -> bool:
+        """Whether someone has the file open and wrote to it."""
+
+
+class Unwatched:
+    """The Readiness of files no watcher sees (the one-shot upload): the caller vouches."""
+
+    def waiting_reason(self, path: Path) -> str | None:
+        return None
+
+    def writing(self, path: Path) -> bool:
+        return False
+
+
+def changed(job: Job, info: os.stat_result) -> bool:
+    """Whether the path holds another version than the job recorded (a moved change time
+    with all else equal counts: `cp -p` of another take over it)."""
+    return not job.is_file(info) or (job.ctime_ns is not None and info.st_ctime_ns != job.ctime_ns)
+
+
+def recheck_delay(folder: FolderSettings) -> float:
+    return max(folder.settle, 1.0)
+
+
 def identity_changes(info: os.stat_result) -> dict[str, int]:
     return {"size": info.st_size, "mtime_ns": info.st_mtime_ns, "inode": info.st_ino}
 
@@ -39,8 +74,10 @@ def after_confirmation(folder: FolderSettings) -> JobState:
 class VaultStages:
     def __init__(self, journal: JournalStore, vault: VaultClient, settings: Settings, *,
                  clock: Callable[[], float], sleep: Callable[[float], Awaitable[None]],
-                 throttle: Throttle | None = None, events: JobEvents | None = None) -> None:
+                 throttle: Throttle | None = None, events: JobEvents | None = None,
+                 readiness: Readiness | None = None) -> None:
         self._journal = journal
+        self.readiness = readiness if readiness is not None else Unwatched()
         self._events = events or Fanout()
         self.vault = vault
         self._settings = settings
@@ -53,10 +90,14 @@ class VaultStages:
         info = stat_or_none(job.path)
         if info is None:
             raise JobFailed("file vanished before it could be uploaded")
-        if not job.is_file(info):
-            return self._take_new_content(job, info, "taking the new content")
+        if not stat.S_ISREG(info.st_mode):
+            raise JobFailed("file vanished before it could be uploaded: its name now holds something that is not "
+                            "a file (left alone)")
+        if changed(job, info):
+            return self._new_version(job, folder, info, "taking the new content")
         if info.st_size == 0:
             raise RetryLater("the file is empty now")
+        self._check_container(job, folder, info)
         if self._settings.daemon.dedupe == "sha256":
             if job.sha256 is None:
                 digest = await asyncio.to_thread(sha256_of, job.path)
@@ -70,6 +111,30 @@ class VaultStages:
             return Transition(None, "a twin was confirmed while the key was fetched", quiet=True)
         return Transition(JobState.UPLOADING, f"upload key {key}", {"upload_key": key, "bytes_sent": 0,
                                                                      "key_unknown": 0, "ctime_ns": info.st_ctime_ns})
+
+    def _new_version(self, job: Job, folder: FolderSettings, info: os.stat_result, how: str) -> Transition:
+        """The file changed after it was admitted: nothing is sent until intake finds the
+        new version complete (a writer may still be at it), then that version is taken."""
+        reason = self.readiness.waiting_reason(job.path)
+        if reason is not None:
+            raise Waiting(f"the file changed: {reason}", recheck_delay(folder))
+        return self._take_new_content(job, info, how)
+
+    def _check_container(self, job: Job, folder: FolderSettings, info: os.stat_result) -> None:
+        """An incomplete container is never sent: it waits, and fails once it stayed
+        unchanged for incomplete_timeout (by its change time, so a restart does not reset it)."""
+        if folder.complete != "auto":
+            return
+        try:
+            verdict = containers.judge(job.path)
+        except OSError:
+            return  # the upload itself says what is wrong with reading it
+        if verdict.state != "incomplete":
+            return
+        age = self._clock() - info.st_ctime_ns / 1e9
+        if age >= folder.incomplete_timeout:
+            raise JobFailed(f"{verdict.reason} (unchanged for {age:.0f} s)")
+        raise Waiting(verdict.reason, min(folder.incomplete_timeout - age, recheck_delay(folder)))
 
     def _take_new_content(self, job: Job, info: os.stat_result, how: str) -> Transition:
         """The path holds other content than journalled, before anything was sent: upload that,
@@ -99,7 +164,7 @@ class VaultStages:
                 raise Waiting(f"job {twin.id} is uploading the same content", self._settings.vault.poll_interval)
         return None
 
-    async def upload(self, job: Job, resumed: bool) -> Transition:
+    async def upload(self, job: Job, folder: FolderSettings, resumed: bool) -> Transition:
         if resumed:  # a POST may have completed before the crash or the error: ask first
             progress = await self._progress(job)
             if isinstance(progress, Transition):
@@ -110,8 +175,8 @@ class VaultStages:
             if info is None and progress.received > 0:  # the vault may still finish what it received
                 return Transition(JobState.CONFIRMING, "the file is gone: waiting for the vault to confirm what it "
                                   "received", {"key_unknown": 0})
-            if info is not None and not job.is_file(info):
-                return self._take_new_content(job, info, "sending the new content on the same key")
+            if info is not None and changed(job, info):
+                return self._new_version(job, folder, info, "sending the new content on the same key")
         key = job.upload_key
         assert key is not None
         last_write = time.monotonic()
@@ -129,6 +194,8 @@ class VaultStages:
                     job = self._journal.update(job, bytes_sent=sent)
 
         before = stat_or_none(job.path)  # its ctime tells a rewrite that keeps size and mtime
+        if before is not None and changed(job, before):  # since the key was taken: the new version settles first
+            return self._new_version(job, folder, before, "sending the new content on the same key")
         started = time.monotonic()
         try:
             digest = await self.vault.upload(key, job.path, size=job.size, on_progress=on_progress,

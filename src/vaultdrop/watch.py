@@ -1,7 +1,7 @@
 """Watching folders: watchdog observers hand file events to the event loop.
 
 The observer thread never touches daemon state: it only calls
-`loop.call_soon_threadsafe(on_path, folder, relpath)`. Which paths count as candidates
+`loop.call_soon_threadsafe(on_event, folder, relpath, kind)`. Which paths count as candidates
 (temporary names, include/exclude globs, markers, sidecars) is decided here, once, for
 both live events and scans.
 """
@@ -27,7 +27,10 @@ from watchdog.observers.polling import PollingObserver
 from .config import FolderSettings
 from .model import marker_owner, sidecar_owner
 
-PathCallback = Callable[[FolderSettings, str], None]
+# (folder, relpath, event kind): `opened`, `closed` (after writing), `closed_no_write`, or
+# a change (`modified`, `created`, `moved`); completeness.py counts the writers.
+EventCallback = Callable[[FolderSettings, str, str], None]
+OPEN_CLOSE_EVENTS = ("opened", "closed", "closed_no_write")
 logger = logging.getLogger("vaultdrop.watch")
 NOTICES_REMEMBERED = 10_000
 
@@ -128,11 +131,12 @@ def regular_file_stat(folder: FolderSettings, relpath: str) -> os.stat_result | 
 
 class ScannedFile(NamedTuple):
     """The part of a stat() a scan keeps: a full os.stat_result is about 610 bytes, which
-    made a 100,000-file start-up scan cost 45 MiB more than these three numbers."""
+    made a 100,000-file start-up scan cost 45 MiB more than these four numbers."""
 
     st_size: int
     st_mtime_ns: int
     st_ino: int
+    st_ctime_ns: int
 
 
 def scan(folder: FolderSettings) -> list[tuple[str, ScannedFile]]:
@@ -146,34 +150,39 @@ def scan(folder: FolderSettings) -> list[tuple[str, ScannedFile]]:
             if candidate_for(folder, relpath) == relpath:
                 info = regular_file_stat(folder, relpath)
                 if info is not None:
-                    found.append((relpath, ScannedFile(info.st_size, info.st_mtime_ns, info.st_ino)))
+                    found.append((relpath, ScannedFile(info.st_size, info.st_mtime_ns, info.st_ino, info.st_ctime_ns)))
     return found
 
 
 class _Handler(FileSystemEventHandler):
-    def __init__(self, folder: FolderSettings, loop: asyncio.AbstractEventLoop, on_path: PathCallback,
+    def __init__(self, folder: FolderSettings, loop: asyncio.AbstractEventLoop, on_event: EventCallback,
                  on_rescan: Callable[[FolderSettings], None]) -> None:
         self._folder = folder
         self._root = str(folder.path)
         self._loop = loop
-        self._on_path = on_path
+        self._on_event = on_event
         self._on_rescan = on_rescan
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.event_type in ("opened", "closed_no_write", "deleted"):
+        kind = event.event_type
+        if kind == "deleted":
             return
-        path = event.dest_path if event.event_type == "moved" else event.src_path
-        path = os.fsdecode(path)
+        path = os.fsdecode(event.dest_path if kind == "moved" else event.src_path)
         if event.is_directory:
-            if event.event_type in ("moved", "created") and path != self._root:
+            if kind in ("moved", "created") and path != self._root:
                 self._loop.call_soon_threadsafe(self._on_rescan, self._folder)
             return
         relpath = os.path.relpath(path, self._root).replace(os.sep, "/")
         if relpath.startswith("../"):
             return
         target = candidate_for(self._folder, relpath)
-        if target is not None:
-            self._loop.call_soon_threadsafe(self._on_path, self._folder, target)
+        if target is None:
+            return
+        if target != relpath:  # a marker or sidecar: only its writing counts, as a change of its file
+            if kind in OPEN_CLOSE_EVENTS:
+                return
+            kind = "modified"
+        self._loop.call_soon_threadsafe(self._on_event, self._folder, target, kind)
 
 
 def _directory_identity(path: Path) -> tuple[int, int] | None:
@@ -193,13 +202,13 @@ class FolderWatch:
     identity: tuple[int, int] | None
 
     @classmethod
-    def start(cls, folder: FolderSettings, loop: asyncio.AbstractEventLoop, on_path: PathCallback,
+    def start(cls, folder: FolderSettings, loop: asyncio.AbstractEventLoop, on_event: EventCallback,
               on_rescan: Callable[[FolderSettings], None]) -> FolderWatch:
         identity = _directory_identity(folder.path)
         observer: BaseObserver = (
             PollingObserver(timeout=folder.poll_interval) if folder.watcher == "polling" else Observer()
         )
-        observer.schedule(_Handler(folder, loop, on_path, on_rescan), str(folder.path), recursive=folder.recursive)
+        observer.schedule(_Handler(folder, loop, on_event, on_rescan), str(folder.path), recursive=folder.recursive)
         observer.daemon = True
         observer.start()
         return cls(folder, observer, identity)

@@ -22,7 +22,7 @@ from .notify import notify_states
 from .outage import Outages, Probe
 from .pipeline import CRASH_PAUSE, S3_GONE_PAUSE, SCALEENGINE, VAULT, Pipeline
 from .retry import Policy
-from .stages import VaultStages
+from .stages import Readiness, VaultStages
 from .throttle import Throttle
 from .vault import VaultClient
 
@@ -68,18 +68,20 @@ def build_pipeline(
     on_back: Callable[[str], None] = lambda service: None,
     on_displaced: Callable[[Path], None] = lambda path: None,
     events: JobEvents | None = None,
+    readiness: Readiness | None = None,
 ) -> Pipeline:
     """A pipeline with its own connection pools (a reload builds a new one).
 
     `on_back(service)` runs once jobs waiting on that service's outage are due again
     (the daemon wakes its scheduler there). `events` hears what happens to jobs and
-    whether the vault answers.
+    whether the vault answers. `readiness` is intake's word on whether a changed file is
+    complete again (completeness.py); without a watcher the caller vouches for its files.
     """
     events = events or Fanout()
     vault = VaultClient.from_settings(settings.vault, clock=clock, transport=transport)
     limit = settings.daemon.bandwidth_limit
     stages = VaultStages(journal, vault, settings, clock=clock, sleep=sleep,
-                         throttle=Throttle(limit) if limit else None, events=events)
+                         throttle=Throttle(limit) if limit else None, events=events, readiness=readiness)
     probes: dict[str, tuple[str, Probe]] = {VAULT: (settings.vault.base_url, lambda: vault.progress(PROBE_KEY))}
     s3 = None
     if settings.scaleengine is not None:

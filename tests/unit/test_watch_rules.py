@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from vaultdrop.config import FolderSettings
-from vaultdrop.settle import Settler
+from vaultdrop.completeness import Completeness
 from vaultdrop.watch import candidate_for, scan
 
 
@@ -72,7 +72,7 @@ def test_json_is_a_sidecar_only_beside_its_file(tmp_path: Path) -> None:
 async def test_a_json_whose_file_appears_while_it_settles_is_not_a_job(tmp_path: Path) -> None:
     folder = FolderSettings(path=tmp_path, settle=0.05)
     ready: list[str] = []
-    settler = Settler(asyncio.get_running_loop(), lambda _, relpath, __: ready.append(relpath))
+    settler = Completeness(asyncio.get_running_loop(), lambda _, relpath, __: ready.append(relpath), {})
     (tmp_path / "clip.mov.json").write_text("{}")
     (tmp_path / "notes.txt.json").write_text("{}")
     settler.touch(folder, "clip.mov.json")
