@@ -133,7 +133,8 @@ class VaultStages:
             return
         age = self._clock() - info.st_ctime_ns / 1e9
         if age >= folder.incomplete_timeout:
-            raise JobFailed(f"{verdict.reason} (unchanged for {age:.0f} s)")
+            raise JobFailed(f"{verdict.reason} (unchanged for {age:.0f} s; for a writer that never completes its "
+                            "headers, set complete = \"settle\" for this folder)")
         raise Waiting(verdict.reason, min(folder.incomplete_timeout - age, recheck_delay(folder)))
 
     def _take_new_content(self, job: Job, info: os.stat_result, how: str) -> Transition:

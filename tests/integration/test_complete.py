@@ -27,6 +27,7 @@ from vaultdrop.journal import Journal
 from vaultdrop.model import TERMINAL, Job, JobState
 
 from .harness import DaemonRunner, wait_for
+from .test_exactly_once import cli
 
 MEDIA = Path(__file__).resolve().parents[1] / "media"
 SETTLE = 1.0
@@ -478,3 +479,28 @@ def test_a_queued_file_replaced_by_a_directory_never_moves_the_directory(runner:
     assert not [v for v in runner.sandbox.videos() if v["filename"] == "a.mov"], report
     (runner.drop / "after.mov").write_bytes(os.urandom(20_000))
     runner.wait_state("after.mov", JobState.DONE, timeout=10)
+
+
+# -- an incomplete container that stays so: failed with the reason, then retried -----------
+
+
+def test_an_mp4_that_stays_incomplete_fails_with_its_reason_and_a_retry_sends_the_fixed_file(
+        runner: DaemonRunner) -> None:
+    use_settle(runner, incomplete_timeout=2)
+    runner.start()
+    whole = mp4_moov_at_end()
+    (runner.drop / "cut.mp4").write_bytes(whole[: len(whole) // 2])  # moov never came
+    (runner.drop / "noise.mov").write_bytes(os.urandom(20_000))  # not a container: settle alone, at once
+    runner.wait_state("noise.mov", JobState.DONE, timeout=10)
+    failed = runner.wait_state("cut.mp4", JobState.FAILED, timeout=20)
+    assert failed.last_error is not None and failed.last_error.startswith("incomplete MP4: "), failed.last_error
+    assert "unchanged for" in failed.last_error
+    report = json.loads((runner.failed / "cut.mp4.error.json").read_text())
+    assert report["error"] == failed.last_error
+    assert not any(v["size"] == len(whole) // 2 for v in runner.sandbox.videos()), "nothing of it was sent"
+
+    (runner.failed / "cut.mp4").write_bytes(whole)  # the operator puts the whole file in its place
+    assert cli(runner, "jobs", "retry", str(failed.id)).returncode == 0
+    done = runner.wait_state("cut.mp4", JobState.DONE, timeout=20)
+    assert done.id == failed.id and done.sha256 == sha(whole)
+    assert sorted(vault_hashes(runner)) == sorted([sha(whole), sha((runner.archive / "noise.mov").read_bytes())])
