@@ -29,6 +29,7 @@ from pydantic import TypeAdapter, ValidationError
 from . import __version__, logs, postaction
 from .config import DEFAULT_CONFIG_PATH, Duration, Settings, load_config, settings_from_dict
 from .errors import ConfigError, OperatorError, RetryLater, VaultdropError
+from .files import ignore_lease_breaks
 from .journal import Journal, JournalStore, JournalUnavailable
 from .model import TERMINAL, Job, JobState
 from .runstate import daemon_running, read_run_state
@@ -520,6 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    ignore_lease_breaks()
     args = build_parser().parse_args(argv)
     try:
         status = int(args.func(args))

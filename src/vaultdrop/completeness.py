@@ -85,11 +85,17 @@ class Completeness:
     # -- what the watcher and the scans say ---------------------------------------
 
     def event(self, folder: FolderSettings, relpath: str, kind: str) -> None:
-        """A watcher event: `opened`, `closed` (after writing), `closed_no_write`, or any
-        change (`modified`, `created`, `moved`...)."""
+        """A watcher event: `opened`, `closed` (after writing), `closed_no_write`, `deleted`,
+        or a change (`modified`, `created`, `moved`...)."""
         key = (str(folder.path), relpath)
+        if kind == "deleted":  # deleted, or moved away (its new name has an event of its own)
+            self._forget(key)
+            self._settled.pop(key, None)
+            return
         track = self._tracks.get(key)
         if kind == "opened":
+            if track is None and not os.path.lexists(folder.path / relpath):
+                return  # already deleted: its events came late
             track = track or self._tracks.setdefault(key, _Track(folder))
             track.opens += 1
             return
@@ -115,9 +121,7 @@ class Completeness:
         track = self._tracks.get(key)
         info = regular_file_stat(folder, relpath)
         if info is None:
-            if track is not None and track.timer is not None:
-                track.timer.cancel()
-                track.timer = None
+            self._forget(key)
             return
         track = track or self._tracks.setdefault(key, _Track(folder))
         track.folder = folder
@@ -287,9 +291,12 @@ class Completeness:
     def forget_folder(self, folder: FolderSettings) -> None:
         """A folder was removed on reload: drop its pending timers."""
         for key in [k for k in self._tracks if k[0] == str(folder.path)]:
-            track = self._tracks.pop(key)
-            if track.timer is not None:
-                track.timer.cancel()
+            self._forget(key)
+
+    def _forget(self, key: tuple[str, str]) -> None:
+        track = self._tracks.pop(key, None)
+        if track is not None and track.timer is not None:
+            track.timer.cancel()
 
     def close(self) -> None:
         for track in self._tracks.values():

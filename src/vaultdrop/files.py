@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .errors import LocalFileError
 from .model import Job, StatLike
+from .netfs import filesystem_type, is_network
 
 
 def fsync_path(path: str | Path) -> None:
@@ -64,13 +65,16 @@ def open_for_writing(path: Path) -> bool | None:
     """Blocking (a few microseconds): whether any process has the file open for writing,
     by the kernel's own count: a read lease is refused (EAGAIN) exactly then, and released
     at once. None where the kernel will not say: another user's file without CAP_LEASE
-    (the systemd unit grants it), a file system without leases (NFS), or no file."""
-    _ignore_lease_breaks()
+    (the systemd unit grants it), no such file, or a network file system, where EAGAIN
+    only means the server granted no delegation (NFSv4) or oplock (SMB)."""
+    ignore_lease_breaks()
     try:
-        handle = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        handle = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
     try:
+        if not _leases_tell(os.fstat(handle).st_dev, path):
+            return None
         fcntl.fcntl(handle, fcntl.F_SETLEASE, fcntl.F_RDLCK)
     except OSError as exc:
         return True if exc.errno == errno.EAGAIN else None
@@ -81,9 +85,19 @@ def open_for_writing(path: Path) -> bool | None:
         os.close(handle)
 
 
-def _ignore_lease_breaks() -> None:
+_local_devices: dict[int, bool] = {}  # st_dev -> whether a refused lease means a writer
+
+
+def _leases_tell(device: int, path: Path) -> bool:
+    if device not in _local_devices:
+        _local_devices[device] = not is_network(filesystem_type(path))
+    return _local_devices[device]
+
+
+def ignore_lease_breaks() -> None:
     """A writer that opens the file during the microseconds the lease is held makes the
     kernel send SIGIO, whose default action ends the process: ignore it (nothing else here
-    uses SIGIO; signal dispositions can only be set from the main thread)."""
+    uses SIGIO). Dispositions are set from the main thread only, so the CLI calls this
+    first, before any worker thread may probe."""
     if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGIO) == signal.SIG_DFL:
         signal.signal(signal.SIGIO, signal.SIG_IGN)

@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 
 from .config import FolderSettings
 from .errors import LocalFileError
-from .files import fsync_path, holds
+from .files import fsync_path, holds, open_for_writing
 from .model import Job, companion_names
 
 NAME_MAX = 255  # bytes in one file name on every Linux file system vaultdrop runs on
@@ -166,7 +166,9 @@ def _claim(job: Job) -> Path | Outcome:
             if not stat.S_ISREG(info.st_mode):  # a directory, link or FIFO took the name: never ours to move
                 return Outcome(NOT_A_FILE, released=True)
             os.rename(job.path, private)
-            same = holds(job, private, info)
+            moved = os.lstat(private)  # what the rename took: another file may have taken the name since
+            same = (stat.S_ISREG(moved.st_mode) and (moved.st_dev, moved.st_ino) == (info.st_dev, info.st_ino)
+                    and holds(job, private, info))
     except FileNotFoundError:  # nothing there
         if not os.path.lexists(private):
             return Outcome(NOTHING_THERE, released=True)
@@ -197,6 +199,9 @@ def _on_claimed(job: Job, act: Callable[[Path], Outcome]) -> Outcome:
     claimed = _claim(job)
     if isinstance(claimed, Outcome):
         return claimed
+    if open_for_writing(claimed):  # a writer that opened it before the claim still writes into it
+        _unclaim(job)
+        raise OSError(errno.ETXTBSY, "open for writing: acted on once its writer closes it", str(job.path))
     try:
         return act(claimed)
     except OSError:

@@ -40,7 +40,7 @@ class Readiness(Protocol):
         """None when the file at `path` is complete as it is now; else why it waits."""
 
     def writing(self, path: Path) -> bool:
-        """Whether someone has the file open and wrote to it."""
+        """Whether someone has the file open for writing (read-write counts)."""
 
 
 class Unwatched:
@@ -118,6 +118,7 @@ class VaultStages:
         reason = self.readiness.waiting_reason(job.path)
         if reason is not None:
             raise Waiting(f"the file changed: {reason}", recheck_delay(folder))
+        self._check_container(job, folder, info)  # intake passes on an incomplete one in the end: it fails here
         return self._take_new_content(job, info, how)
 
     def _check_container(self, job: Job, folder: FolderSettings, info: os.stat_result) -> None:

@@ -27,8 +27,9 @@ from watchdog.observers.polling import PollingObserver
 from .config import FolderSettings
 from .model import marker_owner, sidecar_owner
 
-# (folder, relpath, event kind): `opened`, `closed` (after writing), `closed_no_write`, or
-# a change (`modified`, `created`, `moved`); completeness.py counts the writers.
+# (folder, relpath, event kind): `opened`, `closed` (after writing), `closed_no_write`,
+# `deleted` (or moved away), or a change (`modified`, `created`, `moved` in);
+# completeness.py counts the writers.
 EventCallback = Callable[[FolderSettings, str, str], None]
 OPEN_CLOSE_EVENTS = ("opened", "closed", "closed_no_write")
 logger = logging.getLogger("vaultdrop.watch")
@@ -165,13 +166,18 @@ class _Handler(FileSystemEventHandler):
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         kind = event.event_type
-        if kind == "deleted":
-            return
-        path = os.fsdecode(event.dest_path if kind == "moved" else event.src_path)
         if event.is_directory:
+            path = os.fsdecode(event.dest_path if kind == "moved" else event.src_path)
             if kind in ("moved", "created") and path != self._root:
                 self._loop.call_soon_threadsafe(self._on_rescan, self._folder)
             return
+        if kind == "moved":  # its old name is gone: what was known of it goes too
+            self._send(os.fsdecode(event.src_path), "deleted")
+            self._send(os.fsdecode(event.dest_path), kind)
+        else:
+            self._send(os.fsdecode(event.src_path), kind)
+
+    def _send(self, path: str, kind: str) -> None:
         relpath = os.path.relpath(path, self._root).replace(os.sep, "/")
         if relpath.startswith("../"):
             return
@@ -179,7 +185,7 @@ class _Handler(FileSystemEventHandler):
         if target is None:
             return
         if target != relpath:  # a marker or sidecar: only its writing counts, as a change of its file
-            if kind in OPEN_CLOSE_EVENTS:
+            if kind in OPEN_CLOSE_EVENTS or kind == "deleted":
                 return
             kind = "modified"
         self._loop.call_soon_threadsafe(self._on_event, self._folder, target, kind)

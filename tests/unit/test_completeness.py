@@ -174,3 +174,20 @@ while time.monotonic() < deadline:
     slowest = max(slowest, time.monotonic() - started)
 print(slowest)
 """
+
+
+async def test_files_deleted_or_moved_away_leave_nothing_behind(make_intake: Callable[..., Intake],
+                                                                tmp_path: Path) -> None:
+    intake = make_intake(settle=0.2)
+    outside = tmp_path.parent / f"{tmp_path.name}-away"
+    outside.mkdir()
+    for number in range(100):
+        path = tmp_path / f"take-{number}.bin"
+        path.write_bytes(b"x" * 100)
+        if number % 2:
+            path.unlink()
+        else:
+            path.rename(outside / path.name)
+    await asyncio.sleep(0.5)
+    assert intake.names() == []
+    assert intake.completeness._tracks == {}  # noqa: SLF001 - the leak this test is about

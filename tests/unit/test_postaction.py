@@ -258,3 +258,30 @@ async def test_a_rewrite_that_keeps_size_mtime_and_inode_is_left_alone_and_looke
     outcome = await postaction.finish(folder, job)
     assert outcome.text == postaction.OTHER_CONTENT and outcome.released and outcome.displaced == path
     assert path.read_bytes() == b"take two"
+
+
+@pytest.mark.parametrize("after_upload", ["archive", "delete"])
+async def test_a_file_a_writer_still_holds_open_is_put_back_not_archived_or_deleted(drop: Path,
+                                                                                   after_upload: str) -> None:
+    """The writer opened it before the claim, so its next write would land in the moved
+    (or deleted) inode: the file goes back to its path and the post-action waits."""
+    folder = settings(drop, after_upload=after_upload)
+    (drop / "a.mov").write_bytes(b"take")
+    job = job_for(folder, "a.mov")
+    with (drop / "a.mov").open("r+b"):
+        with pytest.raises(LocalFileError, match="open for writing"):
+            await postaction.finish(folder, job)
+    assert visible(drop) == {"a.mov": b"take"} and visible(drop.parent / "archive") == {}
+    assert (await postaction.finish(folder, job)).released  # closed: it goes
+
+
+async def test_a_directory_that_took_the_name_is_never_moved(drop: Path) -> None:
+    folder = settings(drop)
+    (drop / "a.mov").write_bytes(b"take")
+    job = job_for(folder, "a.mov")
+    (drop / "a.mov").unlink()
+    (drop / "a.mov").mkdir()
+    (drop / "a.mov" / "inner.mov").write_bytes(b"being written")
+    outcome = await postaction.fail(folder, job, {"error": "x"})
+    assert outcome.text == postaction.NOT_A_FILE and outcome.released
+    assert visible(drop) == {"a.mov/inner.mov": b"being written"} and visible(drop.parent / "failed") == {}
