@@ -3,10 +3,11 @@
 Settling by time cannot tell a finished file from a stalled recording; most containers can:
 a muxer patches a size field, writes an index (MP4 moov, mfra) or a footer and random index
 pack (MXF) only when it finishes. Only headers and the tail are read, never the media, so a
-check costs a few small preads whatever the file's size. Hostile bytes never raise: only
-OSError from reading escapes. "complete" is said only when certain (the daemon admits on
-it at once), "incomplete" only when the file is certainly unfinished (the daemon fails the
-job on it in the end); everything in between is "unknown", left to the settle timer.
+check costs a few small preads whatever the file's size, and never more than _MAX_READS.
+Hostile bytes, or a file that shrinks while it is judged, never raise: only OSError from
+reading escapes. "complete" is said only when certain (the daemon admits on it at once),
+"incomplete" only when the file is certainly unfinished (the daemon fails the job on it in
+the end); everything in between is "unknown", left to the settle timer.
 """
 
 from __future__ import annotations
@@ -36,6 +37,13 @@ _MAX_CHUNKS = 10_000
 _MAX_KLVS = 100_000
 _MAX_RIP_BYTES = 1 << 20
 _MAX_PACK_CHECKS = 64
+# Preads one check may do (of _BLOCK bytes each, or a RIP): beyond it the answer is "unknown".
+# Only a walk over many scattered boxes needs that many: a fragmented MP4 without an mfra.
+_MAX_READS = 2_000
+
+
+class _TooManyReads(Exception):
+    """Raised by _Reader past _MAX_READS preads; judge_open answers "unknown"."""
 
 
 def judge(path: Path) -> Verdict:
@@ -49,24 +57,39 @@ def judge(path: Path) -> Verdict:
 
 
 def judge_open(fd: int, size: int) -> Verdict:
-    """Judge the first `size` bytes of the open file `fd` (nothing beyond is read)."""
+    """Judge the first `size` bytes of the open file `fd` (nothing beyond is read).
+
+    Only OSError escapes: any other exception (a bug, or a file that shrank under the reads)
+    and a check that would need more than _MAX_READS preads are "unknown".
+    """
     reader = _Reader(fd, size)
-    head = reader.read(0, 16)
-    if head[:4] in _RIFF_MAGICS:
-        return _judge_riff(reader)
-    if _mxf_key(head) in _HEADER_KEYS:
-        return _judge_mxf(reader)
-    return _judge_bmff(reader, head)
+    try:
+        head = reader.read(0, 16)
+        if head[:4] in _RIFF_MAGICS:
+            return _judge_riff(reader)
+        if _mxf_key(head) in _HEADER_KEYS:
+            return _judge_mxf(reader)
+        return _judge_bmff(reader, head)
+    except OSError:
+        raise
+    except _TooManyReads:
+        why = f"not judged within {_MAX_READS} reads"
+        return UNRECOGNISED if reader.fmt is None else _unknown(reader.fmt, why)
+    except Exception as exc:  # a bug, or bytes changing under the reads: never a failed job
+        why = f"could not judge the headers ({type(exc).__name__}: {exc})"
+        return UNRECOGNISED if reader.fmt is None else _unknown(reader.fmt, why)
 
 
 class _Reader:
-    """Preads of the first `size` bytes through one cached block."""
+    """Preads of the first `size` bytes through one cached block, at most _MAX_READS of them."""
 
-    __slots__ = ("fd", "size", "_base", "_block")
+    __slots__ = ("fd", "size", "fmt", "reads", "_base", "_block")
 
     def __init__(self, fd: int, size: int) -> None:
         self.fd = fd
         self.size = size
+        self.fmt: str | None = None  # set by a judge once it knows the format
+        self.reads = 0
         self._base = 0
         self._block = b""
 
@@ -78,6 +101,9 @@ class _Reader:
         start = offset - self._base
         if start >= 0 and start + length <= len(self._block):
             return self._block[start : start + length]
+        self.reads += 1
+        if self.reads > _MAX_READS:
+            raise _TooManyReads
         # Near the end, start the block earlier: tails are read backwards (mfro, then mfra).
         base = max(0, min(offset, self.size - _BLOCK))
         self._block = os.pread(self.fd, max(_BLOCK, length + offset - base), base)
@@ -133,6 +159,8 @@ def _judge_bmff(reader: _Reader, head: bytes) -> Verdict:
     A recording muxer starts mdat with size 0 and patches it at the end, so "boxes tile the
     file" holds for every prefix of a recording: completeness needs the index. Without
     mvex, the moov (and an mdat) must be there; fragmented files end with an mfra only.
+    Fewer than 8 bytes after the last whole box are a box header cut off, or junk after a
+    finished file: "incomplete" only if the boxes before them are themselves unfinished.
     """
     if len(head) < 8:
         return UNRECOGNISED
@@ -141,7 +169,7 @@ def _judge_bmff(reader: _Reader, head: bytes) -> Verdict:
         return UNRECOGNISED
     if first == b"ftyp" and not 16 <= first_size <= 4096:
         return UNRECOGNISED
-    fmt = "MOV" if first != b"ftyp" or head[8:12] == b"qt  " else "MP4"
+    fmt = reader.fmt = "MOV" if first != b"ftyp" or head[8:12] == b"qt  " else "MP4"
     size = reader.size
     offset = count = mdats = 0
     moov = fragmented = other_index = False
@@ -152,7 +180,15 @@ def _judge_bmff(reader: _Reader, head: bytes) -> Verdict:
             return _unknown(fmt, f"more than {_MAX_BOXES} top-level boxes")
         box = _box(reader, offset)
         if box is None:
-            return _incomplete(fmt, f"box header cut off at offset {offset}")
+            cut_off = _incomplete(fmt, f"box header cut off at offset {offset}")
+            if size - offset >= 8:  # a 64-bit size cut off, or the file shrank: not junk
+                return cut_off
+            ending = _bmff_ending(fmt, fragmented, moov, mdats, other_index, last, last_at, reader)
+            if ending.state == "incomplete":
+                return cut_off
+            return _unknown(
+                fmt, f"{size - offset} bytes after the last box: a box header cut off, or junk"
+            )
         kind, header, box_size = box
         if box_size == 0:
             # Size 0 is "to the end of the file": legal for a last box, but a recording
@@ -182,6 +218,21 @@ def _judge_bmff(reader: _Reader, head: bytes) -> Verdict:
             other_index = True
         last, last_at = kind, offset
         offset = end
+    return _bmff_ending(fmt, fragmented, moov, mdats, other_index, last, last_at, reader)
+
+
+def _bmff_ending(
+    fmt: str,
+    fragmented: bool,
+    moov: bool,
+    mdats: int,
+    other_index: bool,
+    last: bytes,
+    last_at: int,
+    reader: _Reader,
+) -> Verdict:
+    """The verdict on top-level boxes that tile the file up to its end (or up to a few
+    trailing bytes): whether the index the layout needs is there."""
     if fragmented:
         if last == b"mfra" and _mfra_start(reader) == last_at:
             return _complete(fmt)
@@ -266,6 +317,8 @@ def _last_moofs(reader: _Reader, mfra: int) -> list[int]:
             if entries == 0 or 24 + entries * width != size:
                 return []
             entry = reader.read(offset + 24 + (entries - 1) * width, width)
+            if len(entry) < width:
+                return []
             found.append(int.from_bytes(entry[8:16] if version == 1 else entry[4:8], "big"))
         offset += size
     return found
@@ -275,19 +328,29 @@ def _last_moofs(reader: _Reader, mfra: int) -> list[int]:
 
 _RIFF_MAGICS = frozenset({b"RIFF", b"RF64", b"BW64"})
 _RIFF_FORMATS = {b"WAVE": "WAV", b"AVI ": "AVI"}
+# Sizes a writer puts in the header before it knows them (ffmpeg: 0xFFFFFFFF in RIFF and data
+# chunks, zeros in ds64). One that cannot seek back (a pipe) leaves them so for good.
+_PLACEHOLDERS = frozenset({0, 0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF})
+# The data chunk sizes that other writers put there for a stream of unknown length: arecord's
+# 2 GiB cap and its 0x7fffff00, and sox's MS_UNSPEC 0x7ffff000 rounded down to whole blocks.
+_STREAM_DATA_SIZES = frozenset({0x80000000, 0x7FFFFF00})
+_SOX_UNSPEC = 0x7FFFF000
+_STREAMED = "sizes not written (a streamed file)"
 
 
 def _judge_riff(reader: _Reader) -> Verdict:
     """The RIFF size (RF64/BW64: the ds64 one) must say where the file ends, chunks tiling it.
 
-    Writers leave the size 0 or 0xFFFFFFFF until they finish. OpenDML AVI continues with
-    'RIFF' 'AVIX' chunks after the first one; other bytes after the RIFF chunk are unknown.
+    Writers leave the sizes at a placeholder until they finish, and one writing to a pipe
+    leaves them so for good (such files play): placeholders are "unknown", and only a real
+    size larger than the file is "incomplete". OpenDML AVI continues with 'RIFF' 'AVIX'
+    chunks after the first one; other bytes after the RIFF chunk are unknown.
     """
     head = reader.read(0, 12)
     if len(head) < 12 or not all(32 <= c < 127 for c in head[8:12]):
         return UNRECOGNISED
     magic, riff_size, form = struct.unpack("<4sI4s", head)
-    fmt = _RIFF_FORMATS.get(form, "RIFF") if magic == b"RIFF" else magic.decode()
+    fmt = reader.fmt = _RIFF_FORMATS.get(form, "RIFF") if magic == b"RIFF" else magic.decode()
     data_size = None
     if magic != b"RIFF":
         ds64 = reader.read(12, 24)
@@ -296,6 +359,8 @@ def _judge_riff(reader: _Reader) -> Verdict:
         kind, ds64_size, riff_size, data_size = struct.unpack("<4sIQQ", ds64)
         if kind != b"ds64" or ds64_size < 28:
             return _unknown(fmt, "no ds64 chunk")
+        if riff_size in _PLACEHOLDERS:
+            return _unknown(fmt, f"{_STREAMED}: ds64 RIFF size {riff_size:#x}")
     size = reader.size
     offset = chunks = 0
     while offset < size:
@@ -305,10 +370,14 @@ def _judge_riff(reader: _Reader) -> Verdict:
                 return _unknown(fmt, f"{size - offset} bytes after the end of the RIFF chunk")
             riff_size = struct.unpack_from("<I", head, 4)[0]
         where = f" at offset {offset}" if offset else ""
-        if riff_size == 0:
-            return _incomplete(fmt, f"RIFF size{where} not written yet (0)")
+        if riff_size in _PLACEHOLDERS:
+            return _unknown(fmt, f"{_STREAMED}: RIFF size{where} {riff_size:#x}")
         end = offset + 8 + riff_size
         if end > size:
+            streamed = not offset and form == b"WAVE"
+            placeholder = _streamed_data(reader, end, data_size) if streamed else None
+            if placeholder is not None:
+                return _unknown(fmt, f"{_STREAMED}: data size {placeholder:#x}")
             return _incomplete(
                 fmt,
                 f"RIFF chunk{where} runs past the end of the file "
@@ -330,11 +399,39 @@ def _judge_riff(reader: _Reader) -> Verdict:
     return _complete(fmt)
 
 
+def _streamed_data(reader: _Reader, end: int, ds64_data: int | None) -> int | None:
+    """The data chunk's size if it is one a writer leaves when streaming, else None.
+
+    sox and arecord derive the RIFF size from it, so that looks real: only the data size tells.
+    """
+    inner = 12
+    for _ in range(_MAX_CHUNKS):
+        head = reader.read(inner, 8)
+        if len(head) < 8:
+            return None
+        kind, chunk_size = struct.unpack("<4sI", head)
+        if kind == b"data":
+            if ds64_data is not None:  # RF64, BW64: 0xFFFFFFFF says "see ds64"
+                chunk_size = ds64_data if chunk_size == 0xFFFFFFFF else chunk_size
+                return chunk_size if chunk_size in _PLACEHOLDERS else None
+            streamed = (
+                chunk_size in _PLACEHOLDERS
+                or chunk_size in _STREAM_DATA_SIZES
+                or 0 <= _SOX_UNSPEC - chunk_size < 1 << 16
+            )
+            return chunk_size if streamed else None
+        inner += 8 + chunk_size + (chunk_size & 1)
+        if inner >= end:
+            return None
+    return None
+
+
 # ---------------------------------------------------------------- MXF (SMPTE 377-1)
 
 # Partition packs and the RIP: 06 0E 2B 34 02 05 01 01 0D 01 02 01 01 kind status 00,
 # byte 7 (the registry version) ignored as MXF readers do.
 _HEADER_KEYS = frozenset({(2, 1), (2, 2), (2, 3), (2, 4)})
+_INCOMPLETE_HEADERS = frozenset({(2, 1), (2, 2)})  # open and closed incomplete
 _BODY_KEYS = frozenset({(3, 1), (3, 2), (3, 3), (3, 4), (3, 0x11)})  # 0x11: generic stream
 _FOOTER_KEYS = frozenset({(4, 1), (4, 2), (4, 3), (4, 4)})
 _RIP_KEY = (0x11, 1)
@@ -406,7 +503,9 @@ def _partition(reader: _Reader, offset: int) -> _Partition | None:
     kind = _mxf_key(key)
     if kind is None or not _PACK_MIN <= length <= 65536 or start + length > reader.size:
         return None
-    value = reader.read(start, 64)
+    value = reader.read(start, 56)
+    if len(value) < 56:  # the file shrank since its size was taken
+        return None
     this, _previous, footer, header_bytes, index_bytes = struct.unpack_from(">5Q", value, 8)
     if this != offset:
         return None
@@ -418,8 +517,11 @@ def _judge_mxf(reader: _Reader) -> Verdict:
 
     Without one, the header's FooterPartition (0 while the writer does not know it yet)
     says whether a footer is being written; a RIP-less file is never called complete,
-    since a writer may be about to add the RIP.
+    since a writer may be about to add the RIP. With FooterPartition 0, only a header whose
+    status is incomplete (open or closed: ffmpeg's while it writes) says the file is
+    unfinished; a complete one may be a finished file that has no footer.
     """
+    reader.fmt = "MXF"
     size = reader.size
     header = _partition(reader, 0)
     if header is None:
@@ -431,9 +533,9 @@ def _judge_mxf(reader: _Reader) -> Verdict:
         return _judge_rip(reader, header, *rip)
     footer_at = header.footer
     if footer_at == 0:
-        if header.kind == (2, 4):
-            return _unknown("MXF", "closed header, no footer partition, no random index pack")
-        return _incomplete("MXF", "no footer partition yet")
+        if header.kind in _INCOMPLETE_HEADERS:
+            return _incomplete("MXF", "no footer partition yet")
+        return _unknown("MXF", "complete header, no footer partition, no random index pack")
     footer = _partition(reader, footer_at)
     if footer is None:
         if _cut_off(reader, footer_at):
@@ -477,6 +579,8 @@ def _rip(reader: _Reader) -> tuple[int, list[int]] | None:
     if value + value_length != size or value_length < 16 or (value_length - 4) % 12:
         return None
     body = reader.read(value, value_length - 4)
+    if len(body) != value_length - 4:  # the file shrank since its size was taken
+        return None
     return start, [off for _sid, off in struct.iter_unpack(">IQ", body)]
 
 
