@@ -167,6 +167,8 @@ class VaultStages:
         return None
 
     async def upload(self, job: Job, folder: FolderSettings, resumed: bool) -> Transition:
+        key = job.upload_key
+        assert key is not None
         if resumed:  # a POST may have completed before the crash or the error: ask first
             progress = await self._progress(job)
             if isinstance(progress, Transition):
@@ -178,9 +180,9 @@ class VaultStages:
                 return Transition(JobState.CONFIRMING, "the file is gone: waiting for the vault to confirm what it "
                                   "received", {"key_unknown": 0})
             if info is not None and changed(job, info):
+                if progress.received > 0:  # the vault may yet finish the earlier version on this key
+                    return self._discard(job, key, "the file changed after the vault received part of it")
                 return self._new_version(job, folder, info, "sending the new content on the same key")
-        key = job.upload_key
-        assert key is not None
         last_write = time.monotonic()
         latest = 0
 

@@ -2,7 +2,9 @@
 
 Every file version written here has unique bytes, so the vault holding one sha256 twice is
 always a duplicate upload, and a version that leaves the drop folder is accounted for only
-by the vault (archive, delete) or by a failed job (failed_dir).
+by the vault (archive, delete) or by a failed job (failed_dir). A writer may hold a file
+open across steps (the world's intake knows): what it wrote until it closes is a partial
+version, which the vault must never hold as a job's video.
 
 KNOWN_GAPS switches off the moves that hit a bug still open in issue 11 part 2; each has
 an xfail regression test in test_exactly_once_regressions.py. Remove a gap from the set
@@ -47,6 +49,14 @@ class Version:
     identity: tuple[int, int, int]  # size, mtime_ns, inode when written
 
 
+@dataclass
+class Writer:
+    """A writer holding a drop folder file open (a recorder, a slow copy)."""
+
+    fd: int
+    inode: int
+
+
 def sha(content: bytes) -> str:
     return hashlib.sha256(content).hexdigest()
 
@@ -60,7 +70,9 @@ class DropFolder(RuleBasedStateMachine):
         self.world: World | None = None
         self.files: dict[str, bytes] = {}  # what the drop folder holds, by our own account
         self.links: dict[str, str] = {}  # symlink name -> target name
-        self.versions: dict[str, Version] = {}  # sha256 -> every version ever written
+        self.versions: dict[str, Version] = {}  # sha256 -> every version ever written (partial ones too)
+        self.complete: set[str] = set()  # sha256 of every version a writer left complete (closed)
+        self.writers: dict[str, Writer] = {}  # name -> the writer holding it open
         self.archived: dict[Path, bytes] = {}  # archive files seen: never changed or lost
         self.forgotten: set[str] = set()  # sha256 of forgotten jobs: a second upload was asked for
         self.forgotten_failures: set[tuple[int, int, int]] = set()  # identities of forgotten failed jobs
@@ -80,6 +92,9 @@ class DropFolder(RuleBasedStateMachine):
             if has_jobs(self):
                 self.quiesce()
         finally:
+            for writer in self.writers.values():
+                os.close(writer.fd)
+            self.writers.clear()
             self.world.close()
 
     @property
@@ -94,9 +109,11 @@ class DropFolder(RuleBasedStateMachine):
         stamp = f"version {self.written:06d}|".encode()
         return (stamp * (size // len(stamp) + 1))[:max(size, len(stamp))]
 
-    def _put(self, name: str, content: bytes, *, settled: bool, mtime_ns: int | None = None) -> None:
+    def _put(self, name: str, content: bytes, *, settled: bool, mtime_ns: int | None = None,
+             complete: bool = True) -> None:
         """Record the version (every write gets its own mtime unless told to keep one), and
-        let the settler see it at once when `settled`."""
+        let the settler see it at once when `settled`. Not `complete`: a writer still holds
+        the file open mid-write."""
         path = self.w.drop / name
         stamp = mtime_ns if mtime_ns is not None else 1_700_000_000_000_000_000 + self.written * 1_000_000_000
         os.utime(path, ns=(stamp, stamp))
@@ -106,6 +123,8 @@ class DropFolder(RuleBasedStateMachine):
             if other != name and (self.w.drop / other).is_file() and os.path.samefile(self.w.drop / other, path):
                 self.files[other] = content
         self.versions[sha(content)] = Version(content, (info.st_size, info.st_mtime_ns, info.st_ino))
+        if complete:
+            self.complete.add(sha(content))
         if settled:
             self.w.settle(name)
 
@@ -115,6 +134,14 @@ class DropFolder(RuleBasedStateMachine):
         path = self.w.drop / name
         names = sum(1 for other in self.files if os.path.samefile(self.w.drop / other, path))
         return path.stat().st_nlink > names
+
+    def _held(self, name: str) -> bool:
+        """Whether a writer holds this file open (under this name or a hard link's): only
+        that writer changes its bytes until it closes."""
+        if name in self.writers:
+            return True
+        path = self.w.drop / name
+        return path.is_file() and path.stat().st_ino in {writer.inode for writer in self.writers.values()}
 
     def _free(self, name: str) -> bool:
         return not os.path.lexists(self.w.drop / name)
@@ -130,7 +157,8 @@ class DropFolder(RuleBasedStateMachine):
     @precondition(has_files)
     @rule(name=names, size=st.integers(16, 100), settled=st.booleans())
     def append(self, name: str, size: int, settled: bool) -> None:
-        if name in self.files and not self._linked_outside(name):
+        """Opened, appended to and closed in one go (after its settle or not): a new version."""
+        if name in self.files and not self._held(name) and not self._linked_outside(name):
             content = self.files[name] + self._content(size)
             with (self.w.drop / name).open("ab") as handle:
                 handle.write(content[len(self.files[name]):])
@@ -140,7 +168,7 @@ class DropFolder(RuleBasedStateMachine):
     @rule(name=names, size=st.integers(16, 300), settled=st.booleans())
     def replace_by_rename(self, name: str, size: int, settled: bool) -> None:
         """A re-export: written beside, renamed over (new inode)."""
-        if name in self.files:
+        if name in self.files and name not in self.writers:
             content = self._content(size)
             temporary = self.w.drop / f".{name}.part"
             temporary.write_bytes(content)
@@ -151,7 +179,7 @@ class DropFolder(RuleBasedStateMachine):
     @rule(name=names, settled=st.booleans())
     def copy_over_keeping_identity(self, name: str, settled: bool) -> None:
         """`cp -p` over the file: same inode, size and mtime, different bytes."""
-        if name in self.files and not self._linked_outside(name):
+        if name in self.files and not self._held(name) and not self._linked_outside(name):
             path = self.w.drop / name
             before = path.stat()
             content = self._content(len(self.files[name]))[: len(self.files[name])]
@@ -160,9 +188,84 @@ class DropFolder(RuleBasedStateMachine):
             self._put(name, content, mtime_ns=before.st_mtime_ns, settled=settled)
 
     @precondition(has_files)
+    @rule(name=names, size=st.integers(16, 300), same_size=st.booleans(), keep_mtime=st.booleans(),
+          settled=st.booleans())
+    def rewrite_in_place(self, name: str, size: int, same_size: bool, keep_mtime: bool, settled: bool) -> None:
+        """Opened with O_TRUNC, written and closed: same path and inode, new bytes (the same
+        size or not); `keep_mtime` as `cp -p` does afterwards."""
+        if name in self.files and not self._held(name) and not self._linked_outside(name):
+            path = self.w.drop / name
+            before = path.stat()
+            length = len(self.files[name]) if same_size else size
+            content = self._content(length)[:length]
+            fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+            try:
+                os.write(fd, content)
+            finally:
+                os.close(fd)
+            self._put(name, content, mtime_ns=before.st_mtime_ns if keep_mtime else None, settled=settled)
+
+    # -- a writer holding a file open -------------------------------------------------------
+
+    @rule(name=names, size=st.integers(16, 200), append=st.booleans())
+    def writer_opens(self, name: str, size: int, append: bool) -> None:
+        """A writer opens the file and writes part of it, keeping it open: a new file, or
+        an existing (perhaps queued or uploaded) one truncated and rewritten, or appended to."""
+        path = self.w.drop / name
+        if name in self.links or self._held(name):
+            return
+        if name in self.files:
+            if self._linked_outside(name):
+                return
+            base = self.files[name] if append else b""
+        elif self._free(name) and len(self.files) + len(self.links) < len(NAMES):
+            base = b""
+        else:
+            return
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC), 0o644)
+        self.writers[name] = Writer(fd, os.fstat(fd).st_ino)
+        self.w.writer_opened(name)
+        chunk = self._content(size)
+        os.write(fd, chunk)
+        self._put(name, base + chunk, settled=False, complete=False)
+
+    @precondition(lambda self: bool(self.writers))
+    @rule(name=names, size=st.integers(16, 200))
+    def writer_writes_more(self, name: str, size: int) -> None:
+        if name in self.writers:
+            writer = self._writer_in_place(name)
+            chunk = self._content(size)
+            os.write(writer.fd, chunk)
+            self._put(name, self.files[name] + chunk, settled=False, complete=False)
+
+    @precondition(lambda self: bool(self.writers))
+    @rule(name=names, settled=st.booleans())
+    def writer_closes(self, name: str, settled: bool) -> None:
+        """The last write is done: what the file holds now is a complete version."""
+        if name in self.writers:
+            self._close_writer(name)
+            if settled:
+                self.w.settle(name)
+
+    def _writer_in_place(self, name: str) -> Writer:
+        """The writer's file must still be at its name: nothing moves a file open for writing."""
+        writer = self.writers[name]
+        info = os.stat(self.w.drop / name) if os.path.lexists(self.w.drop / name) else None
+        assert info is not None and info.st_ino == writer.inode, (
+            f"{name} was moved away while a writer held it open")
+        return writer
+
+    def _close_writer(self, name: str) -> None:
+        writer = self._writer_in_place(name)
+        os.close(writer.fd)
+        del self.writers[name]
+        self.w.writer_closed(name)
+        self.complete.add(sha(self.files[name]))
+
+    @precondition(has_files)
     @rule(source=names, destination=names)
     def rename(self, source: str, destination: str) -> None:
-        if source in self.files and self._free(destination):
+        if source in self.files and source not in self.writers and self._free(destination):
             os.rename(self.w.drop / source, self.w.drop / destination)
             self.files[destination] = self.files.pop(source)
 
@@ -180,7 +283,7 @@ class DropFolder(RuleBasedStateMachine):
     @precondition(lambda self: bool(self.files or self.links))
     @rule(name=names)
     def delete(self, name: str) -> None:
-        if os.path.lexists(self.w.drop / name):
+        if os.path.lexists(self.w.drop / name) and name not in self.writers:
             (self.w.drop / name).unlink()
             self.files.pop(name, None)
             self.links.pop(name, None)
@@ -241,7 +344,10 @@ class DropFolder(RuleBasedStateMachine):
     @precondition(has_jobs)
     @rule()
     def quiesce(self) -> None:
-        """Faults cleared, time advanced: every final version must now be accounted for."""
+        """Writers done, faults cleared, time advanced: every final version must now be
+        accounted for."""
+        for name in list(self.writers):
+            self._close_writer(name)
         finals = dict(self.files)
         self.w.quiesce()
         self._account_for_drop_folder()
@@ -283,6 +389,19 @@ class DropFolder(RuleBasedStateMachine):
                 key = (request.path, request.destination_path, request.bucket)
                 requests[key] = requests.get(key, 0) + 1
         assert all(n == 1 for n in requests.values()), f"aws.upload sent twice: {requests}"
+
+    @invariant()
+    def no_partial_version_confirmed(self) -> None:
+        """Complete means complete: a job's video in the vault is always a version a writer
+        closed, never the bytes of a file while it was open mid-write."""
+        if self.world is None:
+            return
+        stored = {s.video_id: s for s in self.w.services.stored}
+        for job in self.w.all_jobs():
+            video = stored.get(job.video_id) if job.video_id else None
+            assert video is None or video.sha256 in self.complete, (
+                f"job {job.id} ({job.relpath}, {job.state.value}) holds video {job.video_id} of {video.size} bytes: "
+                "a partial version, written while the file was open")
 
     @invariant()
     def nothing_lost_or_misplaced(self) -> None:

@@ -317,3 +317,188 @@ def test_clock_stepped_back_after_a_crash_in_the_s3_request_does_not_park_the_jo
     for _ in range(3):
         world.clock.advance(-3600.0)
     world.quiesce()
+
+
+# -- complete means complete: a file open for writing is never sent -----------------------
+
+
+def open_and_write(world: World, name: str, content: bytes, *, truncate: bool = True) -> int:
+    """A writer opens the file, writes `content` and keeps it open (its fd is returned)."""
+    fd = os.open(world.drop / name, os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if truncate else os.O_APPEND), 0o644)
+    world.writer_opened(name)
+    os.write(fd, content)
+    return fd
+
+
+def close_writer(world: World, name: str, fd: int) -> None:
+    os.close(fd)
+    world.writer_closed(name)
+
+
+def test_file_held_open_mid_write_is_uploaded_only_once_closed(make_world: Callable[..., World]) -> None:
+    """Half written and held open: not admitted, nothing sent; closed: the full content, once."""
+    world = make_world()
+    full = b"take one" * 8
+    fd = open_and_write(world, "a.mp4", full[:32])
+    assert world.settle("a.mp4") is None, "admitted while open for writing"
+    world.run_due(5)
+    world.clock.advance(30)
+    world.run_due(5)
+    assert not world.services.stored and not world.all_jobs()
+    os.write(fd, full[32:])
+    close_writer(world, "a.mp4", fd)
+    world.settle("a.mp4")
+    world.quiesce()
+    assert [s.sha256 for s in world.services.live()] == [sha(full)]
+    assert [p.read_bytes() for p in (world.root / "archive").iterdir()] == [full]
+
+
+@pytest.mark.parametrize("truncate", [True, False], ids=["truncated", "appended"])
+def test_queued_file_rewritten_in_place_while_open_sends_nothing_partial(
+        make_world: Callable[..., World], truncate: bool) -> None:
+    """A queued file opened again and written in place: its job waits for the writer, then
+    sends the closed version; no partial version is ever sent."""
+    world = make_world()
+    drop_file(world, "a.mp4", b"take one" * 4)
+    assert only_job(world).state is JobState.QUEUED
+    fd = open_and_write(world, "a.mp4", b"take two" * 3, truncate=truncate)
+    for _ in range(3):
+        world.run_due(1)
+        world.clock.advance(5)
+    job = only_job(world)
+    assert job.state is JobState.QUEUED and "open for writing" in (job.last_error or ""), job
+    assert not world.services.stored
+    os.write(fd, b"take two" * 3)
+    close_writer(world, "a.mp4", fd)
+    final = (world.drop / "a.mp4").read_bytes()
+    world.quiesce()
+    assert [s.sha256 for s in world.services.stored] == [sha(final)]
+
+
+def test_uploaded_file_rewritten_while_open_is_not_archived_mid_write(make_world: Callable[..., World]) -> None:
+    """A file rewritten while its S3 copy is followed: the post-action waits for the writer,
+    then leaves the new version to its own upload; each closed version is in the vault once."""
+    world = make_world(s3=True)
+    drop_file(world, "a.mp4", b"take one" * 4)
+    world.run_due(1)
+    assert only_job(world).state is JobState.S3_WAITING
+    fd = open_and_write(world, "a.mp4", b"take two" * 3)
+    world.clock.advance(200)
+    world.run_due(3)
+    assert (world.drop / "a.mp4").read_bytes() == b"take two" * 3, "moved while open for writing"
+    assert world.services.live_count(sha(b"take two" * 3)) == 0
+    os.write(fd, b"take two" * 3)
+    close_writer(world, "a.mp4", fd)
+    world.quiesce()
+    assert world.services.live_count(sha(b"take one" * 4)) == 1
+    assert world.services.live_count(sha(b"take two" * 6)) == 1
+    assert [s.sha256 for s in world.services.stored if not s.deleted] == [sha(b"take one" * 4), sha(b"take two" * 6)]
+
+
+def test_hard_link_to_a_file_held_open_is_not_admitted_mid_write(make_world: Callable[..., World]) -> None:
+    """The kernel's word on writers is per inode: a second name of a file being written waits too."""
+    world = make_world()
+    fd = open_and_write(world, "a.mp4", b"take one" * 2)
+    os.link(world.drop / "a.mp4", world.drop / "b.mp4")
+    assert world.settle("b.mp4") is None
+    world.run_due(3)
+    assert not world.services.stored
+    os.write(fd, b"take one" * 2)
+    close_writer(world, "a.mp4", fd)
+    world.quiesce()
+    assert [s.sha256 for s in world.services.stored] == [sha(b"take one" * 4)]
+
+
+def test_symlink_to_a_file_held_open_is_not_admitted_mid_write(make_world: Callable[..., World]) -> None:
+    """Found by the exploration: the symlink's settle timer fires while the writer pauses,
+    and the partial version of its target is admitted (under the target's name) and sent."""
+    world = make_world()
+    fd = open_and_write(world, "a.mp4", b"take one" * 2)
+    os.symlink("a.mp4", world.drop / "b.mp4")
+    world.settle("b.mp4")  # the symlink stopped changing for `settle` seconds: the writer paused
+    world.run_due(3)
+    os.write(fd, b"take one" * 2)
+    close_writer(world, "a.mp4", fd)
+    world.quiesce()
+    assert [s.sha256 for s in world.services.stored] == [sha(b"take one" * 4)]
+
+
+def test_rewrite_keeping_stat_after_an_unanswered_post_whose_video_shows_late_is_not_archived_unsent(
+        make_world: Callable[..., World]) -> None:
+    """Found by the exploration (passes on 5d107ae): the POST is stored but its answer lost and
+    its video id shows late; `cp -p` of take two over the file; the retry sees the new ctime,
+    takes the new content on the same key, gets "key already used", confirms k1 (take one)
+    with take two's sha256 and archives take two, which the vault never received."""
+    world = make_world()
+    drop_file(world, "a.mp4", b"take one" * 2)
+    world.services.script("upload", "timeout_after")
+    world.services.apply("video_id:late_3")
+    world.run_due(1)
+    rewrite_keeping_stat(world.drop / "a.mp4", b"take two" * 2, (world.drop / "a.mp4").stat())
+    world.quiesce()
+    assert world.services.live_count(sha(b"take two" * 2)) == 1 or (world.drop / "a.mp4").is_file()
+
+
+# -- found by the long exploration while "complete means complete" was added ------------------
+# None of these needs a writer: each sequence also fails on the model and src of 5d107ae.
+
+
+@pytest.mark.xfail(strict=True, reason="open: a job whose POST failed takes the content of a symlink "
+                   "put at its path, which the target's own job uploads too")
+def test_symlink_replacing_an_uploading_file_is_not_a_second_upload_of_its_changed_target(
+        make_world: Callable[..., World]) -> None:
+    """Both jobs hold keys; b's file is replaced by a symlink to a, and a grows: job 1
+    (b.mp4) finds no job owning a's new identity (job 2 still records the old one) and
+    sends it on its own key, as job 2 does."""
+    world = make_world()
+    drop_file(world, "a.mp4", b"take one" * 2, settle=False)
+    drop_file(world, "b.mp4", b"take two" * 4)
+    world.services.script("upload", "500_before", "503")
+    world.run_due(1)
+    (world.drop / "b.mp4").unlink()
+    world.reload(drop_configured=True)  # its rescan admits a.mp4
+    world.run_due(1)
+    assert {job.state for job in world.all_jobs()} == {JobState.UPLOADING}
+    os.symlink("a.mp4", world.drop / "b.mp4")
+    with (world.drop / "a.mp4").open("ab") as handle:
+        handle.write(b" and more")
+    world.quiesce()
+    assert world.services.live_count(sha(b"take one" * 2 + b" and more")) == 1
+
+
+def test_hard_link_replacing_a_file_whose_video_shows_late_leaves_no_unaccounted_video(
+        make_world: Callable[..., World]) -> None:
+    """Job 1 POSTed b.mp4 and waits for its video id; b.mp4 is deleted and a hard link of
+    a.mp4 put in its place. Found failing (job 1 failed while the vault kept its upload,
+    neither confirmed nor deleted); now the changed path makes job 1 give up its key, whose
+    copy is deleted, and fail: the vault ends with the final content only."""
+    world = make_world()
+    drop_file(world, "a.mp4", b"take one" * 2, settle=False)
+    drop_file(world, "b.mp4", b"take two" * 4)
+    world.services.apply("video_id:late_15")
+    world.run_due(1)
+    (world.drop / "b.mp4").unlink()
+    os.link(world.drop / "a.mp4", world.drop / "b.mp4")
+    world.quiesce()
+    live = {s.video_id for s in world.services.live()}
+    for job in world.failed_jobs():
+        assert job.upload_key not in live, f"job {job.id} failed ({job.last_error}) but {job.upload_key} is stored"
+    assert world.services.live_count(sha(b"take one" * 2)) == 1
+
+
+@pytest.mark.xfail(strict=True, reason="open: the last attempt's upload is stored, but its video id shows "
+                   "after confirm_timeout; the rescue asks once and the job fails")
+def test_video_id_later_than_confirm_timeout_on_the_last_attempt_is_not_failed(
+        make_world: Callable[..., World]) -> None:
+    """Three failed POSTs, then one the vault stores but names late: the job fails and its
+    complete video stays in the vault, neither confirmed nor deleted."""
+    world = make_world()
+    drop_file(world, "a.mp4", b"take one" * 4)
+    world.services.script("upload", "500_before", "500_before", "500_before")
+    for _ in range(3):
+        world.run_due(1)
+        world.clock.advance(world.max_wait)
+    world.services.apply("video_id:late_15")
+    world.run_due(1)
+    job = only_job(world)
+    assert job.state is not JobState.FAILED or world.services.live_count(sha(b"take one" * 4)) == 0, job.last_error

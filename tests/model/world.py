@@ -9,8 +9,10 @@ emptied before each example: the same promises hold on both backends.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ import psycopg
 
 from vaultdrop import postaction
 from vaultdrop.admission import admit
+from vaultdrop.completeness import Version, version_of
 from vaultdrop.config import FolderSettings, Settings, settings_from_dict
 from vaultdrop.journal import Journal
 from vaultdrop.model import TERMINAL, Job, JobState
@@ -66,6 +69,55 @@ class FakeTimeLoop(asyncio.SelectorEventLoop):
 
     def time(self) -> float:
         return self._fake_clock()
+
+
+class FakeIntake:
+    """Intake (completeness.py) as the exploration plays it, the runner's Readiness: who
+    holds which drop folder file open for writing, and the version (size, mtime, inode,
+    change time) each path had when the world last settled it.
+
+    Who writes is the kernel's answer, as completeness.py asks it (files.open_for_writing:
+    a read lease, taken through a symlink too, is refused while any writer holds the inode,
+    under whatever name, and across a daemon restart)."""
+
+    def __init__(self, drop: Path, folder: Callable[[], FolderSettings | None]) -> None:
+        self.drop = drop
+        self._folder = folder
+        self.writers: dict[str, int] = {}  # relpath a writer opened (and wrote to) -> its inode
+        self.settled: dict[str, Version] = {}
+        self.touched: list[str] = []  # said "settling": its settle timer runs (World.run_due fires it)
+
+    def open_for_writing(self, relpath: str) -> bool:
+        try:
+            info = os.stat(self.drop / relpath)  # through a symlink, as the kernel's lease is taken
+        except OSError:
+            return False
+        return info.st_ino in self.writers.values()
+
+    def _relpath(self, path: Path) -> str | None:
+        return path.relative_to(self.drop).as_posix() if path.is_relative_to(self.drop) else None
+
+    def waiting_reason(self, path: Path) -> str | None:
+        relpath, folder = self._relpath(path), self._folder()
+        if relpath is None or folder is None:
+            return None
+        if self.open_for_writing(relpath):
+            return "open for writing"
+        info = regular_file_stat(folder, relpath)
+        if info is None or self.settled.get(relpath) == version_of(info):
+            return None
+        if relpath not in self.touched:
+            self.touched.append(relpath)
+        return "settling"
+
+    def writing(self, path: Path) -> bool:
+        relpath = self._relpath(path)
+        return relpath is not None and self.open_for_writing(relpath)
+
+    def forget_settled(self) -> None:
+        """A restart: the versions found complete lived in memory (the rescan settles anew)."""
+        self.settled.clear()
+        self.touched.clear()
 
 
 class Crash(BaseException):
@@ -137,6 +189,7 @@ class World:
         self.loop = FakeTimeLoop(self.clock)
         self.drop_configured = True
         self.crashes = 0
+        self.intake = FakeIntake(self.drop, lambda: self.folders.get(str(self.drop)))
         self._start()
 
     # -- life cycle ----------------------------------------------------------------
@@ -152,7 +205,7 @@ class World:
         self.pipeline: Pipeline = build_pipeline(
             self.settings, self.journal, self._folder_for,  # type: ignore[arg-type]
             clock=self.clock, sleep=self.clock.sleep, transport=self.services.transport(self._on_disk_first),
-            on_displaced=self.displaced.append,
+            on_displaced=self.displaced.append, readiness=self.intake,
         )
         self.pipeline._rng = random.Random(0)  # deterministic jitter: build_pipeline takes no rng (yet)
         self.max_wait = max_delay(self.settings) + 1.0  # no job may rest longer than this from now
@@ -185,6 +238,7 @@ class World:
         self.crashes += 1
         self._do(self.pipeline.aclose())
         self.journal.inner.close()
+        self.intake.forget_settled()
         self._start()
         self.rescan()
 
@@ -210,14 +264,28 @@ class World:
     # -- the daemon's moves ----------------------------------------------------------
 
     def settle(self, relpath: str) -> Job | None:
-        """The settler's verdict on one path: stat it and admit it (daemon._on_settled)."""
+        """Intake's verdict on one path that stopped changing: never while a writer holds it
+        open; else the version is complete, remembered, and admitted (daemon._on_settled)."""
         folder = self.folders.get(str(self.drop))
-        if folder is None:
+        if folder is None or self.intake.open_for_writing(relpath):
             return None
         info = regular_file_stat(folder, relpath)
-        if info is None or info.st_size == 0:
+        if info is None:
+            return None
+        self.intake.settled[relpath] = version_of(info)
+        if relpath in self.intake.touched:
+            self.intake.touched.remove(relpath)
+        if info.st_size == 0:
             return None
         return self._do(admit(self.journal, folder, relpath, info))  # type: ignore[arg-type]
+
+    def writer_opened(self, relpath: str) -> None:
+        """A writer opened the path and writes to it (held open until writer_closed)."""
+        self.intake.writers[relpath] = os.stat(self.drop / relpath).st_ino
+
+    def writer_closed(self, relpath: str) -> None:
+        """The writer closed it: settling decides from now on."""
+        self.intake.writers.pop(relpath, None)
 
     def rescan(self) -> None:
         """What a start-up or reload scan settles: every file in the drop folder."""
@@ -227,6 +295,8 @@ class World:
     def run_due(self, limit: int) -> int:
         """Run up to `limit` due jobs one after another (each until it ends or waits)."""
         self._do(self.pipeline.delete_stale_videos())  # the daemon does this every few seconds
+        for relpath in list(self.intake.touched):  # their settle timers fired (each open one restarts)
+            self.settle(relpath)
         ran = 0
         while ran < limit:
             jobs = self.journal.runnable(self.clock(), set(), 1, self.folders, self._horizon())
