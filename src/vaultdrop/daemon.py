@@ -23,7 +23,7 @@ from .config import FolderSettings, Settings
 from .errors import ConfigError, RetryLater
 from .events import Fanout
 from .journal import MAX_SIZE, JournalUnavailable, LeaseLost
-from .model import Job, JobState, stat_key
+from .model import Job, JobState, stat_key, version_print
 from .logs import log
 from .metrics import MetricsServer
 from .notify import NotificationSender, notify_states
@@ -260,13 +260,13 @@ class Daemon:
         if self._folders.get(str(folder.path)) is not folder:
             return
         try:
-            known = self.journal.known_identities(str(folder.path))
+            known = self.journal.known_versions(str(folder.path))
         except JournalUnavailable as exc:
             log(logging.WARNING, f"rescan of {folder.path} postponed: {exc}", event="journal_outage")
             return
-        for relpath, info in found:
-            key = (relpath, *stat_key(info))
-            if key not in known or known[key] not in (None, info.st_ctime_ns):  # new, or maybe other bytes
+        for relpath, info in found:  # new, or other bytes under the same stat (only the change time moved)
+            seen = (version_print(relpath, *stat_key(info), ctime) in known for ctime in (info.st_ctime_ns, None))
+            if not any(seen):
                 self._completeness.touch(folder, relpath)
 
     async def _delete_stale_videos(self) -> None:

@@ -101,3 +101,18 @@ def ignore_lease_breaks() -> None:
     first, before any worker thread may probe."""
     if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGIO) == signal.SIG_DFL:
         signal.signal(signal.SIGIO, signal.SIG_IGN)
+
+
+CAP_LEASE = 28  # linux/capability.h
+
+
+def has_lease_capability() -> bool:
+    """Whether this process may take a lease on any user's file (CAP_LEASE, which root and
+    the systemd unit have); without it only on its own files."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("CapEff:"):
+                return bool(int(line.split()[1], 16) >> CAP_LEASE & 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return False

@@ -21,7 +21,8 @@ from typing import Any, Protocol
 
 from .errors import ConfigError, VaultdropError
 from .files import fsync_path
-from .model import ALLOWED, TERMINAL, UNCONFIRMED, FileIdentity, Job, JobState, JobSummary, Notification
+from .model import (ALLOWED, TERMINAL, UNCONFIRMED, FileIdentity, Job, JobState, JobSummary, Notification,
+                    version_print)
 
 
 def _to_db(value: Any) -> Any:
@@ -100,7 +101,7 @@ class JournalStore(Protocol):
     def enqueue(self, identity: FileIdentity) -> Job | None: ...
     def same_inode(self, identity: FileIdentity) -> list[Job]: ...
     def follow(self, job: Job, identity: FileIdentity, detail: str) -> Job: ...
-    def known_identities(self, folder: str) -> dict[tuple[str, int, int, int], int | None]: ...
+    def known_versions(self, folder: str) -> set[int]: ...
     def runnable(self, now: float, exclude: set[int], limit: int, folders: Collection[str],
                  horizon: float = ..., max_size: int = ...) -> list[Job]: ...
     def next_due(self, exclude: set[int], folders: Collection[str], horizon: float = ...) -> float | None: ...
@@ -587,13 +588,13 @@ class Journal(JournalRules):
             row = db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id=?", (job.id,)).fetchone()
         return self._job(row)
 
-    def known_identities(self, folder: str) -> dict[tuple[str, int, int, int], int | None]:
-        """(relpath, size, mtime_ns, inode) of every file a job still owns, with the change
-        time the job last saw (None: not recorded), for fast rescans."""
+    def known_versions(self, folder: str) -> set[int]:
+        """The version_print of every file a job still owns (relpath, size, mtime, inode and
+        the change time the job last saw, None where not recorded), for fast rescans."""
         rows = self._read(
             "SELECT relpath, size, mtime_ns, inode, ctime_ns FROM jobs WHERE folder=? AND released=0", _params(folder)
         )
-        return {(_from_db(r[0]), r[1], r[2], r[3]): r[4] for r in rows}
+        return {version_print(_from_db(r[0]), r[1], r[2], r[3], r[4]) for r in rows}
 
     # -- scheduling ------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from psycopg.rows import dict_row
 
 from .errors import ConfigError
 from .journal import JOB_COLUMNS, MAX_SIZE, JournalRules, JournalUnavailable, job_filter
-from .model import ACTIVE, UNCONFIRMED, FileIdentity, Job, JobState, JobSummary, Notification
+from .model import ACTIVE, UNCONFIRMED, FileIdentity, Job, JobState, JobSummary, Notification, version_print
 
 # Append-only, like journal.MIGRATIONS; applied under an advisory lock, so hosts starting
 # together migrate once.
@@ -286,12 +286,12 @@ class PgJournal(JournalRules):
             self._history(db, job.id, job.state, job.state, detail)
         return _job(row)
 
-    def known_identities(self, folder: str) -> dict[tuple[str, int, int, int], int | None]:
+    def known_versions(self, folder: str) -> set[int]:
         with self._transaction() as db:
             rows = db.execute("SELECT relpath, size, mtime_ns, inode, ctime_ns FROM jobs WHERE folder=%s"
                               " AND released=0", (_name(folder),)).fetchall()
-        return {(bytes(r["relpath"]).decode("utf-8", "surrogateescape"), r["size"], r["mtime_ns"], r["inode"]):
-                r["ctime_ns"] for r in rows}
+        return {version_print(bytes(r["relpath"]).decode("utf-8", "surrogateescape"), r["size"], r["mtime_ns"],
+                              r["inode"], r["ctime_ns"]) for r in rows}
 
     # -- scheduling ------------------------------------------------------------------
 

@@ -66,6 +66,13 @@ def stat_key(info: StatLike) -> tuple[int, int, int]:
     return info.st_size, info.st_mtime_ns, info.st_ino
 
 
+def version_print(relpath: str, size: int, mtime_ns: int, inode: int, ctime_ns: int | None) -> int:
+    """A file version in one int, for rescans that compare 100,000 of them: a set of these
+    costs 7 MiB where the tuples and their names cost 32. Within one process only (str
+    hashes are salted per process); a collision would only skip a file in one scan."""
+    return hash((relpath, size, mtime_ns, inode, ctime_ns))
+
+
 @dataclass(frozen=True)
 class FileIdentity:
     """What makes a file *this* file: same identity means same upload."""

@@ -19,12 +19,26 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import NamedTuple
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirModifiedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from .config import FolderSettings
+from .files import has_lease_capability
+from .netfs import filesystem_type, is_network
 from .model import marker_owner, sidecar_owner
 
 # (folder, relpath, event kind): `opened`, `closed` (after writing), `closed_no_write`,
@@ -191,6 +205,21 @@ class _Handler(FileSystemEventHandler):
         self._loop.call_soon_threadsafe(self._on_event, self._folder, target, kind)
 
 
+# Every event but opens and reads' closes: where the kernel says who writes a file, they only
+# cost a loop wake-up each, for every open anyone makes (our own uploads' and probes' too).
+WITHOUT_OPENS: list[type[FileSystemEvent]] = [
+    FileCreatedEvent, FileModifiedEvent, FileMovedEvent, FileDeletedEvent, FileClosedEvent,
+    DirCreatedEvent, DirModifiedEvent, DirMovedEvent, DirDeletedEvent]
+
+
+def needs_open_events(folder: FolderSettings) -> bool:
+    """Whether intake must count opens and closes itself: the kernel answers "is anyone
+    writing it" for every file only with CAP_LEASE and on a local file system."""
+    if folder.watcher == "polling":
+        return True  # a polling watcher sees no opens at all: nothing to leave out
+    return not has_lease_capability() or is_network(filesystem_type(folder.path))
+
+
 def _directory_identity(path: Path) -> tuple[int, int] | None:
     try:
         info = os.stat(path)
@@ -214,7 +243,8 @@ class FolderWatch:
         observer: BaseObserver = (
             PollingObserver(timeout=folder.poll_interval) if folder.watcher == "polling" else Observer()
         )
-        observer.schedule(_Handler(folder, loop, on_event, on_rescan), str(folder.path), recursive=folder.recursive)
+        observer.schedule(_Handler(folder, loop, on_event, on_rescan), str(folder.path), recursive=folder.recursive,
+                          event_filter=None if needs_open_events(folder) else WITHOUT_OPENS)
         observer.daemon = True
         observer.start()
         return cls(folder, observer, identity)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from vaultdrop.journal import Journal
-from vaultdrop.model import FileIdentity, JobState
+from vaultdrop.model import FileIdentity, JobState, version_print
 
 from ..integration.harness import DaemonRunner, wait_for
 from ..integration.test_daemon import write
@@ -31,7 +31,7 @@ def test_names_that_are_not_utf8_round_trip(tmp_path: Path) -> None:
     assert journal.enqueue(identity) is None, "the same file is recognised, not queued twice"
     job = journal.transition(job, JobState.UPLOADING, "key for bad-\udcff", upload_key="k",
                              last_error="cannot open bad-\udcff")
-    assert journal.known_identities(identity.folder) == {(identity.relpath, 10, 1, 2): None}
+    assert journal.known_versions(identity.folder) == {version_print(identity.relpath, 10, 1, 2, None)}
     assert journal.history(job.id)[-1]["detail"] == "key for bad-\udcff"
     journal.close()
     reader = Journal(tmp_path / "j.db", readonly=True)

@@ -191,3 +191,23 @@ async def test_files_deleted_or_moved_away_leave_nothing_behind(make_intake: Cal
     await asyncio.sleep(0.5)
     assert intake.names() == []
     assert intake.completeness._tracks == {}  # noqa: SLF001 - the leak this test is about
+
+
+async def test_where_the_kernel_does_not_say_inotify_opens_and_closes_tell_a_writer(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another user's file without CAP_LEASE: a file changed while open is being written
+    until it is closed after writing; a reader coming and going changes nothing."""
+    monkeypatch.setattr("vaultdrop.completeness.open_for_writing", lambda path: None)
+    folder = FolderSettings(path=tmp_path, settle=0.1)
+    ready: list[str] = []
+    completeness = Completeness(asyncio.get_running_loop(), lambda _, relpath, __: ready.append(relpath),
+                                {str(tmp_path): folder})
+    (tmp_path / "take.bin").write_bytes(b"x" * 10)
+    for kind in ("opened", "modified", "opened", "closed_no_write"):  # the writer, then a reader
+        completeness.event(folder, "take.bin", kind)
+    await asyncio.sleep(0.4)
+    assert ready == [] and completeness.writing(tmp_path / "take.bin")
+    completeness.event(folder, "take.bin", "closed")
+    await asyncio.sleep(0.3)
+    assert ready == ["take.bin"]
+    completeness.close()

@@ -23,7 +23,7 @@ from vaultdrop.config import Settings, settings_from_dict
 from vaultdrop.errors import ConfigError
 from vaultdrop.journal import DUE_CONDITION, IllegalTransition, Journal, JournalStore, JournalUnwritable, LeaseLost
 from vaultdrop.journal_pg import JournalDown, PgJournal
-from vaultdrop.model import ACTIVE, ALLOWED, FileIdentity, JobState
+from vaultdrop.model import ACTIVE, ALLOWED, FileIdentity, JobState, version_print
 from vaultdrop.wiring import open_journal as open_configured
 
 Opener = Callable[..., JournalStore]
@@ -94,7 +94,7 @@ class TestJournalStore:
         job = journal.enqueue(identity(name))
         job = journal.transition(job, JobState.UPLOADING, f"uploading {name}", upload_key="k", last_error=name)
         assert journal.get(job.id).relpath.encode("utf-8", "surrogateescape") == b"caf\xe9 \xff.mov"
-        assert (name, 10, 1, 7) in journal.known_identities("/drop")
+        assert version_print(name, 10, 1, 7, None) in journal.known_versions("/drop")
         assert journal.enqueue(identity(name)) is None
 
 
