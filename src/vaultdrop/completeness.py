@@ -224,10 +224,8 @@ class Completeness:
             return containers.UNRECOGNISED  # unreadable now: settle decides, the upload says why
 
     def _complete(self, key: tuple[str, str], folder: FolderSettings, relpath: str, info: os.stat_result) -> None:
-        track = self._tracks.pop(key, None)
-        if track is not None and track.timer is not None:
-            track.timer.cancel()
-        self._settled.pop(key, None)
+        self._forget(key)
+        self._settled.pop(key, None)  # re-inserted last: the oldest entries are the ones dropped
         self._settled[key] = version_of(info)
         if len(self._settled) > SETTLED_REMEMBERED:
             self._settled.pop(next(iter(self._settled)))
@@ -268,6 +266,12 @@ class Completeness:
             return None
         self.touch(folder, relpath)
         return "settling"
+
+    def look_again(self, path: Path) -> None:
+        """Settle a path whose content turned out not to be its job's (Pipeline._look_again)."""
+        found = self._locate(path)
+        if found is not None:
+            self.touch(*found)
 
     def waiting(self) -> Counter[str]:
         """How many files wait, and why (the metric and `status`)."""

@@ -164,13 +164,8 @@ class Daemon:
 
     def _build_pipeline(self, settings: Settings) -> Pipeline:
         return build_pipeline(settings, self.journal, self._folder_for, on_back=lambda service: self._wake.set(),
-                              on_displaced=self._look_again, events=self.events, readiness=self._completeness)
-
-    def _look_again(self, path: Path) -> None:
-        """Settle a path whose content turned out not to be its job's (see Pipeline._look_again)."""
-        folder = next((f for f in self._folders.values() if path.is_relative_to(f.path)), None)
-        if folder is not None:
-            self._completeness.touch(folder, path.relative_to(folder.path).as_posix())
+                              on_displaced=self._completeness.look_again, events=self.events,
+                              readiness=self._completeness)
 
     async def _preflight(self) -> None:
         """Rejected credentials stop the daemon before READY=1 (exit 78), not at the first

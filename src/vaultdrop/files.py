@@ -53,12 +53,15 @@ def holds(job: Job, path: Path, info: os.stat_result | StatLike) -> bool:
 
     When the change time moved and no sha256 says what was sent (a POST whose answer was
     lost), the file cannot be vouched for: it counts as changed, and is sent again."""
-    if not job.is_file(info):
-        return False
-    ctime = getattr(info, "st_ctime_ns", None)
-    if job.ctime_ns is None or ctime == job.ctime_ns:
+    if same_version(job, info):
         return True
-    return job.sha256 is not None and sha256_of(path) == job.sha256
+    return job.is_file(info) and job.sha256 is not None and sha256_of(path) == job.sha256
+
+
+def same_version(job: Job, info: os.stat_result | StatLike) -> bool:
+    """Whether `info` is the version the job last saw: its inode, size and mtime, and its
+    change time where the job recorded one (only that moves when `cp -p` writes over it)."""
+    return job.is_file(info) and (job.ctime_ns is None or getattr(info, "st_ctime_ns", None) == job.ctime_ns)
 
 
 def open_for_writing(path: Path) -> bool | None:

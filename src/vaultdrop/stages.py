@@ -21,7 +21,7 @@ from typing import Protocol
 from . import containers
 from .config import FolderSettings, Settings
 from .errors import JobFailed, RetryLater, VaultdropError, Waiting
-from .files import holds, sha256_of, stat_or_none
+from .files import holds, same_version, sha256_of, stat_or_none
 from .events import Fanout, JobEvents
 from .journal import IllegalTransition, JournalStore
 from .model import CONFIRMED, UNCONFIRMED, FileIdentity, Job, JobState, Transition
@@ -51,12 +51,6 @@ class Unwatched:
 
     def writing(self, path: Path) -> bool:
         return False
-
-
-def changed(job: Job, info: os.stat_result) -> bool:
-    """Whether the path holds another version than the job recorded (a moved change time
-    with all else equal counts: `cp -p` of another take over it)."""
-    return not job.is_file(info) or (job.ctime_ns is not None and info.st_ctime_ns != job.ctime_ns)
 
 
 def recheck_delay(folder: FolderSettings) -> float:
@@ -93,7 +87,7 @@ class VaultStages:
         if not stat.S_ISREG(info.st_mode):
             raise JobFailed("file vanished before it could be uploaded: its name now holds something that is not "
                             "a file (left alone)")
-        if changed(job, info):
+        if not same_version(job, info):
             return self._new_version(job, folder, info, "taking the new content")
         if info.st_size == 0:
             raise RetryLater("the file is empty now")
@@ -179,7 +173,7 @@ class VaultStages:
             if info is None and progress.received > 0:  # the vault may still finish what it received
                 return Transition(JobState.CONFIRMING, "the file is gone: waiting for the vault to confirm what it "
                                   "received", {"key_unknown": 0})
-            if info is not None and changed(job, info):
+            if info is not None and not same_version(job, info):
                 if progress.received > 0:  # the vault may yet finish the earlier version on this key
                     return self._discard(job, key, "the file changed after the vault received part of it")
                 return self._new_version(job, folder, info, "sending the new content on the same key")
@@ -198,7 +192,7 @@ class VaultStages:
                     job = self._journal.update(job, bytes_sent=sent)
 
         before = stat_or_none(job.path)  # its ctime tells a rewrite that keeps size and mtime
-        if before is not None and changed(job, before):  # since the key was taken: the new version settles first
+        if before is not None and not same_version(job, before):  # since the key was taken: the new version settles first
             return self._new_version(job, folder, before, "sending the new content on the same key")
         started = time.monotonic()
         try:

@@ -197,7 +197,7 @@ class World:
     def _start(self) -> None:
         self.settings = make_settings(self.root, drop_configured=self.drop_configured, **self.options)
         self.journal = CrashingJournal(open_journal(self.settings, clock=self.clock))
-        self.displaced: list[Path] = []  # paths a post-action found other content at (daemon._look_again)
+        self.displaced: list[Path] = []  # paths a post-action found other content at (Completeness.look_again)
         self._build()
 
     def _build(self) -> None:
