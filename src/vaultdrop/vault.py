@@ -58,6 +58,11 @@ class FileChanged(RetryLater):
     """The local file changed while it was being sent; the upload cannot be trusted."""
 
 
+# Control characters (C0, DEL, C1), a quote and a backslash become "_" in the multipart
+# filename: a header line may carry none of them (aiohttp refuses an ESC there).
+_UNSAFE_IN_FILENAME = {code: "_" for code in (*range(0x20), *range(0x7F, 0xA0), ord("\\"), ord('"'))}
+
+
 @dataclass(frozen=True)
 class Progress:
     received: int
@@ -175,7 +180,7 @@ class VaultClient:
         """
         signature, timestamp = self._signature(UPLOAD_PATH)
         boundary = uuid.uuid4().hex
-        filename = path.name.replace("\\", "_").replace('"', "_").replace("\r", "_").replace("\n", "_")
+        filename = path.name.translate(_UNSAFE_IN_FILENAME)
         preamble = (
             f"--{boundary}\r\n"
             f'Content-Disposition: form-data; name="upload_file"; filename="{filename}"\r\n'

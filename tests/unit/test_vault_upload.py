@@ -92,3 +92,23 @@ async def test_a_cancelled_upload_stops_sending_and_closes_its_file(video: Path)
         assert progress == [CHUNK_SIZE]
     finally:
         await client.aclose()
+
+
+async def test_control_characters_in_a_file_name_never_reach_the_part_header(tmp_path: Path) -> None:
+    """A name is data: an ESC, a tab, a newline or a DEL in it would break the header line
+    (the sandbox's aiohttp refused such a part with a 500 on every attempt)."""
+    video = tmp_path / 'take\x1b[31m\t"red"\n\x7f\\.mov'
+    video.write_bytes(b"x" * 100)
+    bodies: list[httpx.Request] = []
+
+    async def vault(request: httpx.Request) -> httpx.Response:
+        bodies.append(request)
+        return httpx.Response(200, stream=httpx.ByteStream(OK))
+
+    client = client_with(httpx.MockTransport(vault))
+    try:
+        await client.upload("k", video, size=100, on_progress=lambda sent: None)
+    finally:
+        await client.aclose()
+    head = bodies[0].content.split(b"\r\n\r\n", 1)[0]
+    assert b'filename="take_[31m__red____.mov"' in head  # tab, quotes, newline, DEL, backslash
