@@ -148,6 +148,36 @@ BUSY_TIMEOUT = 10.0  # seconds a writer waits for another (the CLI, a second ope
 # only with this very condition (tests/unit/test_journal.py checks it names ACTIVE).
 DUE_CONDITION = "state IN ('queued', 'uploading', 'confirming', 's3_queueing', 's3_waiting', 'finishing')"
 
+# The jobs table's columns after the fifth migration, in their stored order.
+_JOB_COLUMNS_V5 = """
+        folder TEXT NOT NULL,
+        relpath TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        inode INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        not_before REAL NOT NULL DEFAULT 0,
+        last_error TEXT,
+        upload_key TEXT,
+        video_id TEXT,
+        bytes_sent INTEGER NOT NULL DEFAULT 0,
+        sha256 TEXT,
+        s3_request_id INTEGER,
+        s3_status TEXT,
+        s3_since REAL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        waiting_for TEXT,
+        released INTEGER NOT NULL DEFAULT 0,
+        moved_to TEXT,
+        key_unknown INTEGER NOT NULL DEFAULT 0,
+        upload_seconds REAL,
+        ctime_ns INTEGER,
+        owner TEXT,
+        lease_expiry REAL NOT NULL DEFAULT 0,
+        lease_epoch INTEGER NOT NULL DEFAULT 0"""
+
 # Append-only: a migration is never edited once released, only added.
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -244,6 +274,42 @@ MIGRATIONS: tuple[str, ...] = (
     # jobs in due order; on jobs_state they sorted every active job on each wake-up:
     # 4.2 + 2.1 ms per finished job with 10,000 queued, 0.01 ms with this index.
     f"CREATE INDEX jobs_due ON jobs (not_before, id) WHERE {DUE_CONDITION}",
+    # A job id names one file for good (journald's JOB_ID, webhooks, metrics): without
+    # AUTOINCREMENT, SQLite hands a forgotten newest job's id to the next file. The table
+    # is rebuilt (SQLite cannot add AUTOINCREMENT); history is rebuilt first, so dropping
+    # the old jobs cascades to nothing, and the renames carry its reference along. The
+    # counter starts past every id the journal ever named, the outbox's included.
+    f"""
+    CREATE TABLE jobs_v6 (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        {_JOB_COLUMNS_V5}
+    );
+    INSERT INTO jobs_v6 SELECT * FROM jobs;
+    CREATE TABLE history_v6 (
+        id INTEGER PRIMARY KEY,
+        job_id INTEGER NOT NULL REFERENCES jobs_v6 (id) ON DELETE CASCADE,
+        at REAL NOT NULL,
+        from_state TEXT,
+        to_state TEXT NOT NULL,
+        detail TEXT
+    );
+    INSERT INTO history_v6 SELECT * FROM history;
+    DROP TABLE history;
+    DROP TABLE jobs;
+    ALTER TABLE jobs_v6 RENAME TO jobs;
+    ALTER TABLE history_v6 RENAME TO history;
+    CREATE INDEX history_job ON history (job_id);
+    CREATE INDEX jobs_identity ON jobs (folder, relpath, size, mtime_ns, inode);
+    CREATE INDEX jobs_state ON jobs (state, not_before);
+    CREATE INDEX jobs_sha256 ON jobs (sha256);
+    CREATE INDEX jobs_inode ON jobs (inode);
+    CREATE INDEX jobs_video ON jobs (video_id);
+    CREATE INDEX jobs_summary ON jobs (folder, state, s3_status, created_at);
+    CREATE INDEX jobs_due ON jobs (not_before, id) WHERE {DUE_CONDITION};
+    DELETE FROM sqlite_sequence WHERE name = 'jobs';
+    INSERT INTO sqlite_sequence (name, seq) SELECT 'jobs', max(
+        (SELECT coalesce(max(id), 0) FROM jobs), (SELECT coalesce(max(job_id), 0) FROM outbox))
+    """,
 )
 _NOTIFICATION_COLUMNS = ", ".join(f.name for f in fields(Notification))
 

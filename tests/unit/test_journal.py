@@ -227,6 +227,23 @@ class TestJournalStore:
         assert journal.due_notifications(now=9e9, events=["done"], limit=10) == []
         assert [(s.state, s.count) for s in journal.summary()] == [(JobState.DONE, 1)]
 
+    def test_a_job_id_is_never_given_to_another_file(self, open_journal: Opener) -> None:
+        """journald's JOB_ID, webhooks and metrics name a file by its id: forgetting the
+        newest job, even across a restart, must not hand its id to the next file."""
+        journal = open_journal()
+        first = journal.enqueue(identity("a.mov", inode=1))
+        newest = journal.transition(journal.enqueue(identity("b.mov", inode=2)), JobState.FAILED, last_error="x")
+        journal.forget(newest.id)
+        after = journal.enqueue(identity("c.mov", inode=3))
+        journal.transition(after, JobState.FAILED, last_error="x")
+        journal.forget(after.id)
+        journal.close()
+        reopened = open_journal()
+        last = reopened.enqueue(identity("d.mov", inode=4))
+        assert len({first.id, newest.id, after.id, last.id}) == 4
+        assert first.id < newest.id < after.id < last.id
+
+
 @pytest.mark.parametrize("open_journal", ["postgresql"], indirect=True)  # SQLite has one host
 class TestLeases:
     """Two hosts on one journal: a claimed job is one host's until its lease runs out."""
@@ -324,6 +341,38 @@ def test_every_active_state_can_fail() -> None:
         if state not in (JobState.DONE, JobState.FAILED, JobState.SKIPPED):
             assert JobState.FAILED in allowed, state
 
+
+
+def _journal_at_schema(path: Path, version: int) -> sqlite3.Connection:
+    """A SQLite journal as an earlier vaultdrop left it: the first `version` migrations."""
+    db = sqlite3.connect(path, isolation_level=None)
+    for number, script in enumerate(journal_module.MIGRATIONS[:version], start=1):
+        for statement in filter(str.strip, script.split(";")):
+            db.execute(statement)
+        db.execute(f"PRAGMA user_version = {number}")
+    return db
+
+
+@pytest.mark.parametrize("version", range(1, len(journal_module.MIGRATIONS)))
+def test_every_earlier_sqlite_schema_upgrades_with_its_jobs(tmp_path: Path, version: int) -> None:
+    path = tmp_path / "vaultdrop.db"
+    db = _journal_at_schema(path, version)
+    db.execute("INSERT INTO jobs (folder, relpath, size, mtime_ns, inode, state, created_at, updated_at)"
+               " VALUES ('/drop', 'old.mov', 5, 1, 9, 'done', 1, 1)")
+    db.execute("INSERT INTO history (job_id, at, to_state) VALUES (1, 1, 'done')")
+    if version >= 3:  # a forgotten job 7 that a webhook once named
+        db.execute("INSERT INTO outbox (event_id, event, job_id, folder, relpath, size, state, created_at)"
+                   " VALUES ('e', 'done', 7, '/drop', 'gone.mov', 1, 'done', 1)")
+    db.close()
+    journal = Journal(path)
+    old = journal.get(1)
+    assert old is not None and (old.relpath, old.state) == ("old.mov", JobState.DONE)
+    assert [h["to_state"] for h in journal.history(1)] == ["done"]
+    new = journal.enqueue(identity("new.mov", inode=10))
+    assert new.id == (8 if version >= 3 else 2)
+    journal.forget(old.id)  # history goes with its job, as before
+    assert journal.history(1) == []
+    journal.close()
 
 
 def test_sqlite_journal_uses_wal_and_full_sync(tmp_path: Path) -> None:
