@@ -30,7 +30,7 @@ from . import __version__, logs, postaction
 from .config import DEFAULT_CONFIG_PATH, Duration, Settings, load_config, settings_from_dict
 from .errors import ConfigError, OperatorError, RetryLater, VaultdropError
 from .files import ignore_lease_breaks
-from .journal import Journal, JournalStore, JournalUnavailable
+from .journal import USED_MARK, Journal, JournalStore, JournalUnavailable, journal_was_used
 from .model import TERMINAL, Job, JobState
 from .runstate import daemon_running, read_run_state
 
@@ -161,9 +161,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _sqlite(path: Path, readonly: bool) -> Journal:
-    if not path.exists():
+    used = journal_was_used(path.parent)
+    if not path.exists() and used is None:
         raise OperatorError(f"no journal at {path} yet: has the daemon run?")
-    return Journal(path, readonly=readonly)
+    return Journal(path, readonly=readonly, used=used)
 
 
 def _job_dict(job: Job) -> dict[str, Any]:
@@ -399,6 +400,38 @@ def cmd_journal_copy(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_journal_reset(args: argparse.Namespace) -> int:
+    """Start over with an empty journal, on purpose: the daemon refuses to on its own when
+    the state_dir shows an earlier run (journal.JournalMissing). Files still in the watched
+    folders are then uploaded again. A journal that holds jobs is never thrown away here."""
+    from .daemon import lock_state_dir
+
+    state_dir = args.state_dir or load_config(args.config).daemon.state_dir
+    lock = lock_state_dir(state_dir)  # the daemon must be stopped
+    try:
+        used = journal_was_used(state_dir)
+        if used is None:
+            print(f"nothing to reset: no journal was set up in {state_dir} yet")
+            return 0
+        path = state_dir / "vaultdrop.db"
+        if path.exists():
+            try:
+                jobs = Journal.jobs_held(path)
+            except ConfigError as exc:
+                raise OperatorError(f"{exc}: move it away first if you really mean to start over") from None
+            if jobs:
+                raise OperatorError(f"the journal {path} holds {jobs} job(s): move it away first "
+                                    "if you really mean to start over")
+        for leftover in (path, path.with_name(f"{path.name}-wal"), path.with_name(f"{path.name}-shm"),
+                         state_dir / USED_MARK):
+            leftover.unlink(missing_ok=True)
+    finally:
+        lock.close()
+    print(f"journal reset ({used}): the next start begins with a new, empty journal, and uploads "
+          "the files in the watched folders again")
+    return 0
+
+
 def _read_password(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8").rstrip("\r\n")
@@ -509,6 +542,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="whose state_dir holds the SQLite journal (default %(default)s)")
     copy.add_argument("--state-dir", type=Path, help="the SQLite journal's directory, without loading the config")
     copy.set_defaults(func=cmd_journal_copy)
+    reset = journal_sub.add_parser(
+        "reset", help="start over with an empty journal (only when it is empty or gone; the daemon stopped)")
+    reset.add_argument("--config", type=Path, default=Path(os.environ.get("VAULTDROP_CONFIG", DEFAULT_CONFIG_PATH)),
+                       help="whose state_dir to reset (default %(default)s)")
+    reset.add_argument("--state-dir", type=Path, help="the state directory, without loading the config")
+    reset.set_defaults(func=cmd_journal_reset)
 
     check = command("check-config", "validate the configuration and exit")
     check.add_argument("--online", action="store_true",

@@ -86,6 +86,44 @@ class JournalUnwritable(ConfigError):
     exit_status = 75
 
 
+class JournalMissing(ConfigError):
+    """The journal is gone or empty although this state_dir was used with one: taking it
+    as a fresh start would upload every kept file again. An operator decides."""
+
+
+USED_MARK = "journal-used"  # in state_dir: a journal was set up here (which, since when)
+
+
+def journal_was_used(state_dir: Path) -> str | None:
+    """What the state_dir says about an earlier journal ("<location> since <date>"), or
+    None on a first start."""
+    try:
+        return (state_dir / USED_MARK).read_text(encoding="utf-8").strip() or "an earlier run"
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {state_dir / USED_MARK}: {exc}") from None
+
+
+def mark_used(state_dir: Path, location: str, now: float) -> None:
+    """Record, durably, that state_dir has a journal from now on (see JournalMissing)."""
+    when = time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(now))
+    temporary = state_dir / f".{USED_MARK}.tmp"
+    with temporary.open("w", encoding="utf-8") as handle:
+        handle.write(f"{location} since {when}\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    temporary.replace(state_dir / USED_MARK)
+    fsync_path(state_dir)
+
+
+def refuse_missing(location: str, what: str, used: str) -> JournalMissing:
+    return JournalMissing(
+        f"the journal {location} is {what}, but this state_dir was used with a journal ({used}): "
+        "starting with an empty journal would upload every kept file again. Restore the journal "
+        "from a backup, or start over on purpose with `vaultdrop journal reset`")
+
+
 class JournalStore(Protocol):
     """What the rest of vaultdrop may ask of a journal; every backend implements exactly this.
 
@@ -444,7 +482,10 @@ class Journal(JournalRules):
     """One SQLite database; every method is one explicit transaction."""
 
     def __init__(self, path: Path, clock: Callable[[], float] = time.time, readonly: bool = False,
-                 host_id: str = "local", lease: float = 30.0, group_commit: bool = False) -> None:
+                 host_id: str = "local", lease: float = 30.0, group_commit: bool = False,
+                 used: str | None = None) -> None:
+        """`used`: what the state_dir says about an earlier journal (journal_was_used);
+        then a missing or empty journal is refused, never created."""
         self.path = path
         self.location = str(path)
         self._clock = clock
@@ -464,8 +505,13 @@ class Journal(JournalRules):
                 uri = f"file:{path}?mode=ro"
                 self._db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
             else:
+                if used is not None and not path.exists():
+                    raise refuse_missing(str(path), "missing", used)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+                if used is not None and self._db.execute("PRAGMA user_version").fetchone()[0] == 0:
+                    self._db.close()
+                    raise refuse_missing(str(path), "empty", used)
             self._db.row_factory = sqlite3.Row
             self._db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
             self._db.execute("PRAGMA foreign_keys = ON")
@@ -478,9 +524,26 @@ class Journal(JournalRules):
                     self._group_commit = True
             elif self._db.execute("PRAGMA user_version").fetchone()[0] == 0:
                 self._db.close()
+                if used is not None:
+                    raise refuse_missing(str(path), "empty", used)
                 raise ConfigError(f"the journal {path} is not set up yet: the daemon is starting")
         except sqlite3.Error as exc:
             raise ConfigError(f"cannot open the journal {path}: {exc}") from None
+
+    @staticmethod
+    def jobs_held(path: Path) -> int:
+        """How many jobs a SQLite journal file holds, 0 when it has no schema; one that
+        cannot be read is a ConfigError (it may hold jobs: nobody may throw it away)."""
+        try:
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            try:
+                if db.execute("PRAGMA user_version").fetchone()[0] == 0:
+                    return 0
+                return int(db.execute("SELECT count(*) FROM jobs").fetchone()[0])
+            finally:
+                db.close()
+        except sqlite3.Error as exc:
+            raise ConfigError(f"cannot read the journal {path}: {exc}") from None
 
     def close(self) -> None:
         self._syncer.shutdown()

@@ -22,7 +22,7 @@ import psycopg_pool
 from psycopg.rows import dict_row
 
 from .errors import ConfigError
-from .journal import JOB_COLUMNS, MAX_SIZE, JournalRules, JournalUnavailable, job_filter
+from .journal import JOB_COLUMNS, MAX_SIZE, JournalRules, JournalUnavailable, job_filter, refuse_missing
 from .model import ACTIVE, UNCONFIRMED, FileIdentity, Job, JobState, JobSummary, Notification, version_print
 
 # Append-only, like journal.MIGRATIONS; applied under an advisory lock, so hosts starting
@@ -170,7 +170,9 @@ class PgJournal(JournalRules):
     """One PostgreSQL database through a small connection pool."""
 
     def __init__(self, url: str, password: str | None = None, clock: Callable[[], float] = time.time,
-                 host_id: str = "local", lease: float = 30.0) -> None:
+                 host_id: str = "local", lease: float = 30.0, used: str | None = None) -> None:
+        """`used`: what this host's state_dir says about an earlier journal; then an empty
+        database is refused, never set up."""
         self.location = without_password(url)
         self._clock = clock
         self.host_id = host_id
@@ -186,7 +188,11 @@ class PgJournal(JournalRules):
         self._probe(url, kwargs)
         self._pool = psycopg_pool.ConnectionPool(url, kwargs=kwargs, min_size=1, max_size=4, open=True,
                                                  timeout=CONNECT_TIMEOUT, name="vaultdrop-journal")
-        self._migrate()
+        try:
+            self._migrate(used)
+        except BaseException:
+            self._pool.close()
+            raise
 
     def _probe(self, url: str, kwargs: dict[str, Any]) -> None:
         """One direct connection first, so a start fails at once with the server's reason
@@ -211,12 +217,14 @@ class PgJournal(JournalRules):
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
             raise JournalUnavailable(f"the journal {self.location} is unreachable: {exc}") from None
 
-    def _migrate(self) -> None:
+    def _migrate(self, used: str | None) -> None:
         with self._transaction() as db:
             db.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
             db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             row = db.execute("SELECT version FROM schema_version").fetchone()
             version = row["version"] if row else 0
+            if version == 0 and used is not None:
+                raise refuse_missing(self.location, "empty", used)  # rolls the CREATE back
             if row is None:
                 db.execute("INSERT INTO schema_version VALUES (0)")
             if version > len(MIGRATIONS):

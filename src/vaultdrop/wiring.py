@@ -15,7 +15,8 @@ import httpx
 
 from .config import FolderSettings, Settings
 from .events import Fanout, JobEvents
-from .journal import Journal, JournalStore
+from .errors import ConfigError
+from .journal import Journal, JournalStore, journal_was_used, mark_used
 from .netfs import refuse_network_state_dir
 from .model import Job
 from .notify import notify_states
@@ -35,16 +36,26 @@ def open_journal(settings: Settings, *, clock: Clock = time.time) -> JournalStor
     """The configured journal, writing the notifications the config wants: PostgreSQL when
     [journal] url is set, else SQLite in state_dir."""
     config = settings.journal
+    state_dir = settings.daemon.state_dir
+    used = journal_was_used(state_dir)  # then an empty or missing journal is refused
     journal: JournalStore
     if config.url is None:
-        refuse_network_state_dir(settings.daemon.state_dir)
+        refuse_network_state_dir(state_dir)
         journal = Journal(settings.daemon.journal_path, clock=clock, host_id=config.host_id, lease=config.lease,
-                          group_commit=True)
+                          group_commit=True, used=used)
     else:
         from .journal_pg import PgJournal
 
         password = config.password.get_secret_value() if config.password is not None else None
-        journal = PgJournal(config.url, password, clock=clock, host_id=config.host_id, lease=config.lease)
+        journal = PgJournal(config.url, password, clock=clock, host_id=config.host_id, lease=config.lease,
+                            used=used)
+    if used is None:
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+            mark_used(state_dir, journal.location, clock())
+        except OSError as exc:
+            journal.close()
+            raise ConfigError(f"cannot use the state directory {state_dir}: {exc}") from None
     journal.notify_states = notify_states(settings.notify)
     return journal
 

@@ -214,3 +214,42 @@ def test_the_gave_up_line_names_the_attempts_made(runner: DaemonRunner) -> None:
     assert "gave up after 3 attempts" in line and re.search(r" attempt=3\b", line)
     retries = [line for line in runner.lines if "retry in" in line]
     assert [bool(re.search(r" attempt=1\b", retries[0])), bool(re.search(r" attempt=2\b", retries[1]))] == [True, True]
+
+
+def test_an_empty_or_missing_journal_in_a_used_state_dir_is_refused_until_the_operator_resets(
+    runner: DaemonRunner,
+) -> None:
+    """Issue 21, case 1: a 0-byte journal (a restore gone wrong) or none at all (deleted
+    while the daemon ran) must not be a fresh start: every kept file would go up again."""
+    runner.folder.update(after_upload="keep")
+    runner.folder.pop("archive_dir")
+    write(runner.drop / "kept.mov", 50_000)
+    runner.start()
+    runner.wait_state("kept.mov", JobState.DONE)
+    assert runner.stop() == 0
+    journal = runner.state / "vaultdrop.db"
+    for damage in ("empty", "missing"):
+        for leftover in (journal, journal.with_name("vaultdrop.db-wal"), journal.with_name("vaultdrop.db-shm")):
+            leftover.unlink(missing_ok=True)
+        if damage == "empty":
+            journal.write_bytes(b"")
+        runner.start(wait_ready=False)
+        assert runner.wait_exit() == 78, runner.output()
+        assert f"is {damage}" in runner.output() and "vaultdrop journal reset" in runner.output()
+        assert "Traceback" not in runner.output()
+    assert len(runner.sandbox.videos()) == 1
+    reset = cli(runner, "journal", "reset")
+    assert reset.returncode == 0, reset.stderr
+    runner.start()  # the operator chose to start over: the kept file is uploaded again
+    wait_for(lambda: len(runner.sandbox.videos()) == 2, what="the upload the operator asked for")
+
+
+def test_journal_reset_never_throws_away_a_journal_that_holds_jobs(runner: DaemonRunner) -> None:
+    write(runner.drop / "a.mov", 10_000)
+    runner.start()
+    runner.wait_state("a.mov", JobState.DONE)
+    assert runner.stop() == 0
+    reset = cli(runner, "journal", "reset")
+    assert reset.returncode == 1 and "holds 1 job(s)" in reset.stderr, reset.stderr
+    runner.start()
+    assert [j.relpath for j in runner.jobs()] == ["a.mov"]

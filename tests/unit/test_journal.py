@@ -592,3 +592,31 @@ def test_status_shows_which_host_works_on_each_job(
                       f'[vault]\nuser = "u"\npassword = "p"\n[[folders]]\npath = "{tmp_path / "drop"}"\n')
     assert cli.main(["status", "--config", str(config)]) == 0
     assert "clip.mov  [on ingest-2]" in capsys.readouterr().out
+
+
+def test_a_used_state_dir_refuses_an_empty_journal_on_either_backend(
+    tmp_path: Path, pg_cluster: Any, pg_database: tuple[str, Path]
+) -> None:
+    """A state_dir that had a journal never starts over by itself: not with a 0-byte SQLite
+    file, not with an empty PostgreSQL database (recreated, or the wrong one)."""
+    url, password_file = pg_database
+    settings = settings_for(tmp_path, {"url": url, "password_file": str(password_file)})
+    open_configured(settings).close()
+    assert url.rsplit("/", 1)[1] in (tmp_path / "state" / journal_module.USED_MARK).read_text()
+    with pg_cluster.database("t_recreated_empty") as empty_url:
+        with pytest.raises(journal_module.JournalMissing, match="is empty.*journal reset") as refused:
+            open_configured(settings_for(tmp_path, {"url": empty_url, "password_file": str(password_file)}))
+        assert refused.value.exit_status == 78
+        again = settings_for(tmp_path, {"url": empty_url, "password_file": str(password_file)})
+        assert cli.main(["journal", "reset", "--state-dir", str(tmp_path / "state")]) == 0
+        open_configured(again).close()  # started over on purpose
+    sqlite_dir = tmp_path / "sqlite"
+    sqlite_dir.mkdir()
+    settings = settings_for(sqlite_dir, {})
+    open_configured(settings).close()
+    settings.daemon.journal_path.write_bytes(b"")
+    with pytest.raises(journal_module.JournalMissing, match="is empty"):
+        open_configured(settings)
+    with pytest.raises(journal_module.JournalMissing, match="is empty"):  # nor do the operator's commands
+        cli._sqlite(settings.daemon.journal_path, False)
+    assert settings.daemon.journal_path.stat().st_size == 0
