@@ -30,6 +30,7 @@ from . import __version__, logs, postaction
 from .config import DEFAULT_CONFIG_PATH, Duration, Settings, load_config, settings_from_dict
 from .errors import ConfigError, OperatorError, RetryLater, VaultdropError
 from .files import ignore_lease_breaks
+from .logs import printable
 from .journal import USED_MARK, Journal, JournalStore, JournalUnavailable, journal_was_used
 from .model import TERMINAL, Job, JobState
 from .runstate import daemon_running, read_run_state
@@ -353,6 +354,11 @@ def cmd_delete(args: argparse.Namespace) -> int:
     if not VIDEO_ID.fullmatch(args.video_id):  # the vault issues none other; quoted, it fails the signature
         raise OperatorError(f"no such video: {args.video_id} (video ids are letters, digits, '-' and '_')")
     settings, sandbox = _settings_or_demo(args)
+    journal = _journal_of(settings)
+    busy = [job for job in journal.by_video(args.video_id) if job.state not in TERMINAL] if journal else []
+    if busy:
+        raise OperatorError(f"job {busy[0].id} ({printable(busy[0].relpath)}) is {busy[0].state.value} with video "
+                            f"{args.video_id}: delete it once the job is done")
 
     async def delete() -> bool:
         client = VaultClient.from_settings(settings.vault)
@@ -368,10 +374,27 @@ def cmd_delete(args: argparse.Namespace) -> int:
     finally:
         if sandbox is not None:
             sandbox.stop()
+    recorded = journal.video_deleted(args.video_id, f"video {args.video_id} deleted from the vault by the "
+                                     "operator (vaultdrop delete)") if journal else []
+    if journal:
+        journal.close()
+    for job in recorded:
+        print(f"job {job.id} ({printable(job.relpath)}) now failed: `vaultdrop jobs retry {job.id}` uploads it again")
     if not deleted:
         raise OperatorError(f"no such video: {args.video_id}")
     print(f"video {args.video_id} deleted")
     return 0
+
+
+def _journal_of(settings: Settings) -> JournalStore | None:
+    """The configured journal if it exists yet (`delete` also works before any daemon ran)."""
+    if settings.journal.url is None:
+        if not settings.daemon.journal_path.exists():
+            return None
+        return _sqlite(settings.daemon.journal_path, readonly=False)
+    from .wiring import open_journal
+
+    return open_journal(settings)
 
 
 def cmd_journal_copy(args: argparse.Namespace) -> int:

@@ -150,7 +150,7 @@ class JournalStore(Protocol):
     def update(self, job: Job, **changes: Any) -> Job: ...
     def discard_video(self, job: Job, state: JobState, detail: str, stale: str, **changes: Any) -> Job: ...
     def twins(self, sha256: str, exclude_id: int) -> list[Job]: ...
-    def by_video(self, video_id: str) -> Job | None: ...
+    def by_video(self, video_id: str) -> list[Job]: ...
     def stale_videos(self, now: float, limit: int = 10) -> list[tuple[str, int]]: ...
     def stale_deleted(self, video_id: str) -> None: ...
     def stale_retry(self, video_id: str, not_before: float, error: str) -> None: ...
@@ -394,10 +394,34 @@ class JournalRules:
 
     def discard_video(self, job: Job, state: JobState, detail: str, stale: str, **changes: Any) -> Job:
         """Start a job over and, in the same transaction, record its vault copy `stale` for
-        deletion: the new content never waits on a delete that keeps failing."""
+        deletion: the new content never waits on a delete that keeps failing. A video that
+        another job accounts for is never recorded: whatever the reason, it is that job's."""
         if state not in ALLOWED[job.state]:
             raise IllegalTransition(f"job {job.id}: {job.state} -> {state} is not allowed")
+        owner = self.owner_of(stale, job.id)
+        if owner is not None:
+            return self._save(job, state, f"{detail} (kept: video {stale} is job {owner.id}'s)", changes)
         return self._save(job, state, detail, changes, stale_video=(stale, detail))
+
+    def owner_of(self, video_id: str, other_than: int | None = None) -> Job | None:
+        """The job that accounts for this video, if any but `other_than` does. A skipped twin
+        names its uploader's video without having sent it, so it is never the owner."""
+        return next((job for job in self.by_video(video_id)
+                     if job.id != other_than and job.state is not JobState.SKIPPED), None)
+
+    def video_deleted(self, video_id: str, detail: str) -> list[Job]:
+        """The operator deleted this video from the vault: every finished job that named it
+        now says so and may be uploaded again (`jobs retry`, `vaultdrop upload`), with a new
+        key and its S3 step to do again. A running job's video is not the operator's to
+        delete (refused before the vault is asked)."""
+        recorded = []
+        for job in self.by_video(video_id):
+            if job.state not in TERMINAL:
+                raise IllegalTransition(f"job {job.id} is {job.state} with video {video_id}")
+            recorded.append(self.transition(
+                job, JobState.FAILED, detail, last_error=detail, video_id=None, upload_key=None, bytes_sent=0,
+                key_unknown=0, s3_request_id=None, s3_status=None, s3_since=None))
+        return recorded
 
     def _changes(self, state: JobState | None, changes: dict[str, Any]) -> dict[str, Any]:
         """The columns a save writes: the caller's, checked, plus updated_at and the state."""
@@ -807,13 +831,10 @@ class Journal(JournalRules):
         )
         return [self._job(r) for r in rows]
 
-    def by_video(self, video_id: str) -> Job | None:
-        """The job that uploaded this video (a skipped twin's S3 copy names its file)."""
-        row = self._read_one(
-            f"SELECT {JOB_COLUMNS} FROM jobs WHERE video_id=? AND upload_key IS NOT NULL ORDER BY id LIMIT 1",
-            (video_id,),
-        )
-        return self._job(row) if row else None
+    def by_video(self, video_id: str) -> list[Job]:
+        """Every job that names this video, oldest first (its uploader, skipped twins)."""
+        return [self._job(row) for row in self._read(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE video_id=? ORDER BY id", (video_id,))]
 
     # -- videos to delete ------------------------------------------------------------
 

@@ -410,13 +410,10 @@ class PgJournal(JournalRules):
             ).fetchall()
         return [_job(r) for r in rows]
 
-    def by_video(self, video_id: str) -> Job | None:
+    def by_video(self, video_id: str) -> list[Job]:
         with self._transaction() as db:
-            row = db.execute(
-                f"SELECT {JOB_COLUMNS} FROM jobs WHERE video_id=%s AND upload_key IS NOT NULL ORDER BY id LIMIT 1",
-                (video_id,),
-            ).fetchone()
-        return _job(row) if row else None
+            rows = db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE video_id=%s ORDER BY id", (video_id,)).fetchall()
+        return [_job(row) for row in rows]
 
     # -- videos to delete ------------------------------------------------------------
 

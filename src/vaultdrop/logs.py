@@ -97,6 +97,11 @@ class _Redact(logging.Filter):
 _CONTROL_CHARACTERS = {**{i: f"\\x{i:02x}" for i in (*range(32), 127)}, 10: "\\n", 13: "\\r", 9: "\\t"}
 
 
+def printable(text: str) -> str:
+    """A file name as data on a terminal: control characters shown escaped."""
+    return text.translate(_CONTROL_CHARACTERS)
+
+
 class _ConsoleFormatter(logging.Formatter):
     """One record, one short line for a person: control characters (a newline in a file
     name) are shown escaped, so a crafted name cannot forge log lines; the folder by its

@@ -46,9 +46,10 @@ ALLOWED: dict[JobState, frozenset[JobState]] = {
     JobState.S3_QUEUEING: frozenset({JobState.S3_WAITING, JobState.FAILED}),
     JobState.S3_WAITING: frozenset({JobState.FINISHING, JobState.FAILED}),
     JobState.FINISHING: frozenset({JobState.DONE, JobState.SKIPPED, JobState.FAILED}),
-    JobState.DONE: frozenset(),
+    # done and skipped end for good, unless the operator deletes the video (video_deleted)
+    JobState.DONE: frozenset({JobState.FAILED}),
     JobState.FAILED: frozenset({JobState.QUEUED, JobState.UPLOADING}),
-    JobState.SKIPPED: frozenset(),
+    JobState.SKIPPED: frozenset({JobState.FAILED}),
 }
 
 

@@ -269,6 +269,12 @@ class Pipeline:
             return
         await self.journal.durable()
         for video_id, attempts in self.journal.stale_videos(self._clock(), STALE_DELETE_BATCH):
+            owner = self.journal.owner_of(video_id)
+            if owner is not None:  # recorded stale, then confirmed by a job: never delete its video
+                self.journal.stale_deleted(video_id)
+                log(logging.WARNING, f"stale video {video_id} kept: job {owner.id} ({owner.relpath}) accounts "
+                    "for it", video_id=video_id, **job_fields(owner))
+                continue
             try:
                 found = await self.stages.vault.delete(video_id)
             except RetryLater as exc:

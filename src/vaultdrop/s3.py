@@ -55,7 +55,8 @@ class S3Queue:
         assert s3 is not None and job.video_id is not None
         relpath = PurePosixPath(job.relpath)
         # A skipped twin's video was stored under the file name of the job that uploaded it.
-        uploader = job if job.upload_key else self._journal.by_video(job.video_id) or job
+        uploader = job if job.upload_key else next(
+            (j for j in self._journal.by_video(job.video_id) if j.upload_key), job)
         names = {
             "relative_path": job.relpath, "filename": PurePosixPath(uploader.relpath).name, "stem": relpath.stem,
             "ext": relpath.suffix.lstrip("."), "video_id": job.video_id, "sha256": job.sha256 or "",

@@ -78,6 +78,10 @@ class VaultStages:
         self._clock = clock
         self._sleep = sleep
         self._throttle = throttle
+        # Keys this process has POSTed on (until a POST succeeds): a 409 on a key nobody
+        # here POSTed is not an earlier POST of ours completing. A pickup (a restart, a
+        # retry) cannot know, and trusts it; confirm still checks whose video it is.
+        self._posted: set[str] = set()
 
     async def start(self, job: Job, folder: FolderSettings) -> Transition:
         """Upload what the file is now (a change before sending is no reason to fail), once."""
@@ -195,14 +199,20 @@ class VaultStages:
         if before is not None and not same_version(job, before):  # since the key was taken: the new version settles first
             return self._new_version(job, folder, before, "sending the new content on the same key")
         started = time.monotonic()
+        posted_before = key in self._posted
+        self._posted.add(key)
         try:
             digest = await self.vault.upload(key, job.path, size=job.size, on_progress=on_progress,
                                              throttle=self._throttle)
-        except KeyUsed:
-            return Transition(JobState.CONFIRMING, "key already used: confirming")
+        except KeyUsed as exc:
+            if posted_before or resumed:  # an earlier POST of ours may have completed it: confirm
+                return Transition(JobState.CONFIRMING, "key already used: confirming")
+            self._posted.discard(key)
+            return self._not_ours(key, "it was used before this job sent anything on it", exc)
         except FileChanged as exc:
             self._journal.update(job, bytes_sent=latest)
             raise RetryLater(str(exc)) from None
+        self._posted.discard(key)
         return Transition(JobState.CONFIRMING, "upload sent", {
             "sha256": digest, "bytes_sent": job.size, "key_unknown": 0,
             "upload_seconds": time.monotonic() - started, "ctime_ns": before.st_ctime_ns if before else None})
@@ -221,6 +231,10 @@ class VaultStages:
                 return Transition(JobState.UPLOADING, "no video id after the upload: sending again on the same key",
                                   level=logging.WARNING, retry=RetryLater(f"no video id {timeout:g} s after the upload"))
             await self._sleep(self._settings.vault.poll_interval)
+        owner = self._journal.owner_of(progress.video_id, job.id)
+        if owner is not None:  # the vault handed out a key that had completed for another job
+            return self._not_ours(job.upload_key or "", f"its video {progress.video_id} is job {owner.id}'s "
+                                  f"({owner.relpath})", RetryLater("the vault handed out a used upload key"))
         if progress.size != job.size or progress.received != job.size:
             return self._discard(job, progress.video_id, f"vault holds {progress.size} bytes, the file has {job.size}")
         info = stat_or_none(job.path)
@@ -257,6 +271,14 @@ class VaultStages:
             return Transition(JobState.QUEUED, "the vault does not know the upload key: new key",
                               {"upload_key": None, "bytes_sent": 0, "key_unknown": 0, "sha256": None},
                               level=logging.WARNING, discard=job.upload_key, retry=exc)
+
+    @staticmethod
+    def _not_ours(key: str, why: str, error: RetryLater) -> Transition:
+        """The vault handed out an upload key another upload completed (a caching proxy, a
+        vault bug): what it holds is not this file and not ours to delete. New key."""
+        return Transition(JobState.QUEUED, f"upload key {key} is not ours: {why}; getting a new key",
+                          {"upload_key": None, "video_id": None, "bytes_sent": 0, "key_unknown": 0},
+                          level=logging.WARNING, retry=error)
 
     def _discard(self, job: Job, video_id: str, reason: str) -> Transition:
         """The vault's copy is not this file: start over; the copy is deleted on its own."""

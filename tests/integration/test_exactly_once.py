@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import pytest
+
 from vaultdrop.model import Job, JobState
 from vaultdrop.sandbox.launcher import spawn_sandbox
 
@@ -253,3 +255,48 @@ def test_journal_reset_never_throws_away_a_journal_that_holds_jobs(runner: Daemo
     assert reset.returncode == 1 and "holds 1 job(s)" in reset.stderr, reset.stderr
     runner.start()
     assert [j.relpath for j in runner.jobs()] == ["a.mov"]
+
+
+@pytest.mark.parametrize("size", [100_000, 150_000], ids=["same size", "other size"])
+def test_a_used_key_handed_out_by_the_vault_is_not_ours(runner: DaemonRunner, size: int) -> None:
+    """Issue 21, case 2: new_key hands out the key of a completed upload (a caching proxy).
+    The 409 on a key this job never POSTed means "not ours": a new key, the file's own bytes
+    sent, and the other file's video left alone, whatever the sizes."""
+    runner.folder.update(after_upload="keep")
+    runner.folder.pop("archive_dir")
+    runner.start()
+    first = write(runner.drop / "first.mov", 100_000)
+    done = runner.wait_state("first.mov", JobState.DONE)
+    runner.sandbox.add_fault(endpoint="new_key", action="used_key")
+    second = write(runner.drop / "second.mov", size)
+    again = runner.wait_state("second.mov", JobState.DONE)
+    time.sleep(1)  # a wrongly recorded stale video would be deleted by now
+    assert sorted(v["sha256"] for v in runner.sandbox.videos()) == sorted([first, second])
+    assert again.video_id != done.video_id
+    assert {j.relpath: j.video_id for j in runner.jobs()}["first.mov"] == done.video_id
+    assert runner.saw("is not ours"), runner.output()
+
+
+def test_deleting_a_video_a_job_accounts_for_is_recorded_and_it_can_be_uploaded_again(
+    runner: DaemonRunner,
+) -> None:
+    """Issue 21, case 5: `vaultdrop delete` of a job's video. The job shows the video as
+    deleted, `upload` no longer answers "already uploaded", and a retry uploads it again."""
+    runner.folder.update(after_upload="keep")
+    runner.folder.pop("archive_dir")
+    runner.start()
+    digest = write(runner.drop / "take.mov", 60_000)
+    job = runner.wait_state("take.mov", JobState.DONE)
+    assert runner.stop() == 0
+    deleted = cli(runner, "delete", str(job.video_id))
+    assert deleted.returncode == 0, deleted.stderr
+    assert f"job {job.id}" in deleted.stdout
+    assert runner.sandbox.videos() == []
+    shown = cli(runner, "jobs", "show", str(job.id))
+    assert '"state": "failed"' in shown.stdout and f"video {job.video_id} deleted" in shown.stdout
+    retried = cli(runner, "jobs", "retry", str(job.id))
+    assert retried.returncode == 0, retried.stderr
+    runner.start()
+    again = runner.wait_state("take.mov", JobState.DONE)
+    assert again.id == job.id and again.video_id != job.video_id
+    assert [v["sha256"] for v in runner.sandbox.videos()] == [digest]

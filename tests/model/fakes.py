@@ -30,7 +30,8 @@ STORAGE = "sestore3"
 # Vault faults, by call. "500_after"/"timeout_after" store the upload before failing.
 UPLOAD_FAULTS = ("500_before", "500_after", "503", "409", "refused", "drop_mid_body", "timeout_after")
 PROGRESS_FAULTS = ("404_unknown_key", "500", "503", "refused", "timeout")
-KEY_FAULTS = ("500", "503", "refused")
+# "used": the key of the newest completed upload is handed out again (a caching proxy).
+KEY_FAULTS = ("500", "503", "refused", "used")
 DELETE_FAULTS = ("500", "deleted_false")
 # Control API faults, by command: a vendor code, an HTTP error, or the call's effect taking
 # place while its answer is lost ("timeout_after").
@@ -202,7 +203,10 @@ class Services:
             return _xml_error(403, "bad_signature", "signature does not match")
         if path == "/upload/new_upload_key.xml":
             fault = self._fault("new_upload_key")
-            if fault:
+            used = [name for name, key in self.keys.items() if key.video_id is not None]
+            if fault == "used" and used:
+                return _xml(f"<results><upload_key>{used[-1]}</upload_key></results>")
+            if fault and fault != "used":
                 return _vault_fault(fault, request)
             key = f"k{len(self.keys) + 1}"
             self.keys[key] = Key()

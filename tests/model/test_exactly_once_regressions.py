@@ -319,6 +319,27 @@ def test_clock_stepped_back_after_a_crash_in_the_s3_request_does_not_park_the_jo
     world.quiesce()
 
 
+def test_a_used_key_met_after_a_crash_is_not_taken_for_this_files_upload(make_world: Callable[..., World]) -> None:
+    """Issue 21, case 2, where a 409 cannot tell: the vault hands b the key a's upload
+    completed, and the daemon dies between committing it and the POST. On the pickup the
+    key's progress shows a's video: it is a's (the journal says so), so b gets a new key
+    and a's video is neither taken nor deleted."""
+    world = make_world(after_upload="keep")
+    drop_file(world, "a.mp4", b"take one" * 4)
+    world.quiesce()
+    [a] = world.all_jobs()
+    drop_file(world, "b.mp4", b"take two" * 4)
+    world.services.script("new_upload_key", "used")
+    world.arm_crash(1)  # right after b's key is committed
+    world.run_due(2)
+    world.quiesce()
+    jobs = {job.relpath: job for job in world.all_jobs()}
+    assert jobs["a.mp4"].video_id == a.video_id and jobs["b.mp4"].state is JobState.DONE
+    assert jobs["b.mp4"].video_id != a.video_id
+    assert world.services.live_count(sha(b"take one" * 4)) == 1
+    assert world.services.live_count(sha(b"take two" * 4)) == 1
+
+
 # -- complete means complete: a file open for writing is never sent -----------------------
 
 

@@ -227,6 +227,32 @@ class TestJournalStore:
         assert journal.due_notifications(now=9e9, events=["done"], limit=10) == []
         assert [(s.state, s.count) for s in journal.summary()] == [(JobState.DONE, 1)]
 
+    def test_a_video_another_job_accounts_for_is_never_recorded_for_deletion(self, journal: JournalStore) -> None:
+        """Whatever a stage concludes, a video the journal gives to another job stays: a
+        skipped twin only names its uploader's video, so it is no owner of its own."""
+        def to_done(job: Any, video: str, final: JobState = JobState.DONE) -> Any:
+            job = journal.transition(job, JobState.UPLOADING, upload_key=video)
+            job = journal.transition(job, JobState.CONFIRMING)
+            job = journal.transition(job, JobState.FINISHING, video_id=video)
+            return journal.transition(job, final)
+
+        owner = to_done(journal.enqueue(identity("a.mov", inode=1)), "V")
+        twin = journal.transition(journal.transition(journal.enqueue(identity("t.mov", inode=3)),
+                                                     JobState.FINISHING, video_id="V"), JobState.SKIPPED)
+        other = journal.transition(journal.transition(journal.enqueue(identity("b.mov", inode=2)),
+                                                      JobState.UPLOADING, upload_key="V"), JobState.CONFIRMING)
+        assert [j.id for j in journal.by_video("V")] == [owner.id, twin.id]
+        assert journal.owner_of("V", owner.id) is None and journal.owner_of("V", other.id).id == owner.id
+        journal.discard_video(other, JobState.QUEUED, "sizes differ", "V", upload_key=None)
+        assert journal.stale_videos(now=9e9) == []
+        assert "kept: video V is job" in journal.history(other.id)[-1]["detail"]
+
+        recorded = journal.video_deleted("V", "video V deleted from the vault by the operator")
+        assert {j.id for j in recorded} == {owner.id, twin.id}
+        again = journal.get(owner.id)
+        assert again.state is JobState.FAILED and again.video_id is None and again.upload_key is None
+        assert journal.retry(owner.id).state is JobState.QUEUED  # a re-upload with a new key
+
     def test_a_job_id_is_never_given_to_another_file(self, open_journal: Opener) -> None:
         """journald's JOB_ID, webhooks and metrics name a file by its id: forgetting the
         newest job, even across a restart, must not hand its id to the next file."""

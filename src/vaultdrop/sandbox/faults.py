@@ -13,7 +13,9 @@ from typing import Any
 VAULT_ENDPOINTS = frozenset({"new_key", "upload", "progress", "delete"})
 CONTROL_COMMANDS = frozenset({"aws.upload", "aws.status", "files.getstorage"})
 CONTROL_ENDPOINTS = frozenset({"control"}) | CONTROL_COMMANDS
-ACTIONS = frozenset({"status", "vendor_code", "drop_after", "stall", "late_video_id", "body"})
+# used_key: new_key hands out the key of the newest completed upload (a caching proxy, a
+# vault bug), so the client's POST meets 409 on a key it never used.
+ACTIONS = frozenset({"status", "vendor_code", "drop_after", "stall", "late_video_id", "body", "used_key"})
 _UPLOAD_ONLY = frozenset({"drop_after", "late_video_id"})
 
 
@@ -80,6 +82,7 @@ def parse_fault(spec: Any) -> Fault:
         _require(isinstance(content_type, str), "`content_type` must be a string")
         fault.body, fault.status, fault.content_type = spec["body"], status, content_type
     _require(action not in _UPLOAD_ONLY or endpoint == "upload", f"{action} only applies to upload")
+    _require(action != "used_key" or endpoint == "new_key", "used_key only applies to new_key")
     return fault
 
 

@@ -44,7 +44,8 @@ class VaultApi:
 
     async def new_key(self, request: web.Request) -> web.Response:
         self._check_headers(request)
-        key = self._store.issue_key()
+        reused = self._store.newest_completed_key() if fault_of(request, "used_key") else None
+        key = reused or self._store.issue_key()
         note(request, upload_key=key)
         return xml_response(upload_key_document(key))
 

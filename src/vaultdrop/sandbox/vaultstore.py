@@ -113,6 +113,10 @@ class VaultStore:
         self._save(self._keys[key])
         return key
 
+    def newest_completed_key(self) -> str | None:
+        done = [entry for entry in self._keys.values() if entry.completed is not None]
+        return max(done, key=lambda entry: entry.completed or 0).key if done else None
+
     def lookup(self, key: str) -> UploadKey:
         entry = self._keys.get(key)
         if entry is None or (entry.completed is None and time.time() - entry.created > KEY_TTL_SECONDS):
