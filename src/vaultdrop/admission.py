@@ -15,9 +15,9 @@ from pathlib import Path
 
 from .config import FolderSettings
 from .errors import LocalFileError
-from .journal import JournalStore
-from .logs import human_size, job_fields, log, log_change
-from .model import FileIdentity, Job, JobState, StatLike
+from .committer import Committer
+from .logs import job_fields, log
+from .model import FileIdentity, Job, JobState, StatLike, Transition
 from .files import sha256_of
 
 
@@ -38,7 +38,7 @@ def _holds_inode(job: Job, inode: int) -> bool:
         return False
 
 
-async def _replaced(journal: JournalStore, job: Job, identity: FileIdentity) -> bool:
+async def _replaced(committer: Committer, job: Job, identity: FileIdentity) -> bool:
     """Whether a finished job's file was replaced by other bytes that kept its size, mtime
     and inode (`cp -p` of the next take over a kept file): only the change time says so,
     and then the sha256 decides. A job still at work checks its file itself (stages)."""
@@ -51,24 +51,25 @@ async def _replaced(journal: JournalStore, job: Job, identity: FileIdentity) -> 
     except LocalFileError as exc:  # gone or unreadable: it is looked at again if it settles again
         log(logging.WARNING, f"{identity.relpath}: {exc}")
         return False
-    if digest == job.sha256:
-        journal.update(job, ctime_ns=identity.ctime_ns)  # same bytes (a chmod, a link): hash it once
+    if digest == job.sha256:  # same bytes (a chmod, a link): hash it once
+        committer.commit(job, Transition(None, "same bytes, new change time", {"ctime_ns": identity.ctime_ns},
+                                         quiet=True))
         return False
-    journal.update(job, released=1)  # the path no longer holds job's file
-    log(logging.INFO, f"{identity.relpath} was replaced by other content of the same size and time: a new "
-        f"version (job {job.id} keeps video {job.video_id})", **job_fields(job))
+    committer.commit(job, Transition(  # the path no longer holds job's file
+        None, f"replaced by other content of the same size and time: a new version (job {job.id} keeps video "
+        f"{job.video_id})", {"released": 1}))
     return True
 
 
-async def admit(journal: JournalStore, folder: FolderSettings, relpath: str, info: StatLike) -> Job | None:
+async def admit(committer: Committer, folder: FolderSettings, relpath: str, info: StatLike) -> Job | None:
     """Journal a settled file; the job when there is new work, None when there is none."""
     identity = FileIdentity.of(str(folder.path), canonical(folder, relpath), info)
-    for other in journal.same_inode(identity):
+    for other in committer.journal.same_inode(identity):
         unchanged = (other.size, other.mtime_ns) == (identity.size, identity.mtime_ns)
         if other.path == identity.path and not other.released:
             if not unchanged:
                 continue  # changed in place: enqueue decides
-            if not await _replaced(journal, other, identity):
+            if not await _replaced(committer, other, identity):
                 return None  # this very file, already journalled
             break
         if not other.released and _holds_inode(other, identity.inode):
@@ -78,14 +79,10 @@ async def admit(journal: JournalStore, folder: FolderSettings, relpath: str, inf
         if not unchanged:
             continue
         if other.state is JobState.FAILED:  # moved back by the operator, or renamed after it failed
-            job = journal.retry(other.id, identity)
-            log_change(journal, job, logging.INFO, f"picked up again: {identity.relpath} (failed job {job.id}) "
-                       "was moved back into the folder")
-            return job
+            return committer.retry(other.id, identity)[0]
         if not other.released:
-            job = journal.follow(other, identity, f"renamed from {other.relpath}")
-            log(logging.INFO, f"renamed: {other.relpath} -> {identity.relpath}: job {job.id} follows it",
-                **job_fields(job))
+            committer.follow(other, identity, f"renamed from {other.relpath}",
+                             f"renamed: {other.relpath} -> {identity.relpath}: job {other.id} follows it")
             return None
         if other.sha256 and other.state in (JobState.DONE, JobState.SKIPPED):
             try:
@@ -94,12 +91,9 @@ async def admit(journal: JournalStore, folder: FolderSettings, relpath: str, inf
                 log(logging.WARNING, f"{identity.relpath}: {exc}")
                 return None
             if digest == other.sha256:
-                job = journal.follow(other, identity, f"dropped again as {identity.relpath}")
-                log(logging.INFO, f"{identity.relpath} is already in the vault as video {other.video_id}; left in "
-                    f"place (`vaultdrop jobs forget {other.id}` uploads it again)", **job_fields(job))
+                committer.follow(other, identity, f"dropped again as {identity.relpath}",
+                                 f"{identity.relpath} is already in the vault as video {other.video_id}; left in "
+                                 f"place (`vaultdrop jobs forget {other.id}` uploads it again)")
                 return None
             break  # same inode, other bytes: a new file that reuses a deleted file's inode
-    job = journal.enqueue(identity)
-    if job is not None:
-        log_change(journal, job, logging.INFO, f"queued: {identity.relpath} ({human_size(identity.size)})")
-    return job
+    return committer.enqueue(identity)

@@ -26,7 +26,8 @@ from typing import Any
 import uvloop
 from pydantic import TypeAdapter, ValidationError
 
-from . import __version__, logs, postaction
+from . import __version__, logs
+from .committer import Committer
 from .config import DEFAULT_CONFIG_PATH, Duration, Settings, load_config, settings_from_dict
 from .errors import ConfigError, OperatorError, RetryLater, VaultdropError
 from .files import ignore_lease_breaks
@@ -279,7 +280,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         job = _known_job(journal, args.id)
         if job.state not in TERMINAL:
             raise OperatorError(f"job {job.id} is {job.state.value}: only a finished job can be forgotten")
-        journal.forget(job.id)
+        Committer(journal).forget(job.id)
         print(f"job {job.id} forgotten")
         return 0
     finally:
@@ -295,11 +296,10 @@ def _retry(journal: JournalStore, args: argparse.Namespace) -> int:
             raise OperatorError(f"job {job.id} is {what}: only a failed job can be retried"
                                 + (" (`vaultdrop upload --force` uploads a file again)"
                                    if job.state in TERMINAL else ""))
-        restored = postaction.restore(job)  # first, so the job never runs without its file
+        _, restored = Committer(journal).retry(job.id)
         if restored:
-            print(restored)
-        journal.retry(job.id)
-        print(f"job {job.id} queued again: {job.relpath}")
+            print(printable(restored))
+        print(f"job {job.id} queued again: {printable(job.relpath)}")
     if not jobs:
         print("no failed jobs")
     return 0
@@ -374,8 +374,9 @@ def cmd_delete(args: argparse.Namespace) -> int:
     finally:
         if sandbox is not None:
             sandbox.stop()
-    recorded = journal.video_deleted(args.video_id, f"video {args.video_id} deleted from the vault by the "
-                                     "operator (vaultdrop delete)") if journal else []
+    recorded = Committer(journal).video_deleted(
+        args.video_id, f"video {args.video_id} deleted from the vault by the operator (vaultdrop delete)"
+    ) if journal else []
     if journal:
         journal.close()
     for job in recorded:

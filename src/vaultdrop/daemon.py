@@ -289,7 +289,7 @@ class Daemon:
         """One admission at a time: two links of one file settling together make one job."""
         async with self._admitting:
             try:
-                job = await admit(self.journal, folder, relpath, info)
+                job = await admit(self.pipeline.committer, folder, relpath, info)
             except ConfigError as exc:  # the journal cannot be written: stop, the file stays for next time
                 self._stop_fatally(exc)
                 return
@@ -299,7 +299,6 @@ class Daemon:
             except FileNotFoundError:  # gone since it settled (another host archived it, or a user)
                 return
         if job is not None:
-            self.events.changed(job, None, "queued")
             self._wake.set()
 
     # -- scheduling ------------------------------------------------------------------

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
+from .committer import Committer
 from .config import FolderSettings, Settings
 from .errors import OperatorError
 from .journal import Journal
@@ -63,7 +64,7 @@ async def upload_files(settings: Settings, files: list[tuple[Path, os.stat_resul
     try:
         for path, info in files:
             folder = folders.setdefault(str(path.parent), FolderSettings(path=path.parent, settle=0))
-            job = _job_for(journal, FileIdentity.of(str(folder.path), path.name, info), force)
+            job = _job_for(pipeline.committer, FileIdentity.of(str(folder.path), path.name, info), force)
             if job.state in (JobState.DONE, JobState.SKIPPED):
                 print(f"{path}: already uploaded ({_outcome(job)}, job {job.id}); --force uploads it again")
                 continue
@@ -88,21 +89,21 @@ def _outcome(job: Job) -> str:
     return f"video {job.video_id}" if job.video_id else job.last_error or "identical content uploaded before"
 
 
-def _job_for(journal: Journal, identity: FileIdentity, force: bool) -> Job:
+def _job_for(committer: Committer, identity: FileIdentity, force: bool) -> Job:
     """This file's job: new, resumed where an earlier run stopped, or retried after a failure."""
-    job = journal.find(identity)
+    job = committer.journal.find(identity)
     if job is not None and force and job.state in TERMINAL:
-        journal.forget(job.id)
+        committer.forget(job.id)
         job = None
     if job is None:
-        job = journal.enqueue(identity)
+        job = committer.enqueue(identity)
         if job is None:
             raise OperatorError(f"{identity.path}: an earlier upload of this path is still under way "
                                 "(see `vaultdrop jobs`)")
         return job
     if job.state is JobState.FAILED:
         print(f"{identity.path}: job {job.id} had failed ({job.last_error}): trying again", file=sys.stderr)
-        return journal.retry(job.id)
+        return committer.retry(job.id)[0]
     if job.state not in TERMINAL:
         print(f"{identity.path}: resuming job {job.id} ({job.state.value})", file=sys.stderr)
     return job

@@ -1,5 +1,5 @@
-"""The runner: drives one job through the stages and is the only place that commits a
-state change and logs it.
+"""The runner: drives one job through the stages; each decision is committed, logged and
+announced by the committer (committer.py), the one place any job changes.
 
 Stages (stages.py, s3.py, postaction.py) decide and return a Transition; errors say what
 to do next: RetryLater goes through the pure retry policy (retry.py), Waiting parks the
@@ -20,8 +20,9 @@ from . import postaction
 from .config import FolderSettings, Settings
 from .errors import ClockSkew, ConfigError, JobFailed, LocalFileError, RetryLater, Unavailable, Waiting
 from .events import Fanout, JobEvents, retry_reason
-from .journal import IllegalTransition, JournalStore, JournalUnavailable, LeaseLost
-from .logs import job_fields, log, log_change, log_done
+from .committer import Committer
+from .journal import IllegalTransition, JournalUnavailable, LeaseLost
+from .logs import job_fields, log
 from .model import TERMINAL, Job, JobState, Transition
 from .outage import Outages
 from .retry import GiveUp, Policy, Retry, decide
@@ -48,7 +49,7 @@ class S3Stage(Protocol):
 class Pipeline:
     def __init__(
         self,
-        journal: JournalStore,
+        committer: Committer,
         stages: VaultStages,
         settings: Settings,
         folder_for: Callable[[Job], FolderSettings | None],
@@ -60,7 +61,8 @@ class Pipeline:
         rng: random.Random | None = None,
         events: JobEvents | None = None,
     ) -> None:
-        self.journal = journal
+        self.committer = committer
+        self.journal = committer.journal  # for reading; every job write goes through the committer
         self.stages = stages
         self.settings = settings
         self._folder_for = folder_for
@@ -92,8 +94,7 @@ class Pipeline:
         except Exception as exc:  # noqa: BLE001 - one job's trouble must not spin or stop the daemon
             log(logging.ERROR, f"job {job.id} ({job.relpath}) set aside for {CRASH_PAUSE:g} s: {exc!r}; "
                 "this is a bug, please report it", exc_info=True, **job_fields(job))
-            current = self.journal.get(job.id) or job
-            return self.journal.update(current, not_before=self._clock() + CRASH_PAUSE, last_error=repr(exc))
+            return self.committer.set_aside(job, exc, self._clock() + CRASH_PAUSE)
 
     async def _drive(self, job: Job) -> Job:
         resumed = True  # the first look after a pickup: earlier outcomes are unknown
@@ -101,7 +102,7 @@ class Pipeline:
         while job.state not in TERMINAL:
             folder = self._folder_for(job)
             if folder is None:  # the scheduler skips such jobs; they are due again the moment it returns
-                return self._commit(job, Transition(None, "waiting: its folder is not configured",
+                return self.committer.commit(job, Transition(None, "waiting: its folder is not configured",
                                                     {"last_error": "waiting: its folder is not configured"}))
             service = SCALEENGINE if job.state in (JobState.S3_QUEUEING, JobState.S3_WAITING) else VAULT
             try:
@@ -121,7 +122,7 @@ class Pipeline:
                 rescue = None if rescued or not isinstance(verdict, GiveUp) else await self._rescue(job)
                 rescued = rescued or rescue is not None
                 decision = rescue or await self._apply(job, folder, decision, verdict)
-            job = self._commit(job, decision)
+            job = self.committer.commit(job, decision)
             if decision.discard is not None:
                 await self.delete_stale_videos()  # a first try at once; a failure is retried on its own
             if job.not_before > self._clock():
@@ -226,39 +227,6 @@ class Pipeline:
                   else f"retry in {verdict.delay:.1f} s: {error}")
         return Transition(decision.state, detail, changes, level=logging.WARNING, retry=error,
                           discard=decision.discard)
-
-    def _commit(self, job: Job, decision: Transition) -> Job:
-        """The one place a job's state changes: journal first, then its log line and observers."""
-        previous = job.state
-        changes = dict(decision.changes)
-        if job.waiting_for and "waiting_for" not in changes:
-            changes["waiting_for"] = None
-        if decision.discard is not None:
-            assert decision.state is not None
-            job = self.journal.discard_video(job, decision.state, decision.detail, decision.discard, **changes)
-        elif decision.state is None:
-            job = self.journal.update(job, **changes)
-        else:
-            job = self.journal.transition(job, decision.state, decision.detail, **changes)
-        self._log(job, decision)
-        if decision.state is not None:
-            self._events.changed(job, previous, decision.detail)
-        return job
-
-    def _log(self, job: Job, decision: Transition) -> None:
-        """One line per commit. A line about a failed attempt names that attempt."""
-        ended = {"attempt": max(job.attempts, 1)} if decision.retry or decision.state is JobState.FAILED else {}
-        if decision.state is JobState.DONE:
-            log_done(self.journal, job)
-        elif decision.state is JobState.FAILED:
-            log_change(self.journal, job, logging.ERROR, f"failed: {job.relpath}: {decision.detail}",
-                       event="job_failed", **ended)
-        elif decision.state is not None:
-            log_change(self.journal, job, decision.level, f"{decision.state.value}: {job.relpath}: {decision.detail}",
-                       **ended)
-        else:
-            log(logging.DEBUG if decision.quiet else decision.level, f"{job.relpath}: {decision.detail}",
-                **{**job_fields(job), **ended})
 
     # -- discarded vault copies --------------------------------------------------------
 

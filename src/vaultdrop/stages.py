@@ -23,7 +23,8 @@ from .config import FolderSettings, Settings
 from .errors import JobFailed, RetryLater, VaultdropError, Waiting
 from .files import holds, same_version, sha256_of, stat_or_none
 from .events import Fanout, JobEvents
-from .journal import IllegalTransition, JournalStore
+from .committer import Committer
+from .journal import IllegalTransition
 from .model import CONFIRMED, UNCONFIRMED, FileIdentity, Job, JobState, Transition
 from .throttle import Throttle
 from .vault import FileChanged, KeyUsed, Progress, UnknownKey, VaultClient
@@ -65,12 +66,18 @@ def after_confirmation(folder: FolderSettings) -> JobState:
     return JobState.S3_QUEUEING if folder.s3 is not None else JobState.FINISHING
 
 
+def _sent(sent: int) -> Transition:
+    """The upload's progress, recorded so `status` and a resumed upload can show it."""
+    return Transition(None, f"{sent} bytes sent", {"bytes_sent": sent}, quiet=True)
+
+
 class VaultStages:
-    def __init__(self, journal: JournalStore, vault: VaultClient, settings: Settings, *,
+    def __init__(self, committer: Committer, vault: VaultClient, settings: Settings, *,
                  clock: Callable[[], float], sleep: Callable[[float], Awaitable[None]],
                  throttle: Throttle | None = None, events: JobEvents | None = None,
                  readiness: Readiness | None = None) -> None:
-        self._journal = journal
+        self._committer = committer
+        self._journal = committer.journal  # for reading; every write goes through the committer
         self.readiness = readiness if readiness is not None else Unwatched()
         self._events = events or Fanout()
         self.vault = vault
@@ -193,7 +200,7 @@ class VaultStages:
                 # Best effort, from a loop callback: a lost lease or an unwritable journal is met
                 # again, and handled, by the runner's next commit.
                 with contextlib.suppress(IllegalTransition, VaultdropError):
-                    job = self._journal.update(job, bytes_sent=sent)
+                    job = self._committer.commit(job, _sent(sent))
 
         before = stat_or_none(job.path)  # its ctime tells a rewrite that keeps size and mtime
         if before is not None and not same_version(job, before):  # since the key was taken: the new version settles first
@@ -210,7 +217,7 @@ class VaultStages:
             self._posted.discard(key)
             return self._not_ours(key, "it was used before this job sent anything on it", exc)
         except FileChanged as exc:
-            self._journal.update(job, bytes_sent=latest)
+            self._committer.commit(job, _sent(latest))
             raise RetryLater(str(exc)) from None
         self._posted.discard(key)
         return Transition(JobState.CONFIRMING, "upload sent", {

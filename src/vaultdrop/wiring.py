@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 
+from .committer import Committer
 from .config import FolderSettings, Settings
 from .events import Fanout, JobEvents
 from .errors import ConfigError
@@ -91,7 +92,8 @@ def build_pipeline(
     events = events or Fanout()
     vault = VaultClient.from_settings(settings.vault, clock=clock, transport=transport)
     limit = settings.daemon.bandwidth_limit
-    stages = VaultStages(journal, vault, settings, clock=clock, sleep=sleep,
+    committer = Committer(journal, events)
+    stages = VaultStages(committer, vault, settings, clock=clock, sleep=sleep,
                          throttle=Throttle(limit) if limit else None, events=events, readiness=readiness)
     probes: dict[str, tuple[str, Probe]] = {VAULT: (settings.vault.base_url, lambda: vault.progress(PROBE_KEY))}
     s3 = None
@@ -109,7 +111,7 @@ def build_pipeline(
         if service == VAULT:
             events.vault_reachable(up)
 
-    return Pipeline(journal, stages, settings, folder_for, Outages(probes, back, clock, verdict), s3=s3,
+    return Pipeline(committer, stages, settings, folder_for, Outages(probes, back, clock, verdict), s3=s3,
                     clock=clock, events=events, on_displaced=on_displaced)
 
 

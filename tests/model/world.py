@@ -20,7 +20,6 @@ from typing import Any
 import httpx
 import psycopg
 
-from vaultdrop import postaction
 from vaultdrop.admission import admit
 from vaultdrop.completeness import Version, version_of
 from vaultdrop.config import FolderSettings, Settings, settings_from_dict
@@ -277,7 +276,7 @@ class World:
             self.intake.touched.remove(relpath)
         if info.st_size == 0:
             return None
-        return self._do(admit(self.journal, folder, relpath, info))  # type: ignore[arg-type]
+        return self._do(admit(self.pipeline.committer, folder, relpath, info))
 
     def writer_opened(self, relpath: str) -> None:
         """A writer opened the path and writes to it (held open until writer_closed)."""
@@ -346,12 +345,9 @@ class World:
         return self.journal.jobs(JobState.FAILED, limit=100_000)
 
     def operator(self, command: str, job_id: int) -> None:
-        """`vaultdrop jobs retry|forget ID` as cli.py does it: the same journal, and a
-        failed job's file brought back from failed_dir before its retry."""
+        """`vaultdrop jobs retry|forget ID` as cli.py does it: through the same committer
+        (a failed job's file is brought back from failed_dir before its retry)."""
         try:
-            job = self.journal.get(job_id)
-            if command == "retry" and job is not None and job.state is JobState.FAILED:
-                postaction.restore(job)
-            getattr(self.journal, command)(job_id)
+            getattr(self.pipeline.committer, command)(job_id)
         except Crash:
             self.crash()

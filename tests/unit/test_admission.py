@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from vaultdrop.admission import admit
+from vaultdrop.committer import Committer
 from vaultdrop.config import FolderSettings
 from vaultdrop.journal import Journal
 from vaultdrop.model import Job, JobState, StatLike
@@ -33,7 +34,7 @@ def folder(tmp_path: Path) -> FolderSettings:
 
 
 def settle(journal: Journal, folder: FolderSettings, relpath: str, info: StatLike | None = None) -> Job | None:
-    return asyncio.run(admit(journal, folder, relpath, info or os.stat(folder.path / relpath)))
+    return asyncio.run(admit(Committer(journal), folder, relpath, info or os.stat(folder.path / relpath)))
 
 
 def finish(journal: Journal, job_id: int, released: bool, sha256: str) -> None:
