@@ -484,9 +484,13 @@ class PgJournal(JournalRules):
                     [[_name(row[c]) if c in paths and row[c] is not None else _text(row[c]) for c in columns]
                      for row in rows],
                 )
-            for table in ("jobs", "history", "outbox"):
+            for table in ("history", "outbox"):
                 db.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
                            f"(SELECT coalesce(max(id), 0) + 1 FROM {table}), false)")
+            # past every id the journal ever named (a forgotten job's id in the outbox too)
+            db.execute("SELECT setval(pg_get_serial_sequence('jobs', 'id'), GREATEST("
+                       "(SELECT coalesce(max(id), 0) FROM jobs), (SELECT coalesce(max(job_id), 0) FROM outbox)) + 1,"
+                       " false)")
 
     # -- reporting -------------------------------------------------------------------
 
