@@ -199,10 +199,10 @@ class Pipeline:
             return None
         await self.journal.durable()
         progress = await self.stages.progress_or_none(job)
-        if progress is None or not progress.video_id:
+        if progress is None or not (progress.video_id or progress.received == progress.size == job.size):
             return None
         return Transition(JobState.CONFIRMING if job.state is JobState.UPLOADING else None,
-                          "the vault has the video after all: confirming")
+                          "the vault has the upload after all: confirming")
 
     async def _apply(self, job: Job, folder: FolderSettings, decision: Transition,
                      verdict: Retry | GiveUp) -> Transition:

@@ -66,6 +66,9 @@ def after_confirmation(folder: FolderSettings) -> JobState:
     return JobState.S3_QUEUEING if folder.s3 is not None else JobState.FINISHING
 
 
+UNNAMED_PAUSE = 60.0  # seconds between looks at an upload the vault holds but has not named
+
+
 def _sent(sent: int) -> Transition:
     """The upload's progress, recorded so `status` and a resumed upload can show it."""
     return Transition(None, f"{sent} bytes sent", {"bytes_sent": sent}, quiet=True)
@@ -235,6 +238,8 @@ class VaultStages:
                 break
             if self._clock() >= deadline:
                 timeout = self._settings.vault.confirm_timeout
+                if progress.received == progress.size == job.size:
+                    return self._unnamed(job, timeout)
                 return Transition(JobState.UPLOADING, "no video id after the upload: sending again on the same key",
                                   level=logging.WARNING, retry=RetryLater(f"no video id {timeout:g} s after the upload"))
             await self._sleep(self._settings.vault.poll_interval)
@@ -253,6 +258,15 @@ class VaultStages:
         return Transition(after_confirmation(folder), f"video {progress.video_id} confirmed", {
             "video_id": progress.video_id, "sha256": sha256, "s3_since": self._clock(), "attempts": 0,
             "key_unknown": 0, "ctime_ns": info.st_ctime_ns if info is not None else job.ctime_ns})
+
+    def _unnamed(self, job: Job, timeout: float) -> Transition:
+        """The vault holds every byte on the key but names no video yet (processing, a busy
+        storage tier). Sending again would only meet 409 and failing would leave the video
+        behind: the job waits, spending no attempt and no slot, and says so once."""
+        reason = "waiting: the vault holds the whole upload but names no video yet"
+        return Transition(None, f"{reason}; asking again in {min(timeout, UNNAMED_PAUSE):g} s", {
+            "not_before": self._clock() + min(timeout, UNNAMED_PAUSE), "last_error": reason},
+            level=logging.WARNING, quiet=job.last_error == reason)
 
     async def progress_or_none(self, job: Job) -> Progress | None:
         """A last look before giving up: a POST answered 500 may have been stored after all."""

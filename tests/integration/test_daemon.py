@@ -210,14 +210,17 @@ def test_rejected_credentials_stop_the_daemon_with_78(runner: DaemonRunner) -> N
     assert (runner.drop / "x.mov").exists()
 
 
-def test_missing_video_id_is_retried_a_bounded_number_of_times(runner: DaemonRunner) -> None:
-    runner.vault.update(confirm_timeout=0.5, max_attempts=3)
-    runner.sandbox.add_fault(endpoint="upload", action="late_video_id", seconds=60)
+def test_a_whole_upload_the_vault_names_late_waits_without_sending_again_or_failing(runner: DaemonRunner) -> None:
+    """The vault holds every byte but shows the video id only after confirm_timeout, several
+    times over: sending again would meet 409 and failing would leave the video behind."""
+    runner.vault.update(confirm_timeout=0.5, max_attempts=2)
+    runner.sandbox.add_fault(endpoint="upload", action="late_video_id", seconds=3)
     runner.start()
-    write(runner.drop / "never.mov", 5000)
-    job = runner.wait_state("never.mov", JobState.FAILED)
+    write(runner.drop / "late.mov", 5000)
+    job = runner.wait_state("late.mov", JobState.DONE)
     posts = [r for r in runner.sandbox.log() if r["endpoint"] == "upload"]
-    assert len(posts) == 3 and {r["upload_key"] for r in posts} == {job.upload_key}
+    assert len(posts) == 1 and posts[0]["upload_key"] == job.upload_key and job.attempts <= 1
+    assert runner.saw("names no video yet")
 
 
 def test_unusable_failed_dir_leaves_the_file_in_place_instead_of_spinning(runner: DaemonRunner) -> None:
