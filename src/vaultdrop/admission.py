@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from .config import FolderSettings
@@ -31,9 +32,10 @@ def canonical(folder: FolderSettings, relpath: str) -> str:
 
 
 def _holds_inode(job: Job, inode: int) -> bool:
-    """Whether the job's own path is still this inode (a hard link's other name)."""
+    """Whether the job's own path is still this inode (a hard link's other name). A
+    symlink put there holds nothing: it stands for its target, admitted on its own."""
     try:
-        return os.stat(job.path).st_ino == inode
+        return os.lstat(job.path).st_ino == inode
     except OSError:
         return False
 
@@ -61,8 +63,13 @@ async def _replaced(committer: Committer, job: Job, identity: FileIdentity) -> b
     return True
 
 
-async def admit(committer: Committer, folder: FolderSettings, relpath: str, info: StatLike) -> Job | None:
-    """Journal a settled file; the job when there is new work, None when there is none."""
+async def admit(committer: Committer, folder: FolderSettings, relpath: str, info: StatLike, *,
+                look_again: Callable[[Path], None] = lambda path: None) -> Job | None:
+    """Journal a settled file; the job when there is new work, None when there is none.
+
+    `look_again(path)`: intake settles that path again (Completeness.look_again). A job
+    followed away from its path leaves the path to what is there now, which the journal
+    turned away while that job still held the path (journal.enqueue: it was uploading)."""
     identity = FileIdentity.of(str(folder.path), canonical(folder, relpath), info)
     for other in committer.journal.same_inode(identity):
         unchanged = (other.size, other.mtime_ns) == (identity.size, identity.mtime_ns)
@@ -83,6 +90,8 @@ async def admit(committer: Committer, folder: FolderSettings, relpath: str, info
         if not other.released:
             committer.follow(other, identity, f"renamed from {other.relpath}",
                              f"renamed: {other.relpath} -> {identity.relpath}: job {other.id} follows it")
+            if other.path != identity.path:
+                look_again(other.path)
             return None
         if other.sha256 and other.state in (JobState.DONE, JobState.SKIPPED):
             try:

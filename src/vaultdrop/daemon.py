@@ -289,7 +289,8 @@ class Daemon:
         """One admission at a time: two links of one file settling together make one job."""
         async with self._admitting:
             try:
-                job = await admit(self.pipeline.committer, folder, relpath, info)
+                job = await admit(self.pipeline.committer, folder, relpath, info,
+                                  look_again=self._completeness.look_again)
             except ConfigError as exc:  # the journal cannot be written: stop, the file stays for next time
                 self._stop_fatally(exc)
                 return

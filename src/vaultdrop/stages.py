@@ -150,6 +150,9 @@ class VaultStages:
         """The path holds other content than journalled, before anything was sent: upload that,
         unless another job already accounts for it (a link, a symlink, a file renamed over
         ours): then our own content is gone."""
+        if os.path.islink(job.path):  # a symlink stands for its target, which intake admits on its own
+            raise JobFailed(f"file vanished before it could be uploaded; its path is now a symlink to "
+                            f"{os.readlink(job.path)}, uploaded as that file")
         identity = FileIdentity(job.folder, job.relpath, info.st_size, info.st_mtime_ns, info.st_ino)
         owner = next((other for other in self._journal.same_inode(identity)
                       if other.id != job.id and not other.released and other.state is not JobState.FAILED

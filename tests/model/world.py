@@ -276,7 +276,11 @@ class World:
             self.intake.touched.remove(relpath)
         if info.st_size == 0:
             return None
-        return self._do(admit(self.pipeline.committer, folder, relpath, info))
+        left: list[Path] = []  # paths a followed job left: intake settles them again (Completeness.look_again)
+        job = self._do(admit(self.pipeline.committer, folder, relpath, info, look_again=left.append))
+        for path in left:
+            self.settle(path.relative_to(self.drop).as_posix())
+        return job
 
     def writer_opened(self, relpath: str) -> None:
         """A writer opened the path and writes to it (held open until writer_closed)."""
