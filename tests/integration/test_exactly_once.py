@@ -300,3 +300,22 @@ def test_deleting_a_video_a_job_accounts_for_is_recorded_and_it_can_be_uploaded_
     again = runner.wait_state("take.mov", JobState.DONE)
     assert again.id == job.id and again.video_id != job.video_id
     assert [v["sha256"] for v in runner.sandbox.videos()] == [digest]
+
+
+def test_a_journal_deleted_while_the_daemon_runs_stops_it_and_is_never_replaced_by_an_empty_one(
+    runner: DaemonRunner,
+) -> None:
+    """SQLite refuses to write a journal unlinked under it: exit 75, and systemd's restart
+    must then not begin a fresh journal (the kept file would go up again)."""
+    runner.folder.update(after_upload="keep")
+    runner.folder.pop("archive_dir")
+    write(runner.drop / "kept.mov", 20_000)
+    runner.start()
+    runner.wait_state("kept.mov", JobState.DONE)
+    for leftover in runner.state.glob("vaultdrop.db*"):
+        leftover.unlink()
+    write(runner.drop / "next.mov", 20_000)  # its admission is the next write
+    assert runner.wait_exit() == 75, runner.output()
+    runner.start(wait_ready=False)
+    assert runner.wait_exit() == 78 and "is missing" in runner.output()
+    assert len(runner.sandbox.videos()) == 1
