@@ -32,7 +32,7 @@ from .config import DEFAULT_CONFIG_PATH, Duration, Settings, load_config, settin
 from .errors import ConfigError, OperatorError, RetryLater, VaultdropError
 from .files import ignore_lease_breaks
 from .logs import printable
-from .journal import USED_MARK, Journal, JournalStore, JournalUnavailable, journal_was_used
+from .journal import USED_MARK, Journal, JournalStore, JournalUnavailable, check_identity, journal_was_used
 from .model import TERMINAL, Job, JobState
 from .runstate import daemon_running, read_run_state
 
@@ -72,7 +72,7 @@ def _open_journal(args: argparse.Namespace, readonly: bool = True) -> JournalSto
         return _sqlite(settings.daemon.journal_path, readonly)
     from .wiring import open_journal
 
-    return open_journal(settings)
+    return open_journal(settings, reader=readonly)
 
 
 def _state_dir(args: argparse.Namespace) -> Path:
@@ -166,7 +166,14 @@ def _sqlite(path: Path, readonly: bool) -> Journal:
     used = journal_was_used(path.parent)
     if not path.exists() and used is None:
         raise OperatorError(f"no journal at {path} yet: has the daemon run?")
-    return Journal(path, readonly=readonly, used=used)
+    journal = Journal(path, readonly=readonly, used=used)
+    if used is not None:
+        try:
+            check_identity(journal, used)
+        except ConfigError:
+            journal.close()
+            raise
+    return journal
 
 
 def _job_dict(job: Job) -> dict[str, Any]:
@@ -354,37 +361,39 @@ def cmd_delete(args: argparse.Namespace) -> int:
     if not VIDEO_ID.fullmatch(args.video_id):  # the vault issues none other; quoted, it fails the signature
         raise OperatorError(f"no such video: {args.video_id} (video ids are letters, digits, '-' and '_')")
     settings, sandbox = _settings_or_demo(args)
-    journal = _journal_of(settings)
-    busy = [job for job in journal.by_video(args.video_id) if job.state not in TERMINAL] if journal else []
-    if busy:
-        raise OperatorError(f"job {busy[0].id} ({printable(busy[0].relpath)}) is {busy[0].state.value} with video "
-                            f"{args.video_id}: delete it once the job is done")
-
-    async def delete() -> bool:
-        client = VaultClient.from_settings(settings.vault)
-        try:
-            return await client.delete(args.video_id)
-        finally:
-            await client.aclose()
-
+    journal = None
     try:
-        deleted = asyncio.run(delete())
-    except RetryLater as exc:
-        raise OperatorError(f"could not delete video {args.video_id}: {exc}") from None
+        journal = _journal_of(settings)
+        busy = [job for job in journal.by_video(args.video_id) if job.state not in TERMINAL] if journal else []
+        if busy:
+            raise OperatorError(f"job {busy[0].id} ({printable(busy[0].relpath)}) is {busy[0].state.value} with "
+                                f"video {args.video_id}: delete it once the job is done")
+
+        async def delete() -> bool:
+            client = VaultClient.from_settings(settings.vault)
+            try:
+                return await client.delete(args.video_id)
+            finally:
+                await client.aclose()
+
+        try:
+            deleted = asyncio.run(delete())
+        except RetryLater as exc:
+            raise OperatorError(f"could not delete video {args.video_id}: {exc}") from None
+        if not deleted:  # the journal is left alone: a wrong base_url must not unmake good jobs
+            raise OperatorError(f"no such video: {args.video_id}")
+        print(f"video {args.video_id} deleted")
+        if journal is not None:  # after the vault said so: the jobs then tell the truth
+            for job in Committer(journal).video_deleted(
+                    args.video_id, f"video {args.video_id} deleted from the vault by the operator (vaultdrop delete)"):
+                print(f"job {job.id} ({printable(job.relpath)}) now failed: `vaultdrop jobs retry {job.id}` "
+                      "uploads it again")
+        return 0
     finally:
+        if journal is not None:
+            journal.close()
         if sandbox is not None:
             sandbox.stop()
-    recorded = Committer(journal).video_deleted(
-        args.video_id, f"video {args.video_id} deleted from the vault by the operator (vaultdrop delete)"
-    ) if journal else []
-    if journal:
-        journal.close()
-    for job in recorded:
-        print(f"job {job.id} ({printable(job.relpath)}) now failed: `vaultdrop jobs retry {job.id}` uploads it again")
-    if not deleted:
-        raise OperatorError(f"no such video: {args.video_id}")
-    print(f"video {args.video_id} deleted")
-    return 0
 
 
 def _journal_of(settings: Settings) -> JournalStore | None:

@@ -10,6 +10,7 @@ transaction; then the job's one log line, then its event (metrics, webhooks).
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from . import postaction
 from .events import Fanout, JobEvents
@@ -26,6 +27,11 @@ class Committer:
     def commit(self, job: Job, decision: Transition) -> Job:
         """A stage's decision: journal first, then its log line and observers."""
         previous = job.state
+        if decision.discard is not None:  # whatever the stage concluded, another job's video stays
+            owner = self.journal.owner_of(decision.discard, job.id)
+            decision = replace(decision, discard=None if owner else decision.discard, detail=(
+                f"{decision.detail}; video {decision.discard} is job {owner.id}'s: kept" if owner
+                else f"{decision.detail}; video {decision.discard} will be deleted"))
         changes = dict(decision.changes)
         if job.waiting_for and "waiting_for" not in changes:
             changes["waiting_for"] = None
@@ -86,7 +92,8 @@ class Committer:
         recorded = self.journal.video_deleted(video_id, detail)
         for job in recorded:
             log_change(self.journal, job, logging.WARNING, f"failed: {job.relpath}: {detail}")
-            self._events.changed(job, jobs[job.id], detail)
+            if jobs[job.id] is not JobState.FAILED:
+                self._events.changed(job, jobs[job.id], detail)
         return recorded
 
     def set_aside(self, job: Job, error: BaseException, until: float) -> Job:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sqlite3
 import time
 import uuid
@@ -95,8 +96,8 @@ USED_MARK = "journal-used"  # in state_dir: a journal was set up here (which, si
 
 
 def journal_was_used(state_dir: Path) -> str | None:
-    """What the state_dir says about an earlier journal ("<location> since <date>"), or
-    None on a first start."""
+    """What the state_dir says about an earlier journal ("<journal id> <location> since
+    <date>"), or None on a first start."""
     try:
         return (state_dir / USED_MARK).read_text(encoding="utf-8").strip() or "an earlier run"
     except FileNotFoundError:
@@ -105,16 +106,24 @@ def journal_was_used(state_dir: Path) -> str | None:
         raise ConfigError(f"cannot read {state_dir / USED_MARK}: {exc}") from None
 
 
-def mark_used(state_dir: Path, location: str, now: float) -> None:
-    """Record, durably, that state_dir has a journal from now on (see JournalMissing)."""
+def mark_used(state_dir: Path, journal_id: str, location: str, now: float) -> None:
+    """Record, durably, that state_dir has this journal from now on (see JournalMissing)."""
     when = time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(now))
     temporary = state_dir / f".{USED_MARK}.tmp"
     with temporary.open("w", encoding="utf-8") as handle:
-        handle.write(f"{location} since {when}\n")
+        handle.write(f"{journal_id} {location} since {when}\n")
         handle.flush()
         os.fsync(handle.fileno())
     temporary.replace(state_dir / USED_MARK)
     fsync_path(state_dir)
+
+
+def check_identity(journal: JournalStore, used: str) -> None:
+    """The journal must be the one the state_dir's mark names (its id comes first there)."""
+    expected = used.split(" ", 1)[0]
+    if re.fullmatch(r"[0-9a-f]{32}", expected) and journal.journal_id not in (expected, "unknown"):
+        raise refuse_missing(journal.location, f"another journal than this state_dir used (id {journal.journal_id}, "
+                             f"not {expected}): emptied and set up again, or another one restored", used)
 
 
 def refuse_missing(location: str, what: str, used: str) -> JournalMissing:
@@ -132,6 +141,7 @@ class JournalStore(Protocol):
     """
 
     location: str  # for messages: a file path, or a database URL without its password
+    journal_id: str  # this journal's identity, made when its schema was set up
     notify_states: frozenset[JobState]  # entering one of these also writes an outbox event
 
     def close(self) -> None: ...
@@ -348,6 +358,13 @@ MIGRATIONS: tuple[str, ...] = (
     INSERT INTO sqlite_sequence (name, seq) SELECT 'jobs', max(
         (SELECT coalesce(max(id), 0) FROM jobs), (SELECT coalesce(max(job_id), 0) FROM outbox))
     """,
+    # The journal's own identity, also written into state_dir's journal-used mark: a
+    # journal that is not the one this state_dir used (emptied and set up again, another
+    # one restored) is refused like a missing one.
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    INSERT INTO meta VALUES ('journal_id', lower(hex(randomblob(16))))
+    """,
 )
 _NOTIFICATION_COLUMNS = ", ".join(f.name for f in fields(Notification))
 
@@ -398,30 +415,31 @@ class JournalRules:
         another job accounts for is never recorded: whatever the reason, it is that job's."""
         if state not in ALLOWED[job.state]:
             raise IllegalTransition(f"job {job.id}: {job.state} -> {state} is not allowed")
-        owner = self.owner_of(stale, job.id)
-        if owner is not None:
-            return self._save(job, state, f"{detail} (kept: video {stale} is job {owner.id}'s)", changes)
+        if self.owner_of(stale, job.id) is not None:
+            return self._save(job, state, detail, changes)
         return self._save(job, state, detail, changes, stale_video=(stale, detail))
 
     def owner_of(self, video_id: str, other_than: int | None = None) -> Job | None:
-        """The job that accounts for this video, if any but `other_than` does. A skipped twin
-        names its uploader's video without having sent it, so it is never the owner."""
+        """The job that sent this video, if any but `other_than` did. A twin (dedupe by
+        sha256) names its uploader's video without having sent it: never the owner, in any
+        state, and never a reason for the uploader itself to start over."""
         return next((job for job in self.by_video(video_id)
-                     if job.id != other_than and job.state is not JobState.SKIPPED), None)
+                     if job.id != other_than and job.upload_key is not None and job.state is not JobState.SKIPPED),
+                    None)
 
     def video_deleted(self, video_id: str, detail: str) -> list[Job]:
         """The operator deleted this video from the vault: every finished job that named it
         now says so and may be uploaded again (`jobs retry`, `vaultdrop upload`), with a new
         key and its S3 step to do again. A running job's video is not the operator's to
         delete (refused before the vault is asked)."""
-        recorded = []
-        for job in self.by_video(video_id):
-            if job.state not in TERMINAL:
-                raise IllegalTransition(f"job {job.id} is {job.state} with video {video_id}")
-            recorded.append(self.transition(
-                job, JobState.FAILED, detail, last_error=detail, video_id=None, upload_key=None, bytes_sent=0,
-                key_unknown=0, s3_request_id=None, s3_status=None, s3_since=None))
-        return recorded
+        jobs = self.by_video(video_id)
+        running = next((job for job in jobs if job.state not in TERMINAL), None)
+        if running is not None:
+            raise IllegalTransition(f"job {running.id} is {running.state} with video {video_id}")
+        forget_video = {"last_error": detail, "video_id": None, "upload_key": None, "bytes_sent": 0,
+                        "key_unknown": 0, "s3_request_id": None, "s3_status": None, "s3_since": None}
+        return [self.update(job, **forget_video) if job.state is JobState.FAILED  # failed already: facts only
+                else self.transition(job, JobState.FAILED, detail, **forget_video) for job in jobs]
 
     def _changes(self, state: JobState | None, changes: dict[str, Any]) -> dict[str, Any]:
         """The columns a save writes: the caller's, checked, plus updated_at and the state."""
@@ -525,12 +543,12 @@ class Journal(JournalRules):
         self._syncer = ThreadPoolExecutor(1, thread_name_prefix="journal-sync")
         self.notify_states: frozenset[JobState] = frozenset()
         try:
+            if used is not None and not path.exists():
+                raise refuse_missing(str(path), "missing", used)
             if readonly:
                 uri = f"file:{path}?mode=ro"
                 self._db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
             else:
-                if used is not None and not path.exists():
-                    raise refuse_missing(str(path), "missing", used)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
                 if used is not None and self._db.execute("PRAGMA user_version").fetchone()[0] == 0:
@@ -551,19 +569,31 @@ class Journal(JournalRules):
                 if used is not None:
                     raise refuse_missing(str(path), "empty", used)
                 raise ConfigError(f"the journal {path} is not set up yet: the daemon is starting")
+            self.journal_id = self._identity()
         except sqlite3.Error as exc:
             raise ConfigError(f"cannot open the journal {path}: {exc}") from None
 
+    def _identity(self) -> str:
+        """The journal id (migration 7); a reader of a journal the daemon has not upgraded
+        yet finds none."""
+        try:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'journal_id'").fetchone()
+        except sqlite3.OperationalError:
+            return "unknown"
+        return str(row[0]) if row else "unknown"
+
     @staticmethod
     def jobs_held(path: Path) -> int:
-        """How many jobs a SQLite journal file holds, 0 when it has no schema; one that
-        cannot be read is a ConfigError (it may hold jobs: nobody may throw it away)."""
+        """How many jobs (and videos still to delete) a SQLite journal file holds, 0 when it
+        has no schema; one that cannot be read is a ConfigError (it may hold jobs: nobody
+        may throw it away)."""
         try:
             db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
             try:
                 if db.execute("PRAGMA user_version").fetchone()[0] == 0:
                     return 0
-                return int(db.execute("SELECT count(*) FROM jobs").fetchone()[0])
+                return int(db.execute("SELECT (SELECT count(*) FROM jobs) + (SELECT count(*) FROM stale_videos)")
+                           .fetchone()[0])
             finally:
                 db.close()
         except sqlite3.Error as exc:
@@ -874,12 +904,15 @@ class Journal(JournalRules):
 
     def dump(self) -> dict[str, list[dict[str, Any]]]:
         """Every row of every table, for `vaultdrop journal copy` (file names decoded)."""
-        tables = {"jobs": JOB_COLUMNS, "history": "id, job_id, at, from_state, to_state, detail",
+        tables = {"meta": "key, value", "jobs": JOB_COLUMNS, "history": "id, job_id, at, from_state, to_state, detail",
                   "stale_videos": "video_id, job_id, reason, attempts, not_before, last_error, created_at",
                   "outbox": _NOTIFICATION_COLUMNS}
-        return {table: [{key: _from_db(value) for key, value in dict(row).items()}
-                        for row in self._read(f"SELECT {columns} FROM {table} ORDER BY rowid")]
-                for table, columns in tables.items()}
+        dumped = {table: [{key: _from_db(value) for key, value in dict(row).items()}
+                          for row in self._read(f"SELECT {columns} FROM {table} ORDER BY rowid")]
+                   for table, columns in tables.items()}
+        # the highest job id ever given, a forgotten newest job's too: ids never repeat
+        dumped["job_ids"] = [dict(row) for row in self._read("SELECT seq FROM sqlite_sequence WHERE name = 'jobs'")]
+        return dumped
 
     # -- reporting -------------------------------------------------------------------
 

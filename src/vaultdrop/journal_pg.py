@@ -103,6 +103,12 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX outbox_due ON outbox (next_at);
     CREATE INDEX jobs_summary ON jobs (folder, state, s3_status, created_at);
     """,
+    # The journal's own identity (journal.MIGRATIONS says why); `journal copy` carries the
+    # SQLite journal's over.
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    INSERT INTO meta VALUES ('journal_id', replace(gen_random_uuid()::text, '-', ''));
+    """,
 )
 
 _PATH_COLUMNS = frozenset({"folder", "relpath", "moved_to"})
@@ -170,9 +176,11 @@ class PgJournal(JournalRules):
     """One PostgreSQL database through a small connection pool."""
 
     def __init__(self, url: str, password: str | None = None, clock: Callable[[], float] = time.time,
-                 host_id: str = "local", lease: float = 30.0, used: str | None = None) -> None:
+                 host_id: str = "local", lease: float = 30.0, used: str | None = None,
+                 readonly: bool = False) -> None:
         """`used`: what this host's state_dir says about an earlier journal; then an empty
-        database is refused, never set up."""
+        database is refused, never set up. `readonly`: a reader (the CLI's `status`, the
+        metrics scrape) neither sets up nor upgrades the schema."""
         self.location = without_password(url)
         self._clock = clock
         self.host_id = host_id
@@ -189,7 +197,9 @@ class PgJournal(JournalRules):
         self._pool = psycopg_pool.ConnectionPool(url, kwargs=kwargs, min_size=1, max_size=4, open=True,
                                                  timeout=CONNECT_TIMEOUT, name="vaultdrop-journal")
         try:
-            self._migrate(used)
+            self._migrate(used, readonly)
+            with self._transaction() as db:
+                self.journal_id = _one(db.execute("SELECT value FROM meta WHERE key = 'journal_id'"))["value"]
         except BaseException:
             self._pool.close()
             raise
@@ -217,7 +227,19 @@ class PgJournal(JournalRules):
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
             raise JournalUnavailable(f"the journal {self.location} is unreachable: {exc}") from None
 
-    def _migrate(self, used: str | None) -> None:
+    def _migrate(self, used: str | None, readonly: bool) -> None:
+        if readonly:
+            with self._transaction() as db:
+                present = _one(db.execute("SELECT to_regclass('schema_version') IS NOT NULL AS present"))["present"]
+                version = _one(db.execute("SELECT version FROM schema_version"))["version"] if present else 0
+            if version == 0:
+                if used is not None:
+                    raise refuse_missing(self.location, "empty", used)
+                raise ConfigError(f"the journal {self.location} is not set up yet: start the daemon first")
+            if version != len(MIGRATIONS):
+                raise ConfigError(f"the journal {self.location} has schema {version}, this vaultdrop reads "
+                                  f"{len(MIGRATIONS)}: start the daemon of the same version first")
+            return
         with self._transaction() as db:
             db.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
             db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
@@ -474,6 +496,9 @@ class PgJournal(JournalRules):
             if existing:
                 raise ConfigError(f"the journal {self.location} already has {existing} job(s): "
                                   "copy only into a new, empty database")
+            db.execute("DELETE FROM meta")  # it becomes the SQLite journal, identity included
+            tables = dict(tables)
+            highest = max((row["seq"] for row in tables.pop("job_ids", [])), default=0)
             for table, rows in tables.items():
                 if not rows:
                     continue
@@ -488,9 +513,9 @@ class PgJournal(JournalRules):
                 db.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
                            f"(SELECT coalesce(max(id), 0) + 1 FROM {table}), false)")
             # past every id the journal ever named (a forgotten job's id in the outbox too)
-            db.execute("SELECT setval(pg_get_serial_sequence('jobs', 'id'), GREATEST("
+            db.execute("SELECT setval(pg_get_serial_sequence('jobs', 'id'), GREATEST(%s,"
                        "(SELECT coalesce(max(id), 0) FROM jobs), (SELECT coalesce(max(job_id), 0) FROM outbox)) + 1,"
-                       " false)")
+                       " false)", (highest,))
 
     # -- reporting -------------------------------------------------------------------
 

@@ -67,6 +67,7 @@ def after_confirmation(folder: FolderSettings) -> JobState:
 
 
 UNNAMED_PAUSE = 60.0  # seconds between looks at an upload the vault holds but has not named
+UNNAMED = "waiting: the vault holds the whole upload but names no video yet"
 
 
 def _sent(sent: int) -> Transition:
@@ -239,9 +240,12 @@ class VaultStages:
                 return progress
             if progress.video_id:
                 break
+            whole = progress.received == progress.size == job.size
+            if whole and job.last_error == UNNAMED:  # parked before: one look, and the slot is free again
+                return self._unnamed(job, self._settings.vault.confirm_timeout)
             if self._clock() >= deadline:
                 timeout = self._settings.vault.confirm_timeout
-                if progress.received == progress.size == job.size:
+                if whole:
                     return self._unnamed(job, timeout)
                 return Transition(JobState.UPLOADING, "no video id after the upload: sending again on the same key",
                                   level=logging.WARNING, retry=RetryLater(f"no video id {timeout:g} s after the upload"))
@@ -266,10 +270,9 @@ class VaultStages:
         """The vault holds every byte on the key but names no video yet (processing, a busy
         storage tier). Sending again would only meet 409 and failing would leave the video
         behind: the job waits, spending no attempt and no slot, and says so once."""
-        reason = "waiting: the vault holds the whole upload but names no video yet"
-        return Transition(None, f"{reason}; asking again in {min(timeout, UNNAMED_PAUSE):g} s", {
-            "not_before": self._clock() + min(timeout, UNNAMED_PAUSE), "last_error": reason},
-            level=logging.WARNING, quiet=job.last_error == reason)
+        return Transition(None, f"{UNNAMED}; asking again in {min(timeout, UNNAMED_PAUSE):g} s", {
+            "not_before": self._clock() + min(timeout, UNNAMED_PAUSE), "last_error": UNNAMED},
+            level=logging.WARNING, quiet=job.last_error == UNNAMED)
 
     async def progress_or_none(self, job: Job) -> Progress | None:
         """A last look before giving up: a POST answered 500 may have been stored after all."""
@@ -306,6 +309,6 @@ class VaultStages:
 
     def _discard(self, job: Job, video_id: str, reason: str) -> Transition:
         """The vault's copy is not this file: start over; the copy is deleted on its own."""
-        return Transition(JobState.QUEUED, f"{reason}: video {video_id} will be deleted, starting over",
+        return Transition(JobState.QUEUED, f"{reason}: starting over",
                           {"upload_key": None, "video_id": None, "bytes_sent": 0, "sha256": None, "key_unknown": 0},
                           level=logging.WARNING, discard=video_id, retry=RetryLater(reason))

@@ -17,7 +17,7 @@ from .committer import Committer
 from .config import FolderSettings, Settings
 from .events import Fanout, JobEvents
 from .errors import ConfigError
-from .journal import Journal, JournalStore, journal_was_used, mark_used
+from .journal import Journal, JournalStore, check_identity, journal_was_used, mark_used
 from .netfs import refuse_network_state_dir
 from .model import Job
 from .notify import notify_states
@@ -33,14 +33,20 @@ PROBE_KEY = "vaultdrop-probe"  # any answer to progress.xml for it, 404 included
 Clock = Callable[[], float]
 
 
-def open_journal(settings: Settings, *, clock: Clock = time.time) -> JournalStore:
+def open_journal(settings: Settings, *, clock: Clock = time.time, reader: bool = False) -> JournalStore:
     """The configured journal, writing the notifications the config wants: PostgreSQL when
-    [journal] url is set, else SQLite in state_dir."""
+    [journal] url is set, else SQLite in state_dir.
+
+    The first start marks state_dir with the journal's id (journal.mark_used); from then
+    on a missing, empty or other journal is refused, never set up in its place. A
+    `reader` (status, the metrics scrape) neither sets up a schema nor marks."""
     config = settings.journal
     state_dir = settings.daemon.state_dir
-    used = journal_was_used(state_dir)  # then an empty or missing journal is refused
+    used = journal_was_used(state_dir)
     journal: JournalStore
     if config.url is None:
+        if reader:
+            return Journal(settings.daemon.journal_path, readonly=True, used=used)
         refuse_network_state_dir(state_dir)
         journal = Journal(settings.daemon.journal_path, clock=clock, host_id=config.host_id, lease=config.lease,
                           group_commit=True, used=used)
@@ -49,14 +55,19 @@ def open_journal(settings: Settings, *, clock: Clock = time.time) -> JournalStor
 
         password = config.password.get_secret_value() if config.password is not None else None
         journal = PgJournal(config.url, password, clock=clock, host_id=config.host_id, lease=config.lease,
-                            used=used)
-    if used is None:
-        try:
+                            used=used, readonly=reader)
+    try:
+        if used is not None:
+            check_identity(journal, used)
+        elif not reader:
             state_dir.mkdir(parents=True, exist_ok=True)
-            mark_used(state_dir, journal.location, clock())
-        except OSError as exc:
-            journal.close()
-            raise ConfigError(f"cannot use the state directory {state_dir}: {exc}") from None
+            mark_used(state_dir, journal.journal_id, journal.location, clock())
+    except OSError as exc:
+        journal.close()
+        raise ConfigError(f"cannot use the state directory {state_dir}: {exc}") from None
+    except ConfigError:
+        journal.close()
+        raise
     journal.notify_states = notify_states(settings.notify)
     return journal
 
@@ -64,9 +75,7 @@ def open_journal(settings: Settings, *, clock: Clock = time.time) -> JournalStor
 def open_reader(settings: Settings) -> JournalStore:
     """A second journal for another thread (the metrics scrape): read-only SQLite, or a
     PostgreSQL journal with its own pool."""
-    if settings.journal.url is None:
-        return Journal(settings.daemon.journal_path, readonly=True)
-    return open_journal(settings)
+    return open_journal(settings, reader=True)
 
 
 def build_pipeline(

@@ -7,7 +7,7 @@ from pathlib import Path
 import vaultdrop
 from vaultdrop.committer import Committer
 from vaultdrop.journal import Journal
-from vaultdrop.model import FileIdentity, Job, JobState
+from vaultdrop.model import FileIdentity, Job, JobState, Transition
 
 JOB_WRITES = re.compile(r"journal\.(enqueue|follow|transition|update|discard_video|retry|forget|video_deleted)\(")
 SOURCE = Path(vaultdrop.__file__).parent
@@ -45,4 +45,19 @@ def test_an_operators_retry_and_a_deleted_video_are_announced_like_the_runners_c
     assert [(p, s) for _, p, s, _ in events.changes] == [
         (None, JobState.QUEUED), (JobState.DONE, JobState.FAILED), (JobState.FAILED, JobState.QUEUED)]
     assert [h["to_state"] for h in journal.history(job.id)][-2:] == ["failed", "queued"]
+    journal.close()
+
+
+def test_a_discard_of_a_video_another_job_sent_keeps_it_and_says_so(tmp_path: Path) -> None:
+    committer = Committer(Journal(tmp_path / "vaultdrop.db"))
+    journal = committer.journal
+    owner = journal.enqueue(FileIdentity(str(tmp_path), "a.mov", 1, 1, 1))
+    owner = journal.transition(journal.transition(owner, JobState.UPLOADING, upload_key="V"), JobState.CONFIRMING)
+    owner = journal.transition(journal.transition(owner, JobState.FINISHING, video_id="V"), JobState.DONE)
+    other = journal.enqueue(FileIdentity(str(tmp_path), "b.mov", 2, 1, 2))
+    other = journal.transition(journal.transition(other, JobState.UPLOADING, upload_key="V"), JobState.CONFIRMING)
+    committer.commit(other, Transition(JobState.QUEUED, "sizes differ: starting over", {"upload_key": None},
+                                       discard="V"))
+    assert journal.stale_videos(now=9e9) == []
+    assert journal.history(other.id)[-1]["detail"] == f"sizes differ: starting over; video V is job {owner.id}'s: kept"
     journal.close()

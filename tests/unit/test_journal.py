@@ -239,16 +239,19 @@ class TestJournalStore:
         owner = to_done(journal.enqueue(identity("a.mov", inode=1)), "V")
         twin = journal.transition(journal.transition(journal.enqueue(identity("t.mov", inode=3)),
                                                      JobState.FINISHING, video_id="V"), JobState.SKIPPED)
+        failed_twin = journal.transition(journal.transition(journal.enqueue(identity("u.mov", inode=4)),
+                                                            JobState.FINISHING, video_id="V"), JobState.FAILED)
         other = journal.transition(journal.transition(journal.enqueue(identity("b.mov", inode=2)),
                                                       JobState.UPLOADING, upload_key="V"), JobState.CONFIRMING)
-        assert [j.id for j in journal.by_video("V")] == [owner.id, twin.id]
-        assert journal.owner_of("V", owner.id) is None and journal.owner_of("V", other.id).id == owner.id
+        assert [j.id for j in journal.by_video("V")] == [owner.id, twin.id, failed_twin.id]
+        assert journal.owner_of("V", owner.id) is None  # twins sent nothing, whatever their state
+        assert journal.owner_of("V", other.id).id == owner.id
         journal.discard_video(other, JobState.QUEUED, "sizes differ", "V", upload_key=None)
         assert journal.stale_videos(now=9e9) == []
-        assert "kept: video V is job" in journal.history(other.id)[-1]["detail"]
 
         recorded = journal.video_deleted("V", "video V deleted from the vault by the operator")
-        assert {j.id for j in recorded} == {owner.id, twin.id}
+        assert {j.id for j in recorded} == {owner.id, twin.id, failed_twin.id}
+        assert all(j.state is JobState.FAILED and j.video_id is None for j in recorded)
         again = journal.get(owner.id)
         assert again.state is JobState.FAILED and again.video_id is None and again.upload_key is None
         assert journal.retry(owner.id).state is JobState.QUEUED  # a re-upload with a new key
@@ -386,7 +389,7 @@ def test_every_earlier_sqlite_schema_upgrades_with_its_jobs(tmp_path: Path, vers
     db.execute("INSERT INTO jobs (folder, relpath, size, mtime_ns, inode, state, created_at, updated_at)"
                " VALUES ('/drop', 'old.mov', 5, 1, 9, 'done', 1, 1)")
     db.execute("INSERT INTO history (job_id, at, to_state) VALUES (1, 1, 'done')")
-    if version >= 3:  # a forgotten job 7 that a webhook once named
+    if 3 <= version < 6:  # a forgotten job 7 that a webhook once named (from 6 on, AUTOINCREMENT knows it)
         db.execute("INSERT INTO outbox (event_id, event, job_id, folder, relpath, size, state, created_at)"
                    " VALUES ('e', 'done', 7, '/drop', 'gone.mov', 1, 'done', 1)")
     db.close()
@@ -395,7 +398,7 @@ def test_every_earlier_sqlite_schema_upgrades_with_its_jobs(tmp_path: Path, vers
     assert old is not None and (old.relpath, old.state) == ("old.mov", JobState.DONE)
     assert [h["to_state"] for h in journal.history(1)] == ["done"]
     new = journal.enqueue(identity("new.mov", inode=10))
-    assert new.id == (8 if version >= 3 else 2)
+    assert new.id == (8 if 3 <= version < 6 else 2)
     journal.forget(old.id)  # history goes with its job, as before
     assert journal.history(1) == []
     journal.close()
@@ -590,7 +593,10 @@ def test_journal_copy_moves_a_sqlite_journal_to_postgresql(
     done = sqlite.transition(sqlite.transition(done, JobState.CONFIRMING), JobState.FINISHING, video_id="K")
     sqlite.discard_video(done, JobState.FAILED, "replaced", "OLDVIDEO", last_error="x")
     sqlite.enqueue(identity("b.mov", inode=8))
+    gone = sqlite.transition(sqlite.enqueue(identity("gone.mov", inode=10)), JobState.FAILED, last_error="x")
+    sqlite.forget(gone.id)  # the newest id, named by nothing left but the counter
     expected_jobs, expected_history = sqlite.jobs(), sqlite.history(done.id)
+    identity_of_journal = sqlite.journal_id
     sqlite.close()
     argv = ["journal", "copy", "--to", url, "--password-file", str(password_file), "--state-dir", str(state)]
     assert cli.main(argv) == 0
@@ -598,7 +604,8 @@ def test_journal_copy_moves_a_sqlite_journal_to_postgresql(
     target = PgJournal(url, password_file.read_text().strip())
     assert target.jobs() == expected_jobs and target.history(done.id) == expected_history
     assert target.stale_videos(now=9e9) == [("OLDVIDEO", 0)]
-    assert target.enqueue(identity("c.mov", inode=9)).id == 3  # ids go on where SQLite's ended
+    assert target.enqueue(identity("c.mov", inode=9)).id == 4  # ids go on past every id SQLite gave
+    assert target.journal_id == identity_of_journal  # the same journal, to every host's mark
     target.close()
     assert cli.main(argv) == 78  # only into an empty journal
     assert "already has 3 job(s)" in capsys.readouterr().err
@@ -633,6 +640,11 @@ def test_a_used_state_dir_refuses_an_empty_journal_on_either_backend(
         with pytest.raises(journal_module.JournalMissing, match="is empty.*journal reset") as refused:
             open_configured(settings_for(tmp_path, {"url": empty_url, "password_file": str(password_file)}))
         assert refused.value.exit_status == 78
+        # a host without the mark (new, or its state_dir wiped) sets the empty database up:
+        # the marked host still refuses it, by the journal's id
+        PgJournal(empty_url, password_file.read_text().strip()).close()
+        with pytest.raises(journal_module.JournalMissing, match="another journal"):
+            open_configured(settings_for(tmp_path, {"url": empty_url, "password_file": str(password_file)}))
         again = settings_for(tmp_path, {"url": empty_url, "password_file": str(password_file)})
         assert cli.main(["journal", "reset", "--state-dir", str(tmp_path / "state")]) == 0
         open_configured(again).close()  # started over on purpose
