@@ -22,7 +22,7 @@ from . import logs
 from .config import FolderSettings, Settings
 from .errors import ConfigError, RetryLater
 from .events import Fanout
-from .journal import MAX_SIZE, JournalUnavailable, LeaseLost
+from .journal import JournalUnavailable, LeaseLost
 from .model import Job, JobState, stat_key, version_print
 from .logs import log
 from .metrics import MetricsServer
@@ -32,6 +32,7 @@ from .completeness import Completeness
 from .pipeline import SCALEENGINE, VAULT, Pipeline
 from .preflight import check_online
 from .runstate import RunStateRecorder
+from .scheduler import Scheduler
 from .service import Notifier
 from .watch import FolderWatch, OverflowHook, scan
 from .wiring import build_pipeline, max_delay, open_journal, open_reader
@@ -78,7 +79,6 @@ class Daemon:
         self._reload_requested = False
         self._fatal: ConfigError | None = None
         self._tasks: dict[int, asyncio.Task[Job]] = {}
-        self._small_lane: int | None = None
         self._watches: dict[str, FolderWatch] = {}
         self._missing: set[str] = set()  # watched folders that disappeared (logged once)
         self._folders: dict[str, FolderSettings] = {}
@@ -108,6 +108,7 @@ class Daemon:
         self._run_state = RunStateRecorder(self.settings.daemon.state_dir)
         logs.attach(self._run_state, self.settings.secrets())
         self.journal = open_journal(self.settings)
+        self._scheduler = Scheduler(self.journal)
         self._metrics = MetricsServer(self.settings.metrics.listen, open_reader(self.settings)) \
             if self.settings.metrics.listen else None
         self._sender = NotificationSender(self.journal, lambda: self.settings.notify)
@@ -311,7 +312,7 @@ class Daemon:
                 await self._reload()
             try:
                 self._start_due_jobs()
-                due = self.journal.next_due(set(self._tasks), self._folders, self._horizon())
+                due = self._scheduler.next_due(self._folders, self._horizon())
             except JournalUnavailable as exc:  # the PostgreSQL journal is down: an outage, waited out
                 log(logging.WARNING, f"journal unreachable, waiting: {exc}", event="journal_outage")
                 due = None
@@ -323,35 +324,24 @@ class Daemon:
                 pass
 
     def _start_due_jobs(self) -> None:
-        """Fill `concurrency` slots; one extra lane keeps small files moving past long uploads."""
-        free = self.settings.daemon.concurrency - (len(self._tasks) - (self._small_lane is not None))
-        if free > 0:
-            for job in self._due(free):
-                self._start(job)
-        if self._small_lane is None:
-            for job in self._due(1, max_size=self.settings.daemon.small_file_size):
-                if self._start(job):
-                    self._small_lane = job.id
+        """Fill `concurrency` slots; one extra lane keeps small files moving past long uploads
+        (scheduler.py chooses and claims; each job runs here as a task)."""
+        daemon = self.settings.daemon
+        self._scheduler.start_due(self._start, concurrency=daemon.concurrency, small_file_size=daemon.small_file_size,
+                                  folders=self._folders, horizon=self._horizon())
 
-    def _due(self, limit: int, max_size: int = MAX_SIZE) -> list[Job]:
-        return self.journal.runnable(time.time(), set(self._tasks), limit, self._folders, self._horizon(), max_size)
-
-    def _start(self, job: Job) -> bool:
-        claimed = self.journal.claim(job)
-        if claimed is None:
-            return False  # another host took it first
-        task = asyncio.create_task(self.pipeline.run(claimed), name=f"job-{job.id}")
+    def _start(self, job: Job) -> None:
+        """Run one claimed job as a task."""
+        task = asyncio.create_task(self.pipeline.run(job), name=f"job-{job.id}")
         self._tasks[job.id] = task
         task.add_done_callback(functools.partial(self._job_ended, job.id))
-        return True
 
     def _horizon(self) -> float:
         return time.time() + max_delay(self.settings)
 
     def _job_ended(self, job_id: int, task: asyncio.Task[Job]) -> None:
         self._tasks.pop(job_id, None)
-        if self._small_lane == job_id:
-            self._small_lane = None
+        self._scheduler.ended(job_id)
         if not task.cancelled():
             error = task.exception()
             if isinstance(error, ConfigError):

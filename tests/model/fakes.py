@@ -8,6 +8,7 @@ invariants are judged from that record, never from the daemon's own account.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -27,15 +28,18 @@ USER, PASSWORD = "bob", "secret"
 API_KEY, API_SECRET, CDN = "key", "control-secret", 7
 STORAGE = "sestore3"
 
-# Vault faults, by call. "500_after"/"timeout_after" store the upload before failing.
-UPLOAD_FAULTS = ("500_before", "500_after", "503", "409", "refused", "drop_mid_body", "timeout_after")
+# Vault faults, by call. "500_after"/"timeout_after" store the upload before failing;
+# "crash_after" (here and below) carries out the call, then the daemon dies before it
+# reads the answer (kill -9 while the request is in flight, after its bytes left).
+UPLOAD_FAULTS = ("500_before", "500_after", "503", "409", "refused", "drop_mid_body", "timeout_after",
+                 "crash_after")
 PROGRESS_FAULTS = ("404_unknown_key", "500", "503", "refused", "timeout")
 # "used": the key of the newest completed upload is handed out again (a caching proxy).
 KEY_FAULTS = ("500", "503", "refused", "used")
-DELETE_FAULTS = ("500", "deleted_false")
+DELETE_FAULTS = ("500", "deleted_false", "crash_after")
 # Control API faults, by command: a vendor code, an HTTP error, or the call's effect taking
 # place while its answer is lost ("timeout_after").
-CONTROL_FAULTS = ("1000", "0004", "500", "refused", "timeout_after")
+CONTROL_FAULTS = ("1000", "0004", "500", "refused", "timeout_after", "crash_after")
 # How a queued S3 request ends: complete after a while, failed, stuck in `uploading`, or
 # listed in aws.status only after NOT_FOUND_GRACE has passed.
 S3_OUTCOMES = ("complete", "failed", "stuck", "listed_late")
@@ -66,6 +70,13 @@ class FakeClock:
 
     async def sleep(self, seconds: float) -> None:
         self.advance(max(0.0, seconds))
+
+
+class Crash(BaseException):
+    """The daemon process died here (BaseException: nothing in it may catch it). Raised
+    right after a journal commit (world.CrashingJournal), at a crash point in a post-action
+    (world.PostActionHooks), or by a service that carried out a call whose answer the
+    daemon never reads ("crash_after")."""
 
 
 class Runaway(BaseException):
@@ -132,6 +143,9 @@ class Services:
     requests: list[tuple[float, str]] = field(default_factory=list)  # (clock.elapsed, call)
     protocol_errors: list[str] = field(default_factory=list)
     runaway_limit: int | None = None
+    # called at a "crash_after" fault before Crash is raised: the world marks its daemon
+    # dead at once, so no other task of it acts after this instant
+    crash_hook: Callable[[str], None] | None = None
     _run_requests: int = 0
 
     # -- scripting -------------------------------------------------------------------
@@ -163,6 +177,12 @@ class Services:
     def start_run(self, limit: int) -> None:
         self.runaway_limit, self._run_requests = limit, 0
 
+    def _crash(self, what: str) -> Crash:
+        """The daemon dies now, after the service did `what` and before it answered."""
+        if self.crash_hook is not None:
+            self.crash_hook(what)
+        return Crash(f"crash mid-request: {what}, the answer never read")
+
     # -- what the invariants read ----------------------------------------------------
 
     def live(self) -> list[Stored]:
@@ -177,6 +197,7 @@ class Services:
         """`before` sees each request first, and may refuse it by raising."""
         async def handle(request: httpx.Request) -> httpx.Response:
             before(request)
+            await asyncio.sleep(0)  # on the wire: the daemon's other tasks run meanwhile
             return await self._handle(request)
 
         return httpx.MockTransport(handle)
@@ -248,6 +269,7 @@ class Services:
             key.received = key.size = 0
             raise httpx.WriteError("connection reset by peer", request=request)
         body = await request.aread()
+        await asyncio.sleep(0)  # the bytes arrived; the vault takes its time to store them
         content = _multipart_file(request.headers.get("Content-Type", ""), body)
         if content is None:
             return _xml_error(400, "invalid_request", "no upload_file part")
@@ -258,6 +280,9 @@ class Services:
         key.video_id = key_name
         key.polls_until_visible = self.late_video_id
         self.stored.append(Stored(key_name, hashlib.sha256(content).hexdigest(), len(content)))
+        if fault == "crash_after":
+            raise self._crash(f"upload on {key_name} stored")
+        await asyncio.sleep(0)  # stored; the answer is still on its way
         if fault is not None:
             return _vault_fault(fault, request)
         return _xml(f"<results><upload_key>{key_name}</upload_key></results>")
@@ -288,6 +313,8 @@ class Services:
         if fault == "deleted_false":
             return _xml(f"<video><id>{video_id}</id><deleted>false</deleted></video>")
         found.deleted = True
+        if fault == "crash_after":
+            raise self._crash(f"video {video_id} deleted")
         return _xml(f"<video><id>{video_id}</id><deleted>true</deleted></video>")
 
     # -- control API (API.md section 2) --------------------------------------------------
@@ -320,6 +347,8 @@ class Services:
             return _envelope("failure", 0, "0000", f"unknown command {command!r}")
         if fault == "timeout_after":
             raise httpx.ReadTimeout("timed out waiting for the answer", request=request)
+        if fault == "crash_after":
+            raise self._crash(f"{command} carried out")
         return _envelope("success", data)
 
     def _control_signed(self, req: Any) -> bool:

@@ -17,8 +17,12 @@ from .world import PgDatabase
 # deterministic; PostgreSQL is slower per step (a round trip per journal call, a fresh
 # schema per example), so it gets fewer examples for about the same time.
 # `make explore` draws new ones each time (about 40 minutes on this 2-core machine).
+# Each example runs the daemon's scheduler (scheduler.Scheduler, 1-3 slots and the
+# small-file lane) with its jobs as concurrent tasks, streams the larger files through the
+# vault client's sending thread, and may kill the daemon mid-request or mid-post-action;
+# the runs stay reproducible (world.py: inline file work, sending threads taking turns).
 _COMMON = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
-BOUNDED = {"sqlite": settings(_COMMON, max_examples=800, stateful_step_count=40, derandomize=True),
+BOUNDED = {"sqlite": settings(_COMMON, max_examples=1100, stateful_step_count=40, derandomize=True),
            "postgresql": settings(_COMMON, max_examples=200, stateful_step_count=40, derandomize=True)}
 LONG = {"sqlite": settings(_COMMON, max_examples=2000, stateful_step_count=80),
         "postgresql": settings(_COMMON, max_examples=600, stateful_step_count=80)}
