@@ -29,7 +29,7 @@ from pydantic import TypeAdapter, ValidationError
 from . import __version__, logs
 from .committer import Committer
 from .config import DEFAULT_CONFIG_PATH, Duration, Settings, load_config, settings_from_dict
-from .errors import ConfigError, OperatorError, RetryLater, VaultdropError
+from .errors import ConfigError, LocalFileError, OperatorError, RetryLater, VaultdropError
 from .files import ignore_lease_breaks
 from .logs import printable
 from .journal import USED_MARK, Journal, JournalStore, JournalUnavailable, check_identity, journal_was_used
@@ -297,19 +297,27 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 def _retry(journal: JournalStore, args: argparse.Namespace) -> int:
     jobs = (journal.jobs(JobState.FAILED, journal.count_jobs(JobState.FAILED)) if args.all_failed
             else [_known_job(journal, args.id)])
+    refused = 0
     for job in jobs:
         if job.state is not JobState.FAILED:
             what = f"done, video {job.video_id}" if job.state is JobState.DONE else job.state.value
             raise OperatorError(f"job {job.id} is {what}: only a failed job can be retried"
                                 + (" (`vaultdrop upload --force` uploads a file again)"
                                    if job.state in TERMINAL else ""))
-        _, restored = Committer(journal).retry(job.id)
+        try:
+            _, restored = Committer(journal).retry(job.id)
+        except LocalFileError as exc:  # its path is taken: the job stays failed, its file where it is
+            if not args.all_failed:
+                raise OperatorError(f"job {job.id} not retried: {exc}") from None
+            print(f"vaultdrop: job {job.id} not retried: {printable(str(exc))}", file=sys.stderr)
+            refused += 1
+            continue
         if restored:
             print(printable(restored))
         print(f"job {job.id} queued again: {printable(job.relpath)}")
     if not jobs:
         print("no failed jobs")
-    return 0
+    return 1 if refused else 0
 
 
 # -- one-shot upload and delete ---------------------------------------------------------

@@ -235,8 +235,8 @@ class Pipeline:
         key), each on its own schedule: a delete that keeps failing never holds up an upload."""
         if self.outages.is_down(VAULT):
             return
-        await self.journal.durable()
         for video_id, attempts in self.journal.stale_videos(self._clock(), STALE_DELETE_BATCH):
+            await self.journal.durable()  # the commits before this delete (a retry time, a discard) first
             owner = self.journal.owner_of(video_id)
             if owner is not None:  # recorded stale, then confirmed by a job: never delete its video
                 self.journal.stale_deleted(video_id)

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import ctypes
 import errno
+import filecmp
 import json
 import os
 import shutil
@@ -133,10 +134,19 @@ def _destination(source: Path, wanted: Path) -> Path:
 
 
 def _free_or_same(target: Path, source: Path) -> bool:
+    """Free, or `source` already: the same inode (an interrupted link + unlink), or a whole
+    copy of it (a cross-device move stopped between its copy taking the name and the
+    source going: copy2 kept the mtime, and the bytes must match too; an identical file
+    archived before is as good, and never a second copy)."""
     try:
-        return os.path.samestat(os.lstat(target), os.lstat(source))
+        there, here = os.lstat(target), os.lstat(source)
     except FileNotFoundError:
         return True
+    if os.path.samestat(there, here):
+        return True
+    return (stat.S_ISREG(there.st_mode) and stat.S_ISREG(here.st_mode)
+            and (there.st_size, there.st_mtime_ns) == (here.st_size, here.st_mtime_ns)
+            and filecmp.cmp(target, source, shallow=False))
 
 
 def _place(source: Path, wanted: Path) -> Path:
@@ -285,8 +295,9 @@ async def fail(folder: FolderSettings, job: Job, report: dict[str, Any]) -> Outc
 
 
 def restore(job: Job) -> str | None:
-    """Bring a failed job's file back from failed_dir to its path, never over another file.
-    None when there is nothing to bring back; otherwise what happened, in words."""
+    """Bring a failed job's file back from failed_dir to its path, never over another file
+    (LocalFileError: then the job must not be retried). None when there is nothing to bring
+    back; otherwise what happened, in words."""
     if job.moved_to is None:
         return None
     source = Path(job.moved_to)
@@ -295,8 +306,10 @@ def restore(job: Job) -> str | None:
     try:
         _move(source, job.path)
         _error_file(source).unlink(missing_ok=True)
-    except FileExistsError:
-        return f"{job.path} exists: {source} stays in failed_dir; move it back yourself"
+    except FileExistsError:  # the job must not resume on what took its path
+        raise LocalFileError(f"{job.path} exists now: {source} stays in failed_dir and the job stays failed; move "
+                             "that file away first, or move the failed file into the folder under another "
+                             "name (the daemon picks it up again)") from None
     except OSError as exc:
         raise _trouble(f"cannot move {source} back to {job.path}", exc) from None
     return f"{source} moved back to {job.path}"

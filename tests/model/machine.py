@@ -31,7 +31,7 @@ from .world import POST_ACTION_CRASHES, PgDatabase, World
 # rewrite_keeping_stat: test_rewrite_keeping_stat_while_s3_waits_is_uploaded_once_its_job_ends
 # retry_over_new_file: `jobs retry` of a failed job whose path a new file took meanwhile
 # (its file stays in failed_dir; the job resumes on the new file), found with issue 21.
-KNOWN_GAPS: frozenset[str] = frozenset({"retry_over_new_file"})
+KNOWN_GAPS: frozenset[str] = frozenset()
 
 # Files above this many bytes go up through the vault client's streamed body (its
 # sending thread), the others in one piece from the loop: versions here are 16 to a few

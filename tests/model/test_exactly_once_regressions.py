@@ -619,3 +619,41 @@ def test_aws_upload_whose_answer_was_lost_is_adopted_across_clock_steps_reloads_
     job = only_job(world)
     assert job.state is JobState.DONE and job.s3_request_id == world.services.s3_requests[0].id
     assert len(world.services.s3_requests) == 1
+
+
+def test_retry_of_a_failed_job_whose_path_a_new_file_took_is_refused_and_both_stay_accounted_for(
+        make_world: Callable[..., World]) -> None:
+    """Found by the model with the real scheduler: `jobs retry` could not bring the file
+    back (a new take had its name), retried anyway, and the job resumed on the new file
+    while the old one stayed in failed_dir with no failed job. Now the retry is refused."""
+    world = make_world(s3=True)
+    drop_file(world, "a.mp4", b"take one" * 2)
+    world.services.apply("s3:failed")
+    world.run_due(1)
+    world.quiesce()
+    [failed] = world.failed_jobs()
+    drop_file(world, "a.mp4", b"take two" * 2, settle=False)
+    world.operator("retry", failed.id)
+    assert world.journal.get(failed.id).state is JobState.FAILED
+    assert (world.root / "failed" / "a.mp4").read_bytes() == b"take one" * 2
+    world.quiesce()
+    assert world.services.live_count(sha(b"take two" * 2)) == 1
+    assert world.journal.get(failed.id).state is JobState.FAILED
+
+
+@pytest.mark.parametrize("point", ["copying", "copied", "copy_named"])
+def test_a_cross_device_archive_cut_short_by_a_crash_leaves_one_copy(tmp_path: Path, point: str) -> None:
+    """Found by the model's mid-post-action crashes: killed after the copy took its name in
+    the archive and before the source went, the next attempt found the name taken (another
+    device: another inode) and archived a second copy as a~1.mp4."""
+    world = World(tmp_path / "world", after_upload="archive", s3=False, dedupe="identity",
+                  post_action_faults=True, cross_device=True)
+    try:
+        drop_file(world, "a.mp4", b"take one" * 2)
+        world.arm_post_crash(point)
+        world.quiesce()
+        archived = sorted(p.name for p in (world.root / "archive").iterdir())
+        assert archived == ["a.mp4"] and (world.root / "archive" / "a.mp4").read_bytes() == b"take one" * 2
+        assert only_job(world).state is JobState.DONE and not (world.drop / "a.mp4").exists()
+    finally:
+        world.close()

@@ -44,6 +44,7 @@ from vaultdrop import postaction, vault
 from vaultdrop.admission import admit
 from vaultdrop.completeness import Version, version_of
 from vaultdrop.config import FolderSettings, Settings, settings_from_dict
+from vaultdrop.errors import LocalFileError
 from vaultdrop.journal import Journal
 from vaultdrop.model import TERMINAL, Job, JobState
 from vaultdrop.pipeline import Pipeline
@@ -742,5 +743,7 @@ class World:
         (a failed job's file is brought back from failed_dir before its retry)."""
         try:
             getattr(self.pipeline.committer, command)(job_id)
+        except LocalFileError:  # retry refused: a new file took the failed one's path
+            pass
         except Crash:
             self.crash()

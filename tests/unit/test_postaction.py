@@ -238,8 +238,8 @@ async def test_retry_brings_a_failed_file_back_but_never_over_a_new_one(drop: Pa
         moved[name] = dataclasses.replace(job, state=JobState.FAILED, released=1, moved_to=outcome.moved_to)
     (drop / "b.mov").write_bytes(b"a new b")
     assert postaction.restore(moved["a.mov"]) == f"{failed / 'a.mov'} moved back to {drop / 'a.mov'}"
-    assert postaction.restore(moved["b.mov"]) == (
-        f"{drop / 'b.mov'} exists: {failed / 'b.mov'} stays in failed_dir; move it back yourself")
+    with pytest.raises(LocalFileError, match=f"{drop / 'b.mov'} exists now: {failed / 'b.mov'} stays in failed_dir"):
+        postaction.restore(moved["b.mov"])
     assert visible(drop) == {"a.mov": b"a.mov", "b.mov": b"a new b"}
     assert visible(failed) == {"b.mov": b"b.mov", "b.mov.error.json": (failed / "b.mov.error.json").read_bytes()}
 
