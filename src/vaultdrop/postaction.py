@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 
 from .config import FolderSettings
 from .errors import LocalFileError
-from .files import fsync_path, holds, open_for_writing
+from .files import fsync_path, holds, open_for_writing, sha256_of
 from .model import Job, companion_names
 
 NAME_MAX = 255  # bytes in one file name on every Linux file system vaultdrop runs on
@@ -244,7 +244,9 @@ def _finish(folder: FolderSettings, job: Job) -> Outcome:
         return _on_claimed(job, delete)
     archive_dir = folder.archive_dir
     assert archive_dir is not None  # guaranteed by config validation
-    return _on_claimed(job, lambda private: _moved("archived to", _relocate(folder, job, private, archive_dir)))
+    outcome = _on_claimed(job, lambda private: _moved("archived to", _relocate(folder, job, private, archive_dir)))
+    placed = _already_placed(job, archive_dir) if outcome.text == NOTHING_THERE else None
+    return outcome if placed is None else _moved("archived to", placed)
 
 
 def _fail(folder: FolderSettings, job: Job, report: dict[str, Any]) -> Outcome:
@@ -257,8 +259,29 @@ def _fail(folder: FolderSettings, job: Job, report: dict[str, Any]) -> Outcome:
         tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
         os.replace(tmp, _error_file(target))
 
-    return _on_claimed(job, lambda private: _moved("moved to", _relocate(folder, job, private, failed_dir,
-                                                                          write_report)))
+    outcome = _on_claimed(job, lambda private: _moved("moved to", _relocate(folder, job, private, failed_dir,
+                                                                             write_report)))
+    placed = _already_placed(job, failed_dir) if outcome.text == NOTHING_THERE else None
+    if placed is None:
+        return outcome
+    if not _error_file(placed).exists():
+        write_report(placed)
+    return _moved("moved to", placed)
+
+
+def _already_placed(job: Job, base: Path) -> Path | None:
+    """Where an earlier attempt put the job's file, when a crash came between its move and
+    the journal hearing of it: under the first names the move would take, the job's own
+    inode, or (a cross-device copy) its size, mtime and sha256."""
+    for name in _free_names(base / job.relpath):
+        try:
+            info = os.lstat(name)
+        except FileNotFoundError:
+            return None
+        if stat.S_ISREG(info.st_mode) and (info.st_size, info.st_mtime_ns) == (job.size, job.mtime_ns) and (
+                info.st_ino == job.inode or (job.sha256 is not None and sha256_of(name) == job.sha256)):
+            return name
+    return None
 
 
 def _moved(what: str, target: Path) -> Outcome:

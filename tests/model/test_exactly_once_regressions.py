@@ -28,8 +28,10 @@ def sha(content: bytes) -> str:
 def make_world(tmp_path: Path) -> Iterator[Callable[..., World]]:
     worlds: list[World] = []
 
-    def make(*, after_upload: str = "archive", s3: bool = False, dedupe: str = "identity") -> World:
-        world = World(tmp_path / f"world{len(worlds)}", after_upload=after_upload, s3=s3, dedupe=dedupe)
+    def make(*, after_upload: str = "archive", s3: bool = False, dedupe: str = "identity",
+             post_action_faults: bool = False) -> World:
+        world = World(tmp_path / f"world{len(worlds)}", after_upload=after_upload, s3=s3, dedupe=dedupe,
+                      post_action_faults=post_action_faults)
         worlds.append(world)
         return world
 
@@ -657,3 +659,19 @@ def test_a_cross_device_archive_cut_short_by_a_crash_leaves_one_copy(tmp_path: P
         assert only_job(world).state is JobState.DONE and not (world.drop / "a.mp4").exists()
     finally:
         world.close()
+
+
+def test_a_crash_after_the_failed_file_was_placed_leaves_it_with_its_failed_job(make_world: Callable[..., World]) -> None:
+    """Found by the long exploration: killed after the file reached failed_dir and before
+    the journal heard of it, the next attempt found nothing at the path, failed the job
+    with no `moved_to`, and the operator's retry left the file in failed_dir for good."""
+    world = make_world(s3=True, post_action_faults=True)
+    drop_file(world, "a.mp4", b"take one" * 2)
+    world.services.apply("s3:failed")
+    world.run_due(1)
+    world.arm_post_crash("placed")
+    world.quiesce()
+    [failed] = world.failed_jobs()
+    assert failed.moved_to == str(world.root / "failed" / "a.mp4")
+    world.operator("retry", failed.id)
+    assert (world.drop / "a.mp4").read_bytes() == b"take one" * 2
