@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 
 from .config import FolderSettings
 from .errors import LocalFileError
+from . import files
 from .files import fsync_path, holds, open_for_writing, sha256_of
 from .model import Job, companion_names
 
@@ -175,6 +176,8 @@ def _claim(job: Job) -> Path | Outcome:
             info = os.lstat(job.path)  # before the rename, which moves the ctime that `holds` reads
             if not stat.S_ISREG(info.st_mode):  # a directory, link or FIFO took the name: never ours to move
                 return Outcome(NOT_A_FILE, released=True)
+            if not files.holds(job, job.path, info):  # never hide other content: a crash while it sat at
+                return Outcome(OTHER_CONTENT, released=True, displaced=job.path)  # the private name loses it
             os.rename(job.path, private)
             moved = os.lstat(private)  # what the rename took: another file may have taken the name since
             same = (stat.S_ISREG(moved.st_mode) and (moved.st_dev, moved.st_ino) == (info.st_dev, info.st_ino)

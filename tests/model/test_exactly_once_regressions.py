@@ -675,3 +675,21 @@ def test_a_crash_after_the_failed_file_was_placed_leaves_it_with_its_failed_job(
     assert failed.moved_to == str(world.root / "failed" / "a.mp4")
     world.operator("retry", failed.id)
     assert (world.drop / "a.mp4").read_bytes() == b"take one" * 2
+
+
+def test_a_crash_while_claiming_never_hides_a_newer_file(make_world: Callable[..., World]) -> None:
+    """Found by the long exploration (shrunk from 70 steps): the post-action renamed what sat
+    at the job's path to its hidden name before checking it was the job's content; a new
+    take put there, and a kill -9 in between, left that take hidden from intake: lost."""
+    world = make_world(s3=True, post_action_faults=True)
+    drop_file(world, "a.mp4", b"take one" * 2)
+    world.run_due(1)
+    assert only_job(world).state is JobState.S3_WAITING
+    world.clock.advance(130.0)
+    world.arm_post_crash("claimed")
+    (world.drop / "a.mp4.new").write_bytes(b"take two" * 2)
+    os.rename(world.drop / "a.mp4.new", world.drop / "a.mp4")  # a new take, a new inode
+    world.run_due(1)
+    assert (world.drop / "a.mp4").read_bytes() == b"take two" * 2
+    world.quiesce()
+    assert world.services.live_count(sha(b"take two" * 2)) == 1
