@@ -500,6 +500,9 @@ class JournalRules:
         job = self._require(job_id)
         if job.state is not JobState.FAILED:
             raise IllegalTransition(f"job {job_id} is {job.state.value}, not failed: nothing to retry")
+        # a failed job is nobody's: a claim this journal once had on it (lost to a host that
+        # adopted the job and failed it) fences nothing any more
+        self._claims.pop(job_id, None)
         state = JobState.UPLOADING if job.upload_key else JobState.QUEUED
         s3: dict[str, Any] = {"s3_request_id": None, "s3_status": None} if job.s3_status == "failed" else {}
         return self.transition(job, state, "retry requested", attempts=0, not_before=0, last_error=None,

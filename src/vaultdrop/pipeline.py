@@ -180,6 +180,7 @@ class Pipeline:
         report = {"job_id": job.id, "file": job.relpath, "error": error, "attempts": job.attempts,
                   "upload_key": job.upload_key, "video_id": job.video_id, "state": job.state.value}
         await self.journal.durable()
+        self.journal.hold(job)  # on a shared folder, only the host that holds the job touches its file
         try:
             if self.stages.readiness.writing(job.path):  # its next version, once closed, is a job of its own
                 outcome = postaction.Outcome("left in place: it is open for writing")

@@ -60,6 +60,7 @@ class FakeClock:
     def __init__(self, start: float = 1_750_000_000.0) -> None:
         self.now = start
         self.elapsed = 0.0  # forward time only: the measure for "requests per hour"
+        self.on_advance: Callable[[], None] | None = None  # what keeps up with time (the hosts' heartbeats)
 
     def __call__(self) -> float:
         return self.now
@@ -67,6 +68,8 @@ class FakeClock:
     def advance(self, seconds: float) -> None:
         self.now += seconds
         self.elapsed += max(0.0, seconds)
+        if self.on_advance is not None:
+            self.on_advance()
 
     async def sleep(self, seconds: float) -> None:
         self.advance(max(0.0, seconds))

@@ -335,6 +335,18 @@ class TestLeases:
         assert failed.owner is None
         assert b.retry(failed.id).state is JobState.QUEUED
 
+    def test_a_job_lost_to_another_host_and_failed_there_can_be_retried_here(
+        self, hosts: tuple[JournalStore, JournalStore], clock: Clock
+    ) -> None:
+        """Found by the two-host model: the claim host a lost stayed in its journal and
+        fenced a later retry (a failed file moved back into the folder) as if a still held it."""
+        a, b = hosts
+        job = a.claim(a.enqueue(identity()))
+        clock.now += 31
+        adopted = b.claim(b.runnable(clock.now, set(), 10, ["/drop"])[0])
+        b.transition(adopted, JobState.FAILED, last_error="file vanished")
+        assert a.retry(job.id).state is JobState.QUEUED
+
     def test_two_hosts_claiming_one_job_at_once_one_wins(
         self, open_journal: Opener, clock: Clock
     ) -> None:
