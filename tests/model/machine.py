@@ -6,9 +6,8 @@ by the vault (archive, delete) or by a failed job (failed_dir). A writer may hol
 open across steps (the world's intake knows): what it wrote until it closes is a partial
 version, which the vault must never hold as a job's video.
 
-KNOWN_GAPS switches off the moves that hit a bug still open in issue 11 part 2; each has
-an xfail regression test in test_exactly_once_regressions.py. Remove a gap from the set
-when its fix lands (and the regression test's xfail mark with it).
+Every move is on: each failure the exploration found is fixed and has its explicit
+scenario in test_exactly_once_regressions.py.
 """
 
 from __future__ import annotations
@@ -29,10 +28,6 @@ from vaultdrop.model import TERMINAL, JobState
 from .fakes import FAULTS
 from .world import LEASE, POST_ACTION_CRASHES, PgDatabase, World
 
-# rewrite_keeping_stat: test_rewrite_keeping_stat_while_s3_waits_is_uploaded_once_its_job_ends
-# retry_over_new_file: `jobs retry` of a failed job whose path a new file took meanwhile
-# (its file stays in failed_dir; the job resumes on the new file), found with issue 21.
-KNOWN_GAPS: frozenset[str] = frozenset()
 
 # Files above this many bytes go up through the vault client's streamed body (its
 # sending thread), the others in one piece from the loop: versions here are 16 to a few
@@ -198,7 +193,7 @@ class DropFolder(RuleBasedStateMachine):
             os.rename(temporary, self.w.drop / name)
             self._put(name, content, settled=settled)
 
-    @precondition(lambda self: "rewrite_keeping_stat" not in KNOWN_GAPS and has_files(self))
+    @precondition(has_files)
     @rule(name=names, settled=st.booleans())
     def copy_over_keeping_identity(self, name: str, settled: bool) -> None:
         """`cp -p` over the file: same inode, size and mtime, different bytes."""
@@ -322,18 +317,14 @@ class DropFolder(RuleBasedStateMachine):
     def run_due_jobs(self, jobs: int, faults: list[str]) -> None:
         """The scheduler's next round, the services answering with `faults` (in order)."""
         for fault in faults:
-            if not ("late_video_then_vanished" in KNOWN_GAPS and fault == "video_id:late_15"):
-                self.w.services.apply(fault)
+            self.w.services.apply(fault)
         self.w.run_due(jobs)
 
     @precondition(lambda self: self.world is not None and bool(self.w.failed_jobs()))
     @rule(pick=st.integers(0, 5))
     def operator_retries_failed_job(self, pick: int) -> None:
         failed = self.w.failed_jobs()
-        job = failed[pick % len(failed)]
-        if "retry_over_new_file" in KNOWN_GAPS and job.moved_to and os.path.lexists(job.path):
-            return
-        self.w.operator("retry", job.id)
+        self.w.operator("retry", failed[pick % len(failed)].id)
 
     @precondition(has_jobs)
     @rule(pick=st.integers(0, 5))
@@ -582,8 +573,7 @@ class SharedDropFolder(DropFolder):
     def second_host_runs_due_jobs(self, jobs: int, faults: list[str], together: bool) -> None:
         """The second host's scheduler round; `together`: both hosts' rounds at once."""
         for fault in faults:
-            if not ("late_video_then_vanished" in KNOWN_GAPS and fault == "video_id:late_15"):
-                self.w.services.apply(fault)
+            self.w.services.apply(fault)
         self.w.run_due(jobs, self.w.hosts[1], together=together)
 
     @rule(which=HOSTS, at=PAUSE_POINTS, nth=st.integers(1, 3))

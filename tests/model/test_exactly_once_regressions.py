@@ -1,9 +1,6 @@
-"""Issue 11 part 2's cases that the exploration reaches, each as its smallest explicit
-scenario on the same fakes (tests/model/fakes.py).
-
-A case still open is marked xfail(strict): when its fix lands the test passes, strict
-turns that into a failure, and the mark comes off together with the matching name in
-machine.KNOWN_GAPS.
+"""Every case the exploration (and issues 11, 20, 21) found, each as its smallest explicit
+scenario on the same fakes (tests/model/fakes.py). A new find gets its test here, failing
+until its fix lands; none is left open.
 """
 
 from __future__ import annotations
