@@ -21,7 +21,7 @@ from .config import FolderSettings, Settings
 from .errors import ClockSkew, ConfigError, JobFailed, LocalFileError, RetryLater, Unavailable, Waiting
 from .events import Fanout, JobEvents, retry_reason
 from .committer import Committer
-from .journal import IllegalTransition, JournalUnavailable, LeaseLost
+from .journal import JournalUnavailable, LeaseLost
 from .logs import job_fields, log
 from .model import TERMINAL, Job, JobState, Transition
 from .outage import Outages
@@ -115,8 +115,6 @@ class Pipeline:
                 decision = Transition(None, str(exc), retry=exc)
             except JobFailed as exc:
                 decision = await self._failure(job, folder, str(exc), exc.changes)
-            except (ConfigError, IllegalTransition):
-                raise
             if decision.retry is not None:
                 verdict = decide(decision.retry, job.attempts, self.outages.streak, self.policy, self._rng)
                 rescue = None if rescued or not isinstance(verdict, GiveUp) else await self._rescue(job)

@@ -283,7 +283,3 @@ class OverflowHook(logging.Handler):
     def remove(self) -> None:
         logging.getLogger("watchdog.observers").removeHandler(self)
 
-
-def folder_key(folder: FolderSettings) -> str:
-    """The folder's identity in the journal: its absolute path."""
-    return str(Path(folder.path))
