@@ -32,7 +32,7 @@ from .config import DEFAULT_CONFIG_PATH, Duration, Settings, load_config, settin
 from .errors import ConfigError, LocalFileError, OperatorError, RetryLater, VaultdropError
 from .files import ignore_lease_breaks
 from .logs import printable
-from .journal import USED_MARK, Journal, JournalStore, JournalUnavailable, check_identity, journal_was_used
+from .journal import USED_MARK, Journal, JournalStore, JournalUnavailable, journal_was_used
 from .model import TERMINAL, Job, JobState
 from .runstate import daemon_running, read_run_state
 
@@ -166,14 +166,7 @@ def _sqlite(path: Path, readonly: bool) -> Journal:
     used = journal_was_used(path.parent)
     if not path.exists() and used is None:
         raise OperatorError(f"no journal at {path} yet: has the daemon run?")
-    journal = Journal(path, readonly=readonly, used=used)
-    if used is not None:
-        try:
-            check_identity(journal, used)
-        except ConfigError:
-            journal.close()
-            raise
-    return journal
+    return Journal(path, readonly=readonly, used=used)
 
 
 def _job_dict(job: Job) -> dict[str, Any]:

@@ -118,11 +118,11 @@ def mark_used(state_dir: Path, journal_id: str, location: str, now: float) -> No
     fsync_path(state_dir)
 
 
-def check_identity(journal: JournalStore, used: str) -> None:
+def check_identity(location: str, journal_id: str, used: str) -> None:
     """The journal must be the one the state_dir's mark names (its id comes first there)."""
     expected = used.split(" ", 1)[0]
-    if re.fullmatch(r"[0-9a-f]{32}", expected) and journal.journal_id not in (expected, "unknown"):
-        raise refuse_missing(journal.location, f"another journal than this state_dir used (id {journal.journal_id}, "
+    if re.fullmatch(r"[0-9a-f]{32}", expected) and journal_id not in (expected, "unknown"):
+        raise refuse_missing(location, f"another journal than this state_dir used (id {journal_id}, "
                              f"not {expected}): emptied and set up again, or another one restored", used)
 
 
@@ -530,7 +530,7 @@ class Journal(JournalRules):
                  host_id: str = "local", lease: float = 30.0, group_commit: bool = False,
                  used: str | None = None) -> None:
         """`used`: what the state_dir says about an earlier journal (journal_was_used);
-        then a missing or empty journal is refused, never created."""
+        then a missing, empty or other journal is refused, never created."""
         self.path = path
         self.location = str(path)
         self._clock = clock
@@ -575,6 +575,12 @@ class Journal(JournalRules):
             self.journal_id = self._identity()
         except sqlite3.Error as exc:
             raise ConfigError(f"cannot open the journal {path}: {exc}") from None
+        if used is not None:
+            try:
+                check_identity(self.location, self.journal_id, used)
+            except JournalMissing:
+                self._db.close()
+                raise
 
     def _identity(self) -> str:
         """The journal id (migration 7); a reader of a journal the daemon has not upgraded

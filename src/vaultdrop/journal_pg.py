@@ -22,7 +22,7 @@ import psycopg_pool
 from psycopg.rows import dict_row
 
 from .errors import ConfigError
-from .journal import JOB_COLUMNS, MAX_SIZE, JournalRules, JournalUnavailable, job_filter, refuse_missing
+from .journal import JOB_COLUMNS, MAX_SIZE, JournalRules, JournalUnavailable, check_identity, job_filter, refuse_missing
 from .model import ACTIVE, UNCONFIRMED, FileIdentity, Job, JobState, JobSummary, Notification, version_print
 
 # Append-only, like journal.MIGRATIONS; applied under an advisory lock, so hosts starting
@@ -178,8 +178,8 @@ class PgJournal(JournalRules):
     def __init__(self, url: str, password: str | None = None, clock: Callable[[], float] = time.time,
                  host_id: str = "local", lease: float = 30.0, used: str | None = None,
                  readonly: bool = False) -> None:
-        """`used`: what this host's state_dir says about an earlier journal; then an empty
-        database is refused, never set up. `readonly`: a reader (the CLI's `status`, the
+        """`used`: what this host's state_dir says about an earlier journal; then an empty or
+        other database is refused, never set up. `readonly`: a reader (the CLI's `status`, the
         metrics scrape) neither sets up nor upgrades the schema."""
         self.location = without_password(url)
         self._clock = clock
@@ -200,6 +200,8 @@ class PgJournal(JournalRules):
             self._migrate(used, readonly)
             with self._transaction() as db:
                 self.journal_id = _one(db.execute("SELECT value FROM meta WHERE key = 'journal_id'"))["value"]
+            if used is not None:
+                check_identity(self.location, self.journal_id, used)
         except BaseException:
             self._pool.close()
             raise

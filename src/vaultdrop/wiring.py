@@ -17,7 +17,7 @@ from .committer import Committer
 from .config import FolderSettings, Settings
 from .events import Fanout, JobEvents
 from .errors import ConfigError
-from .journal import Journal, JournalStore, check_identity, journal_was_used, mark_used
+from .journal import Journal, JournalStore, journal_was_used, mark_used
 from .netfs import refuse_network_state_dir
 from .model import Job
 from .notify import notify_states
@@ -56,18 +56,13 @@ def open_journal(settings: Settings, *, clock: Clock = time.time, reader: bool =
         password = config.password.get_secret_value() if config.password is not None else None
         journal = PgJournal(config.url, password, clock=clock, host_id=config.host_id, lease=config.lease,
                             used=used, readonly=reader)
-    try:
-        if used is not None:
-            check_identity(journal, used)
-        elif not reader:
+    if used is None and not reader:
+        try:
             state_dir.mkdir(parents=True, exist_ok=True)
             mark_used(state_dir, journal.journal_id, journal.location, clock())
-    except OSError as exc:
-        journal.close()
-        raise ConfigError(f"cannot use the state directory {state_dir}: {exc}") from None
-    except ConfigError:
-        journal.close()
-        raise
+        except OSError as exc:
+            journal.close()
+            raise ConfigError(f"cannot use the state directory {state_dir}: {exc}") from None
     journal.notify_states = notify_states(settings.notify)
     return journal
 
