@@ -37,7 +37,7 @@ from tools import (
     write_random_file,
 )
 
-from vaultdrop.model import JobState
+from vaultdrop.job import JobState
 from vaultdrop.sandbox.launcher import SandboxProcess
 
 

@@ -1,4 +1,4 @@
-"""Cost of one container completeness check (vaultdrop.containers): `python benchmarks/container_check.py`.
+"""Cost of one container completeness check (vaultdrop.intake.containers): `python benchmarks/container_check.py`.
 
 The daemon judges a file on every settle check, so the cost must not grow with its size.
 Builds sparse files in a temporary directory (removed at the end) from the real headers in
@@ -19,8 +19,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from vaultdrop import containers
-from vaultdrop.containers import judge
+from vaultdrop.intake import containers
+from vaultdrop.intake.containers import judge
 
 MEDIA = Path(__file__).resolve().parents[1] / "tests" / "media"
 GIB = 1 << 30

@@ -17,7 +17,6 @@ from urllib.parse import urlsplit
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from tools import daemon_runner, sandbox_at, wait_done, write_random_file  # noqa: E402
-
 from vaultdrop.sandbox.launcher import spawn_sandbox  # noqa: E402
 
 FILES = 6

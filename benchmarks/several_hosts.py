@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.tools import MIB, sandbox_at, write_random_file  # noqa: E402
 from tests.integration.harness import DaemonRunner, wait_for  # noqa: E402
 from tests.pgcluster import Cluster, running_cluster  # noqa: E402
-from vaultdrop.journal_pg import PgJournal  # noqa: E402
-from vaultdrop.model import FileIdentity, JobState  # noqa: E402
+from vaultdrop.job import FileIdentity, JobState  # noqa: E402
+from vaultdrop.journal.postgres import PgJournal  # noqa: E402
 
 FOLDER = "/bench"
 

@@ -25,8 +25,9 @@ sys.path.insert(0, str(ROOT))
 
 from tests.integration.harness import DaemonRunner, wait_for  # noqa: E402
 from tests.receiver import free_port  # noqa: E402,F401 - for cases.py
-from vaultdrop.journal import Journal  # noqa: E402
-from vaultdrop.model import Job, JobState  # noqa: E402
+from vaultdrop.clients.signing import vault_signature  # noqa: E402
+from vaultdrop.job import Job, JobState  # noqa: E402
+from vaultdrop.journal.sqlite import Journal  # noqa: E402
 from vaultdrop.sandbox.launcher import (  # noqa: E402
     DEFAULT_API_KEY,
     DEFAULT_API_SECRET,
@@ -37,7 +38,6 @@ from vaultdrop.sandbox.launcher import (  # noqa: E402
     SandboxProcess,
     spawn_sandbox,
 )
-from vaultdrop.signing import vault_signature  # noqa: E402
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -185,7 +185,7 @@ def done_jobs(runner: DaemonRunner) -> list[Job]:
 def prefill_journal(runner: DaemonRunner, files: list[Path]) -> None:
     """Journal `files` as already uploaded, through the journal's own API, as a daemon that
     had sent them would have left it (every transition and its history row)."""
-    from vaultdrop.model import FileIdentity
+    from vaultdrop.job import FileIdentity
 
     journal = Journal(runner.state / "vaultdrop.db")
     journal._db.execute("PRAGMA synchronous = OFF")  # a fixture: durability is not under test here

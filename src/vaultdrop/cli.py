@@ -27,13 +27,13 @@ import uvloop
 from pydantic import TypeAdapter, ValidationError
 
 from . import __version__, logs
-from .committer import Committer
 from .config import DEFAULT_CONFIG_PATH, Duration, Settings, load_config, settings_from_dict
 from .errors import ConfigError, LocalFileError, OperatorError, RetryLater, VaultdropError
 from .files import ignore_lease_breaks
+from .job import TERMINAL, Job, JobState
+from .journal.committer import Committer
+from .journal.sqlite import USED_MARK, Journal, JournalStore, JournalUnavailable, journal_was_used
 from .logs import printable
-from .journal import USED_MARK, Journal, JournalStore, JournalUnavailable, journal_was_used
-from .model import TERMINAL, Job, JobState
 from .runstate import daemon_running, read_run_state
 
 DEMO_DIR = Path("vaultdrop-demo")
@@ -357,7 +357,7 @@ def _answers(url: str) -> bool:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    from .vault import VaultClient
+    from .clients.vault import VaultClient
 
     if not VIDEO_ID.fullmatch(args.video_id):  # the vault issues none other; quoted, it fails the signature
         raise OperatorError(f"no such video: {args.video_id} (video ids are letters, digits, '-' and '_')")
@@ -412,7 +412,7 @@ def cmd_journal_copy(args: argparse.Namespace) -> int:
     """Move a single host's SQLite journal to PostgreSQL, so it can grow to several hosts
     without uploading anything again. The daemon must be stopped (its lock is taken)."""
     from .daemon import lock_state_dir
-    from .journal_pg import PgJournal, without_password
+    from .journal.postgres import PgJournal, without_password
 
     state_dir = args.state_dir or load_config(args.config).daemon.state_dir
     lock = lock_state_dir(state_dir)

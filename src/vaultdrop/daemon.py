@@ -22,19 +22,19 @@ from . import logs
 from .config import FolderSettings, Settings
 from .errors import ConfigError, RetryLater
 from .events import Fanout
-from .journal import JournalUnavailable, LeaseLost
-from .model import Job, JobState, stat_key, version_print
+from .intake.admission import admit
+from .intake.completeness import Completeness
+from .intake.watch import FolderWatch, OverflowHook, scan
+from .job import Job, JobState, stat_key, version_print
+from .journal.sqlite import JournalUnavailable, LeaseLost
 from .logs import log
 from .metrics import MetricsServer
 from .notify import NotificationSender, notify_states
-from .admission import admit
-from .completeness import Completeness
-from .pipeline import SCALEENGINE, VAULT, Pipeline
 from .preflight import check_online
+from .runner.pipeline import SCALEENGINE, VAULT, Pipeline
+from .runner.scheduler import Scheduler
 from .runstate import RunStateRecorder
-from .scheduler import Scheduler
 from .service import Notifier
-from .watch import FolderWatch, OverflowHook, scan
 from .wiring import build_pipeline, max_delay, open_journal, open_reader
 
 STALE_DELETE_INTERVAL = 5.0
@@ -325,7 +325,7 @@ class Daemon:
 
     def _start_due_jobs(self) -> None:
         """Fill `concurrency` slots; one extra lane keeps small files moving past long uploads
-        (scheduler.py chooses and claims; each job runs here as a task)."""
+        (runner/scheduler.py chooses and claims; each job runs here as a task)."""
         daemon = self.settings.daemon
         self._scheduler.start_due(self._start, concurrency=daemon.concurrency, small_file_size=daemon.small_file_size,
                                   folders=self._folders, horizon=self._horizon())

@@ -13,7 +13,7 @@ from typing import Protocol
 import httpx
 
 from .errors import ClockSkew, ProtocolError, RetryLater, Unavailable
-from .model import Job, JobState
+from .job import Job, JobState
 
 RETRY_REASONS = ("outage", "server_error", "reset", "timeout", "protocol", "clock", "other")
 _HTTP_STATUS = re.compile(r"\bHTTP (\d{3})\b")

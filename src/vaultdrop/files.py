@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 
 from .errors import LocalFileError
-from .model import Job, StatLike
+from .job import Job, StatLike
 from .netfs import filesystem_type, is_network
 
 

@@ -14,8 +14,8 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .journal import JournalStore
-    from .model import Job
+    from .job import Job
+    from .journal.sqlite import JournalStore
 
 logger = logging.getLogger("vaultdrop")
 JOURNAL_SOCKET = "/run/systemd/journal/socket"

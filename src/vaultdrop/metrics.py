@@ -29,13 +29,13 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from . import __version__
-from .completeness import WAIT_REASONS
 from .config import listen_parts
 from .errors import ConfigError
 from .events import RETRY_REASONS, Observer
-from .journal import JournalStore, JournalUnavailable
+from .intake.completeness import WAIT_REASONS
+from .job import ACTIVE, Job, JobState
+from .journal.sqlite import JournalStore, JournalUnavailable
 from .logs import log
-from .model import ACTIVE, Job, JobState
 
 INGEST_BUCKETS = (1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200, float("inf"))
 OUTCOMES = {JobState.DONE: "done", JobState.FAILED: "failed", JobState.SKIPPED: "skipped"}

@@ -29,10 +29,10 @@ import httpx
 from .config import NotifySettings
 from .errors import RetryLater
 from .events import Observer
-from .journal import JournalStore, JournalUnavailable
+from .job import Job, JobState, Notification
+from .journal.sqlite import JournalStore, JournalUnavailable
 from .logs import log
-from .model import Job, JobState, Notification
-from .retry import GiveUp, Policy, decide
+from .runner.retry import GiveUp, Policy, decide
 
 SIGNATURE_HEADER = "X-Vaultdrop-Signature"
 EVENT_ID_HEADER = "X-Vaultdrop-Event-Id"

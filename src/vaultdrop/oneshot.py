@@ -18,12 +18,12 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from .committer import Committer
 from .config import FolderSettings, Settings
 from .errors import OperatorError
-from .journal import Journal
+from .job import TERMINAL, FileIdentity, Job, JobState
+from .journal.committer import Committer
+from .journal.sqlite import Journal
 from .logs import human_size, logger
-from .model import TERMINAL, FileIdentity, Job, JobState
 from .wiring import build_pipeline, open_journal
 
 BAR_WIDTH = 24

@@ -13,10 +13,10 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from .clients.control import ControlClient
+from .clients.vault import VaultClient
 from .config import Settings
-from .control import ControlClient
 from .errors import ConfigError, VaultdropError
-from .vault import VaultClient
 
 CHECK_TIMEOUT = 10.0  # seconds: a blackholed host must not hold READY=1 past systemd's start timeout
 

@@ -27,7 +27,7 @@ class RunState:
     started_at: float
     last_error: str | None = None
     last_error_at: float | None = None
-    waiting: dict[str, int] | None = None  # files not complete yet, by reason (completeness.py)
+    waiting: dict[str, int] | None = None  # files not complete yet, by reason (intake/completeness.py)
 
 
 def daemon_running(state_dir: Path) -> bool:

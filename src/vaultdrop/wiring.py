@@ -13,20 +13,20 @@ from pathlib import Path
 
 import httpx
 
-from .committer import Committer
+from .clients.outage import Outages, Probe
+from .clients.throttle import Throttle
+from .clients.vault import VaultClient
 from .config import FolderSettings, Settings
-from .events import Fanout, JobEvents
 from .errors import ConfigError
-from .journal import Journal, JournalStore, journal_was_used, mark_used
+from .events import Fanout, JobEvents
+from .job import Job
+from .journal.committer import Committer
+from .journal.sqlite import Journal, JournalStore, journal_was_used, mark_used
 from .netfs import refuse_network_state_dir
-from .model import Job
 from .notify import notify_states
-from .outage import Outages, Probe
-from .pipeline import CRASH_PAUSE, S3_GONE_PAUSE, SCALEENGINE, VAULT, Pipeline
-from .retry import Policy
-from .stages import Readiness, VaultStages
-from .throttle import Throttle
-from .vault import VaultClient
+from .runner.pipeline import CRASH_PAUSE, S3_GONE_PAUSE, SCALEENGINE, VAULT, Pipeline
+from .runner.retry import Policy
+from .stages.upload import Readiness, VaultStages
 
 PROBE_KEY = "vaultdrop-probe"  # any answer to progress.xml for it, 404 included, proves the vault is there
 
@@ -51,7 +51,7 @@ def open_journal(settings: Settings, *, clock: Clock = time.time, reader: bool =
         journal = Journal(settings.daemon.journal_path, clock=clock, host_id=config.host_id, lease=config.lease,
                           group_commit=True, used=used)
     else:
-        from .journal_pg import PgJournal
+        from .journal.postgres import PgJournal
 
         password = config.password.get_secret_value() if config.password is not None else None
         journal = PgJournal(config.url, password, clock=clock, host_id=config.host_id, lease=config.lease,
@@ -91,7 +91,7 @@ def build_pipeline(
     `on_back(service)` runs once jobs waiting on that service's outage are due again
     (the daemon wakes its scheduler there). `events` hears what happens to jobs and
     whether the vault answers. `readiness` is intake's word on whether a changed file is
-    complete again (completeness.py); without a watcher the caller vouches for its files.
+    complete again (intake/completeness.py); without a watcher the caller vouches for its files.
     """
     events = events or Fanout()
     vault = VaultClient.from_settings(settings.vault, clock=clock, transport=transport)
@@ -102,7 +102,7 @@ def build_pipeline(
     probes: dict[str, tuple[str, Probe]] = {VAULT: (settings.vault.base_url, lambda: vault.progress(PROBE_KEY))}
     s3 = None
     if settings.scaleengine is not None:
-        from .s3 import S3Queue
+        from .stages.s3 import S3Queue
 
         s3 = S3Queue(settings, journal, clock=clock, transport=transport)
         probes[SCALEENGINE] = (settings.scaleengine.api_url, s3.client.get_storage)

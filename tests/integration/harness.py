@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from vaultdrop.errors import ConfigError
-from vaultdrop.journal import Journal
-from vaultdrop.journal_pg import PgJournal
-from vaultdrop.model import Job, JobState
+from vaultdrop.job import Job, JobState
+from vaultdrop.journal.postgres import PgJournal
+from vaultdrop.journal.sqlite import Journal
 from vaultdrop.sandbox.launcher import SandboxProcess
 
 

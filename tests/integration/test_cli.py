@@ -7,7 +7,7 @@ import re
 import subprocess
 import sys
 
-from vaultdrop.model import JobState
+from vaultdrop.job import JobState
 
 from .harness import DaemonRunner
 from .test_daemon import write

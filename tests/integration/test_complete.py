@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 
 from vaultdrop.errors import ConfigError
-from vaultdrop.journal import Journal
-from vaultdrop.model import TERMINAL, Job, JobState
+from vaultdrop.job import TERMINAL, Job, JobState
+from vaultdrop.journal.sqlite import Journal
 
 from .harness import DaemonRunner, wait_for
 from .test_exactly_once import cli

@@ -9,7 +9,7 @@ import shutil
 import time
 from pathlib import Path
 
-from vaultdrop.model import JobState
+from vaultdrop.job import JobState
 
 from .harness import DaemonRunner, wait_for
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 
 from vaultdrop.errors import ConfigError
-from vaultdrop.journal import Journal
-from vaultdrop.model import JobState
+from vaultdrop.job import JobState
+from vaultdrop.journal.sqlite import Journal
 
 from .harness import read_until, wait_for
 from .test_daemon import write

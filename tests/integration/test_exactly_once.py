@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from vaultdrop.model import Job, JobState
+from vaultdrop.job import Job, JobState
 from vaultdrop.sandbox.launcher import spawn_sandbox
 
 from .harness import DaemonRunner, wait_for

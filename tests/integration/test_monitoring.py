@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from vaultdrop.model import JobState
+from vaultdrop.job import JobState
 
 from ..receiver import closed_port_url, free_port, receiver
 from .harness import DaemonRunner, wait_for

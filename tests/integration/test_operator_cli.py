@@ -11,8 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from vaultdrop.journal import Journal
-from vaultdrop.model import FileIdentity, JobState
+from vaultdrop.job import FileIdentity, JobState
+from vaultdrop.journal.sqlite import Journal
 
 from .harness import DaemonRunner, read_until
 from .test_cli import vaultdrop

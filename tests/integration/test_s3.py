@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from vaultdrop.model import JobState
+from vaultdrop.job import JobState
 
 from .harness import DaemonRunner, wait_for
 from .test_daemon import write

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.pgcluster import Cluster
-from vaultdrop.model import JobState
+from vaultdrop.job import JobState
 from vaultdrop.sandbox.launcher import SandboxProcess
 
 from .harness import DaemonRunner, wait_for

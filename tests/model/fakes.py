@@ -20,7 +20,7 @@ from urllib.parse import parse_qs
 
 import httpx
 
-from vaultdrop.signing import control_signature, vault_signature
+from vaultdrop.clients.signing import control_signature, vault_signature
 
 VAULT_URL = "http://vault.test"
 CONTROL_URL = "http://control.test/stable/"

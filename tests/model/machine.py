@@ -22,12 +22,11 @@ from hypothesis import event
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from vaultdrop import postaction
-from vaultdrop.model import TERMINAL, JobState
+from vaultdrop.job import TERMINAL, JobState
+from vaultdrop.stages import postaction
 
 from .fakes import FAULTS
 from .world import LEASE, POST_ACTION_CRASHES, PgDatabase, World
-
 
 # Files above this many bytes go up through the vault client's streamed body (its
 # sending thread), the others in one piece from the loop: versions here are 16 to a few

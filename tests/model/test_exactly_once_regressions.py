@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from vaultdrop.model import Job, JobState
+from vaultdrop.job import Job, JobState
 
 from .world import World
 

@@ -40,16 +40,17 @@ from typing import Any
 import httpx
 import psycopg
 
-from vaultdrop import postaction, vault
-from vaultdrop.admission import admit
-from vaultdrop.completeness import Version, version_of
+from vaultdrop.clients import vault
 from vaultdrop.config import FolderSettings, Settings, settings_from_dict
 from vaultdrop.errors import LocalFileError
-from vaultdrop.journal import Journal, LeaseLost
-from vaultdrop.model import TERMINAL, Job, JobState
-from vaultdrop.pipeline import Pipeline
-from vaultdrop.scheduler import Scheduler
-from vaultdrop.watch import regular_file_stat, scan
+from vaultdrop.intake.admission import admit
+from vaultdrop.intake.completeness import Version, version_of
+from vaultdrop.intake.watch import regular_file_stat, scan
+from vaultdrop.job import TERMINAL, Job, JobState
+from vaultdrop.journal.sqlite import Journal, LeaseLost
+from vaultdrop.runner.pipeline import Pipeline
+from vaultdrop.runner.scheduler import Scheduler
+from vaultdrop.stages import postaction
 from vaultdrop.wiring import build_pipeline, max_delay, open_journal
 
 from .fakes import (API_KEY, API_SECRET, CDN, CONTROL_URL, PASSWORD, USER, VAULT_URL, Crash, FakeClock, NotDurable,
@@ -1096,7 +1097,7 @@ class World:
         committer: Any = self.pipeline.committer
         own = self.fencing is not None  # the CLI's own process and connection: no daemon's claims in it
         if own:
-            from vaultdrop.committer import Committer
+            from vaultdrop.journal.committer import Committer
 
             committer = Committer(open_journal(self.settings, clock=self.clock))
         try:

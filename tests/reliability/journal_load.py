@@ -11,8 +11,8 @@ import random
 import sys
 from pathlib import Path
 
-from vaultdrop.journal import Journal
-from vaultdrop.model import FileIdentity, JobState
+from vaultdrop.job import FileIdentity, JobState
+from vaultdrop.journal.sqlite import Journal
 
 
 def main(path: str, seed: int) -> None:

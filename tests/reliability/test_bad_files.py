@@ -19,7 +19,7 @@ import threading
 import time
 from pathlib import Path
 
-from vaultdrop.model import JobState
+from vaultdrop.job import JobState
 
 from ..integration.harness import DaemonRunner, wait_for
 from ..integration.test_daemon import write

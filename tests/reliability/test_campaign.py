@@ -28,9 +28,9 @@ from urllib.parse import urlsplit
 import psutil
 import pytest
 
-from vaultdrop.model import JobState
-from vaultdrop.postaction import PRIVATE_PREFIX
+from vaultdrop.job import JobState
 from vaultdrop.sandbox.launcher import SandboxProcess, spawn_sandbox
+from vaultdrop.stages.postaction import PRIVATE_PREFIX
 
 from ..integration.harness import DaemonRunner, wait_for
 from ..integration.test_daemon import write

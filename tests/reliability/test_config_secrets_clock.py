@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from vaultdrop.model import JobState
+from vaultdrop.job import JobState
 
 from ..integration.harness import DaemonRunner, wait_for
 from ..integration.test_cli import vaultdrop

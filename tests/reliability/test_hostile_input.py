@@ -10,11 +10,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from vaultdrop.control import ControlClient
+from vaultdrop.clients.control import ControlClient
+from vaultdrop.clients.vault import VaultClient
 from vaultdrop.errors import ProtocolError, RetryLater
-from vaultdrop.model import JobState
+from vaultdrop.job import JobState
 from vaultdrop.sandbox.launcher import SandboxProcess
-from vaultdrop.vault import VaultClient
 
 from ..integration.harness import DaemonRunner
 from ..integration.test_daemon import write

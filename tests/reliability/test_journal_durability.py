@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from vaultdrop.journal import Journal
-from vaultdrop.model import FileIdentity, JobState, version_print
+from vaultdrop.job import FileIdentity, JobState, version_print
+from vaultdrop.journal.sqlite import Journal
 
 from ..integration.harness import DaemonRunner, wait_for
 from ..integration.test_daemon import write

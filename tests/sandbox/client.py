@@ -1,4 +1,4 @@
-"""A minimal signed client for the sandbox tests, built on vaultdrop.signing.
+"""A minimal signed client for the sandbox tests, built on vaultdrop.clients.signing.
 
 Deliberately tiny and separate from the daemon's client: these tests pin the server to
 API.md, not to whatever the daemon's client happens to do.
@@ -13,9 +13,9 @@ from urllib.parse import urlencode
 
 import httpx
 
+from vaultdrop.clients.signing import sign_control_request, vault_signature
+from vaultdrop.clients.xmlsafe import child_text, parse_xml
 from vaultdrop.sandbox.launcher import SandboxProcess
-from vaultdrop.signing import sign_control_request, vault_signature
-from vaultdrop.xmlsafe import child_text, parse_xml
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from vaultdrop.clients.signing import php_json_encode, sign_control_request
 from vaultdrop.sandbox.launcher import SandboxProcess, spawn_sandbox
-from vaultdrop.signing import php_json_encode, sign_control_request
 
 from .client import VaultClient, error_code, wait_for
 

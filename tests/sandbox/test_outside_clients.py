@@ -1,7 +1,7 @@
 """Outside peers: curl speaks the vault API, PHP's own json_encode/hash_hmac signs control calls.
 
 The vault signature is written out here from API.md's formula (hashlib md5), not taken
-from vaultdrop.signing, so the server is checked against an independent implementation.
+from vaultdrop.clients.signing, so the server is checked against an independent implementation.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from vaultdrop.clients.signing import sign_control_request
 from vaultdrop.sandbox.launcher import SandboxProcess
-from vaultdrop.signing import sign_control_request
 
 from .client import wait_for
 
@@ -120,7 +120,7 @@ def test_php_signed_requests_are_accepted(sandbox: SandboxProcess, tmp_path: Pat
     for kind, multipart in (("full", True), ("empty", False)):
         text = php_request(tmp_path, sandbox, kind=kind)
         request = json.loads(text)
-        # PHP's bytes are exactly what vaultdrop.signing would produce for the same request
+        # PHP's bytes are exactly what vaultdrop.clients.signing would produce for the same request
         assert text == sign_control_request(sandbox.api_secret, {k: v for k, v in request.items() if k != "signature"})
         answer = post_form(sandbox, text, multipart)
         assert answer["status"] == "success", answer

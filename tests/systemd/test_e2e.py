@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from vaultdrop.model import JobState
+from vaultdrop.job import JobState
 from vaultdrop.logs import MESSAGE_IDS
 from vaultdrop.sandbox.launcher import SandboxProcess
 

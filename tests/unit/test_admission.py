@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from vaultdrop.admission import admit
-from vaultdrop.committer import Committer
 from vaultdrop.config import FolderSettings
-from vaultdrop.journal import Journal
-from vaultdrop.model import Job, JobState, StatLike
 from vaultdrop.files import sha256_of
-from vaultdrop.watch import ScannedFile
+from vaultdrop.intake.admission import admit
+from vaultdrop.intake.watch import ScannedFile
+from vaultdrop.job import Job, JobState, StatLike
+from vaultdrop.journal.committer import Committer
+from vaultdrop.journal.sqlite import Journal
 
 
 @pytest.fixture

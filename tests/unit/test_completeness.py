@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from vaultdrop.completeness import Completeness
 from vaultdrop.config import FolderSettings
 from vaultdrop.files import open_for_writing
-from vaultdrop.watch import FolderWatch
+from vaultdrop.intake.completeness import Completeness
+from vaultdrop.intake.watch import FolderWatch
 
 MEDIA = Path(__file__).parents[1] / "media"
 
@@ -197,7 +197,7 @@ async def test_where_the_kernel_does_not_say_inotify_opens_and_closes_tell_a_wri
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Another user's file without CAP_LEASE: a file changed while open is being written
     until it is closed after writing; a reader coming and going changes nothing."""
-    monkeypatch.setattr("vaultdrop.completeness.open_for_writing", lambda path: None)
+    monkeypatch.setattr("vaultdrop.intake.completeness.open_for_writing", lambda path: None)
     folder = FolderSettings(path=tmp_path, settle=0.1)
     ready: list[str] = []
     completeness = Completeness(asyncio.get_running_loop(), lambda _, relpath, __: ready.append(relpath),

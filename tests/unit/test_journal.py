@@ -18,12 +18,14 @@ import pytest
 
 from tests.pgcluster import free_port
 from tests.unit.conftest import Clock
-from vaultdrop import cli, journal as journal_module
+from vaultdrop import cli
 from vaultdrop.config import Settings, settings_from_dict
 from vaultdrop.errors import ConfigError
-from vaultdrop.journal import DUE_CONDITION, IllegalTransition, Journal, JournalStore, JournalUnwritable, LeaseLost
-from vaultdrop.journal_pg import JournalDown, PgJournal
-from vaultdrop.model import ACTIVE, ALLOWED, FileIdentity, JobState, version_print
+from vaultdrop.job import ACTIVE, ALLOWED, FileIdentity, JobState, version_print
+from vaultdrop.journal import sqlite as journal_module
+from vaultdrop.journal.postgres import JournalDown, PgJournal
+from vaultdrop.journal.sqlite import (DUE_CONDITION, IllegalTransition, Journal, JournalStore, JournalUnwritable,
+                                      LeaseLost)
 from vaultdrop.wiring import open_journal as open_configured
 
 Opener = Callable[..., JournalStore]

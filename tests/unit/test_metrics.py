@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from vaultdrop.errors import ClockSkew, ProtocolError, RetryLater, Unavailable
 from vaultdrop.events import retry_reason
-from vaultdrop.journal import Journal, JournalUnwritable
+from vaultdrop.job import FileIdentity, Job, JobState
+from vaultdrop.journal.sqlite import Journal, JournalUnwritable
 from vaultdrop.metrics import JournalCollector, MetricsRecorder
-from vaultdrop.model import FileIdentity, Job, JobState
 
 from .conftest import Clock
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from vaultdrop.config import NotifySettings
-from vaultdrop.journal import IllegalTransition, Journal
-from vaultdrop.model import FileIdentity, Job, JobState
+from vaultdrop.job import FileIdentity, Job, JobState
+from vaultdrop.journal.sqlite import IllegalTransition, Journal
 from vaultdrop.notify import SIGNATURE_HEADER, NotificationSender
 
 from ..receiver import closed_port_url, receiver

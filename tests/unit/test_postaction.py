@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from vaultdrop import postaction
 from vaultdrop.config import FolderSettings
 from vaultdrop.errors import LocalFileError, RetryLater
 from vaultdrop.files import sha256_of
-from vaultdrop.model import Job, JobState
+from vaultdrop.job import Job, JobState
+from vaultdrop.stages import postaction
 
 
 def job_for(folder: FolderSettings, relpath: str, job_id: int = 7) -> Job:

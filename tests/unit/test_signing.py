@@ -2,7 +2,7 @@
 
 import pytest
 
-from vaultdrop.signing import control_signature, php_json_encode, vault_signature
+from vaultdrop.clients.signing import control_signature, php_json_encode, vault_signature
 
 SEED_REQUEST = {
     "command": "aws.upload",

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from vaultdrop.signing import control_signature, php_json_encode
+from vaultdrop.clients.signing import control_signature, php_json_encode
 
 SECRET = "8fc8c48da81e6a2a06a9556379bf798af508dc0792497c678b4c3532ba8b637f"
 CASES = {

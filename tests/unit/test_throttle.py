@@ -1,4 +1,4 @@
-from vaultdrop.throttle import Throttle
+from vaultdrop.clients.throttle import Throttle
 
 
 class FakeClock:

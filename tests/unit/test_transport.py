@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from vaultdrop.clients.vault import SMALL_BODY, VaultClient
 from vaultdrop.errors import RetryLater, Unavailable
-from vaultdrop.vault import SMALL_BODY, VaultClient
 
 KEY = b"<results><upload_key>k1</upload_key></results>"
 Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]

@@ -3,8 +3,8 @@
 import httpx
 import pytest
 
+from vaultdrop.clients.vault import VaultClient
 from vaultdrop.errors import ConfigError, Unavailable
-from vaultdrop.vault import VaultClient
 
 DELETED = b"<video><id>v1</id><deleted>true</deleted></video>"
 NOT_FOUND = b"<error><code>not_found</code><message>no such video</message></error>"

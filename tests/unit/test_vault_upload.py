@@ -14,8 +14,8 @@ import httpx
 import psutil
 import pytest
 
-from vaultdrop.throttle import Throttle
-from vaultdrop.vault import CHUNK_SIZE, SMALL_BODY, FileChanged, VaultClient
+from vaultdrop.clients.throttle import Throttle
+from vaultdrop.clients.vault import CHUNK_SIZE, SMALL_BODY, FileChanged, VaultClient
 
 SIZE = 2 * CHUNK_SIZE + 12345  # odd: the last chunk is a short one
 OK = b"<results><upload_key>k</upload_key></results>"

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from vaultdrop.config import FolderSettings
-from vaultdrop.completeness import Completeness
-from vaultdrop.watch import candidate_for, scan
+from vaultdrop.intake.completeness import Completeness
+from vaultdrop.intake.watch import candidate_for, scan
 
 
 @pytest.fixture(autouse=True)

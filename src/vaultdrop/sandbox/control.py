@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..signing import control_signature
+from ..clients.signing import control_signature
 from .requestctx import note
 from .s3 import S3Queue
 from .settings import SandboxSettings

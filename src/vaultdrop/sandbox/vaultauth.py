@@ -10,7 +10,7 @@ import hmac
 import math
 import time
 
-from ..signing import vault_signature
+from ..clients.signing import vault_signature
 from .settings import SandboxSettings
 from .vaultxml import VaultError
 

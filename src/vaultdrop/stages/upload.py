@@ -1,7 +1,7 @@
 """The vault stages: start (dedupe, upload key), upload (the POST) and confirm (progress).
 
 A stage looks at the job and the world (the file, the vault) and returns a Transition:
-it never commits a state change or logs one; the runner (pipeline.py) does both. Errors
+it never commits a state change or logs one; the runner (runner/pipeline.py) does both. Errors
 say what to do next (errors.py); `resumed` tells a stage that this is the first look at
 the job since it was picked up, so any outcome before now is unknown and asked first.
 """
@@ -18,23 +18,23 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Protocol
 
-from . import containers
-from .config import FolderSettings, Settings
-from .errors import JobFailed, RetryLater, VaultdropError, Waiting
-from .files import holds, same_version, sha256_of, stat_or_none
-from .events import Fanout, JobEvents
-from .committer import Committer
-from .journal import IllegalTransition
-from .model import CONFIRMED, UNCONFIRMED, FileIdentity, Job, JobState, Transition
-from .throttle import Throttle
-from .vault import FileChanged, KeyUsed, Progress, UnknownKey, VaultClient
+from ..clients.throttle import Throttle
+from ..clients.vault import FileChanged, KeyUsed, Progress, UnknownKey, VaultClient
+from ..config import FolderSettings, Settings
+from ..errors import JobFailed, RetryLater, VaultdropError, Waiting
+from ..events import Fanout, JobEvents
+from ..files import holds, same_version, sha256_of, stat_or_none
+from ..intake import containers
+from ..job import CONFIRMED, UNCONFIRMED, FileIdentity, Job, JobState, Transition
+from ..journal.committer import Committer
+from ..journal.sqlite import IllegalTransition
 
 PROGRESS_WRITE_INTERVAL = 1.0
 UNKNOWN_KEY_CONFIRMATIONS = 3  # "unknown key" answers in a row before a POSTed key is given up
 
 
 class Readiness(Protocol):
-    """Intake's word on a path (completeness.py): the runner never sends a version of a file
+    """Intake's word on a path (intake/completeness.py): the runner never sends a version of a file
     that intake has not found complete, nor moves a file that is being written."""
 
     def waiting_reason(self, path: Path) -> str | None:

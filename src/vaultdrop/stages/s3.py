@@ -16,11 +16,11 @@ from typing import Any
 
 import httpx
 
-from .config import FolderSettings, Settings
-from .control import ControlClient, NoAnswer
-from .errors import JobFailed, ProtocolError, RetryLater
-from .journal import JournalStore
-from .model import Job, JobState, Transition, sidecar_name
+from ..clients.control import ControlClient, NoAnswer
+from ..config import FolderSettings, Settings
+from ..errors import JobFailed, ProtocolError, RetryLater
+from ..job import Job, JobState, Transition, sidecar_name
+from ..journal.sqlite import JournalStore
 
 STATUS_PAGE = 100
 MAX_STATUS_PAGES = 50

@@ -8,10 +8,10 @@ A file is complete when all of these hold:
   own upload) never count.
 - it stopped changing for `settle` seconds (size, mtime, inode and change time), and in
   marker mode its ready marker exists;
-- with `complete = "auto"`, its container does not say it is unfinished (containers.py):
+- with `complete = "auto"`, its container does not say it is unfinished (intake/containers.py):
   an MP4 without its moov or an MXF without its footer waits; one that stays unchanged
   and incomplete for `incomplete_timeout` is admitted all the same, and its job fails
-  with the reason in words (stages.py).
+  with the reason in words (stages/upload.py).
 
 A file that was closed after writing and whose container says it is complete needs no
 settle time: it is admitted at once. Runs on the event loop only. The runner asks
@@ -29,10 +29,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..config import FolderSettings
+from ..files import open_for_writing
+from ..logs import log
 from . import containers
-from .config import FolderSettings
-from .files import open_for_writing
-from .logs import log
 from .watch import candidate_for, regular_file_stat
 
 ReadyCallback = Callable[[FolderSettings, str, os.stat_result], None]

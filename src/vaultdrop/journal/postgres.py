@@ -21,9 +21,9 @@ import psycopg
 import psycopg_pool
 from psycopg.rows import dict_row
 
-from .errors import ConfigError
-from .journal import JOB_COLUMNS, MAX_SIZE, JournalRules, JournalUnavailable, check_identity, job_filter, refuse_missing
-from .model import ACTIVE, UNCONFIRMED, FileIdentity, Job, JobState, JobSummary, Notification, version_print
+from ..errors import ConfigError
+from ..job import ACTIVE, UNCONFIRMED, FileIdentity, Job, JobState, JobSummary, Notification, version_print
+from .sqlite import JOB_COLUMNS, MAX_SIZE, JournalRules, JournalUnavailable, check_identity, job_filter, refuse_missing
 
 # Append-only, like journal.MIGRATIONS; applied under an advisory lock, so hosts starting
 # together migrate once.

@@ -10,7 +10,7 @@ import re
 
 from lxml import etree
 
-from .errors import ProtocolError
+from ..errors import ProtocolError
 
 MAX_XML_BYTES = 64 * 1024
 _DOCTYPE = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)

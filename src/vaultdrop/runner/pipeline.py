@@ -1,7 +1,7 @@
 """The runner: drives one job through the stages; each decision is committed, logged and
-announced by the committer (committer.py), the one place any job changes.
+announced by the committer (journal/committer.py), the one place any job changes.
 
-Stages (stages.py, s3.py, postaction.py) decide and return a Transition; errors say what
+Stages (stages/upload.py, s3.py, postaction.py) decide and return a Transition; errors say what
 to do next: RetryLater goes through the pure retry policy (retry.py), Waiting parks the
 job without spending an attempt, JobFailed ends it in failed_dir, ConfigError stops the
 daemon. Each commit lands before the side effect that depends on it, so a job picked up
@@ -16,17 +16,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from . import postaction
-from .config import FolderSettings, Settings
-from .errors import ClockSkew, ConfigError, JobFailed, LocalFileError, RetryLater, Unavailable, Waiting
-from .events import Fanout, JobEvents, retry_reason
-from .committer import Committer
-from .journal import JournalUnavailable, LeaseLost
-from .logs import job_fields, log
-from .model import TERMINAL, Job, JobState, Transition
-from .outage import Outages
+from ..clients.outage import Outages
+from ..config import FolderSettings, Settings
+from ..errors import ClockSkew, ConfigError, JobFailed, LocalFileError, RetryLater, Unavailable, Waiting
+from ..events import Fanout, JobEvents, retry_reason
+from ..job import TERMINAL, Job, JobState, Transition
+from ..journal.committer import Committer
+from ..journal.sqlite import JournalUnavailable, LeaseLost
+from ..logs import job_fields, log
+from ..stages import postaction
+from ..stages.upload import VaultStages, recheck_delay
 from .retry import GiveUp, Policy, Retry, decide
-from .stages import VaultStages, recheck_delay
 
 CRASH_PAUSE = 60.0
 S3_GONE_PAUSE = 60.0
@@ -37,7 +37,7 @@ SCALEENGINE = "scaleengine"
 
 
 class S3Stage(Protocol):
-    """The optional S3 stages (see s3.py)."""
+    """The optional S3 stages (see stages/s3.py)."""
 
     async def queue(self, job: Job, folder: FolderSettings) -> Transition: ...
 

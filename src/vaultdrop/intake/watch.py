@@ -36,10 +36,10 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from .config import FolderSettings
-from .files import has_lease_capability
-from .netfs import filesystem_type, is_network
-from .model import marker_owner, sidecar_owner
+from ..config import FolderSettings
+from ..files import has_lease_capability
+from ..job import marker_owner, sidecar_owner
+from ..netfs import filesystem_type, is_network
 
 # (folder, relpath, event kind): `opened`, `closed` (after writing), `closed_no_write`,
 # `deleted` (or moved away), or a change (`modified`, `created`, `moved` in);

@@ -12,8 +12,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
-from .errors import Unavailable
-from .logs import log
+from ..errors import Unavailable
+from ..logs import log
 
 PROBE_FIRST = 1.0
 PROBE_MAX = 5.0

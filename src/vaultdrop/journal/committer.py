@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
-from . import postaction
-from .events import Fanout, JobEvents
-from .journal import JournalStore
-from .logs import human_size, job_fields, log, log_change, log_done
-from .model import FileIdentity, Job, JobState, Transition
+from ..events import Fanout, JobEvents
+from ..job import FileIdentity, Job, JobState, Transition
+from ..logs import human_size, job_fields, log, log_change, log_done
+from ..stages import postaction
+from .sqlite import JournalStore
 
 
 class Committer:

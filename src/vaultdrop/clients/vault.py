@@ -21,8 +21,8 @@ from urllib.parse import quote
 
 import httpx
 
-from .config import VaultSettings
-from .errors import ClockSkew, ConfigError, JobFailed, ProtocolError, RetryLater, Unavailable
+from ..config import VaultSettings
+from ..errors import ClockSkew, ConfigError, JobFailed, ProtocolError, RetryLater, Unavailable
 from .signing import vault_signature
 from .throttle import Throttle
 from .transport import Transport

@@ -20,10 +20,9 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Protocol
 
-from .errors import ConfigError, VaultdropError
-from .files import fsync_path
-from .model import (ALLOWED, TERMINAL, UNCONFIRMED, FileIdentity, Job, JobState, JobSummary, Notification,
-                    version_print)
+from ..errors import ConfigError, VaultdropError
+from ..files import fsync_path
+from ..job import ALLOWED, TERMINAL, UNCONFIRMED, FileIdentity, Job, JobState, JobSummary, Notification, version_print
 
 
 def _to_db(value: Any) -> Any:

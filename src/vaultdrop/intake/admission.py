@@ -14,12 +14,12 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from .config import FolderSettings
-from .errors import LocalFileError
-from .committer import Committer
-from .logs import job_fields, log
-from .model import FileIdentity, Job, JobState, StatLike, Transition
-from .files import sha256_of
+from ..config import FolderSettings
+from ..errors import LocalFileError
+from ..files import sha256_of
+from ..job import FileIdentity, Job, JobState, StatLike, Transition
+from ..journal.committer import Committer
+from ..logs import job_fields, log
 
 
 def canonical(folder: FolderSettings, relpath: str) -> str:

@@ -14,8 +14,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Collection
 
-from .journal import MAX_SIZE, JournalStore
-from .model import Job
+from ..job import Job
+from ..journal.sqlite import MAX_SIZE, JournalStore
 
 
 class Scheduler:

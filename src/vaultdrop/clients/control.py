@@ -13,8 +13,8 @@ from typing import Any
 
 import httpx
 
-from .config import ScaleEngineSettings
-from .errors import ClockSkew, ConfigError, JobFailed, ProtocolError, RetryLater, Unavailable
+from ..config import ScaleEngineSettings
+from ..errors import ClockSkew, ConfigError, JobFailed, ProtocolError, RetryLater, Unavailable
 from .signing import sign_control_request
 from .transport import Transport
 from .vault import UNREACHABLE

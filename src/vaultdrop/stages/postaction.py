@@ -25,11 +25,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .config import FolderSettings
-from .errors import LocalFileError
-from . import files
-from .files import fsync_path, holds, open_for_writing, sha256_of
-from .model import Job, companion_names
+from .. import files
+from ..config import FolderSettings
+from ..errors import LocalFileError
+from ..files import fsync_path, holds, open_for_writing, sha256_of
+from ..job import Job, companion_names
 
 NAME_MAX = 255  # bytes in one file name on every Linux file system vaultdrop runs on
 ERROR_SUFFIX = ".error.json"

@@ -1,0 +1,1 @@
+"""Intake: notice a file, decide when it is completely written, admit it to the journal."""

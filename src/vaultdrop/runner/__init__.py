@@ -1,0 +1,1 @@
+"""The runner: which job starts when, and driving it through the stages."""

@@ -1,0 +1,1 @@
+"""The stages a job passes: start, upload and confirm in the vault, S3, then the post-action."""
