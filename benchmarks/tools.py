@@ -27,7 +27,7 @@ from tests.integration.harness import DaemonRunner, wait_for  # noqa: E402
 from tests.receiver import free_port  # noqa: E402,F401 - for cases.py
 from vaultdrop.clients.signing import vault_signature  # noqa: E402
 from vaultdrop.job import Job, JobState  # noqa: E402
-from vaultdrop.journal.sqlite import Journal  # noqa: E402
+from vaultdrop.journal import Journal  # noqa: E402
 from vaultdrop.sandbox.launcher import (  # noqa: E402
     DEFAULT_API_KEY,
     DEFAULT_API_SECRET,

@@ -32,7 +32,7 @@ from .errors import ConfigError, LocalFileError, OperatorError, RetryLater, Vaul
 from .files import ignore_lease_breaks
 from .job import TERMINAL, Job, JobState
 from .journal.committer import Committer
-from .journal.sqlite import USED_MARK, Journal, JournalStore, JournalUnavailable, journal_was_used
+from .journal import USED_MARK, Journal, JournalStore, JournalUnavailable, journal_was_used
 from .logs import printable
 from .runstate import daemon_running, read_run_state
 

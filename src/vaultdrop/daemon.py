@@ -26,7 +26,7 @@ from .intake.admission import admit
 from .intake.completeness import Completeness
 from .intake.watch import FolderWatch, OverflowHook, scan
 from .job import Job, JobState, stat_key, version_print
-from .journal.sqlite import JournalUnavailable, LeaseLost
+from .journal import JournalUnavailable, LeaseLost
 from .logs import log
 from .metrics import MetricsServer
 from .notify import NotificationSender, notify_states

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .job import Job
-    from .journal.sqlite import JournalStore
+    from .journal import JournalStore
 
 logger = logging.getLogger("vaultdrop")
 JOURNAL_SOCKET = "/run/systemd/journal/socket"

@@ -34,7 +34,7 @@ from .errors import ConfigError
 from .events import RETRY_REASONS, Observer
 from .intake.completeness import WAIT_REASONS
 from .job import ACTIVE, Job, JobState
-from .journal.sqlite import JournalStore, JournalUnavailable
+from .journal import JournalStore, JournalUnavailable
 from .logs import log
 
 INGEST_BUCKETS = (1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200, float("inf"))

@@ -30,7 +30,7 @@ from .config import NotifySettings
 from .errors import RetryLater
 from .events import Observer
 from .job import Job, JobState, Notification
-from .journal.sqlite import JournalStore, JournalUnavailable
+from .journal import JournalStore, JournalUnavailable
 from .logs import log
 from .runner.retry import GiveUp, Policy, decide
 

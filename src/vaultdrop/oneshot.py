@@ -22,7 +22,7 @@ from .config import FolderSettings, Settings
 from .errors import OperatorError
 from .job import TERMINAL, FileIdentity, Job, JobState
 from .journal.committer import Committer
-from .journal.sqlite import Journal
+from .journal import Journal
 from .logs import human_size, logger
 from .wiring import build_pipeline, open_journal
 

@@ -21,7 +21,7 @@ from .errors import ConfigError
 from .events import Fanout, JobEvents
 from .job import Job
 from .journal.committer import Committer
-from .journal.sqlite import Journal, JournalStore, journal_was_used, mark_used
+from .journal import Journal, JournalStore, journal_was_used, mark_used
 from .netfs import refuse_network_state_dir
 from .notify import notify_states
 from .runner.pipeline import CRASH_PAUSE, S3_GONE_PAUSE, SCALEENGINE, VAULT, Pipeline

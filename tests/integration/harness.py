@@ -20,7 +20,7 @@ from typing import Any
 from vaultdrop.errors import ConfigError
 from vaultdrop.job import Job, JobState
 from vaultdrop.journal.postgres import PgJournal
-from vaultdrop.journal.sqlite import Journal
+from vaultdrop.journal import Journal
 from vaultdrop.sandbox.launcher import SandboxProcess
 
 

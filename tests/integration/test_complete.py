@@ -24,7 +24,7 @@ import pytest
 
 from vaultdrop.errors import ConfigError
 from vaultdrop.job import TERMINAL, Job, JobState
-from vaultdrop.journal.sqlite import Journal
+from vaultdrop.journal import Journal
 
 from .harness import DaemonRunner, wait_for
 from .test_exactly_once import cli

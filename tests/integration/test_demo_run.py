@@ -14,7 +14,7 @@ import httpx
 
 from vaultdrop.errors import ConfigError
 from vaultdrop.job import JobState
-from vaultdrop.journal.sqlite import Journal
+from vaultdrop.journal import Journal
 
 from .harness import read_until, wait_for
 from .test_daemon import write

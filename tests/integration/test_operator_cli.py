@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from vaultdrop.job import FileIdentity, JobState
-from vaultdrop.journal.sqlite import Journal
+from vaultdrop.journal import Journal
 
 from .harness import DaemonRunner, read_until
 from .test_cli import vaultdrop

@@ -47,7 +47,7 @@ from vaultdrop.intake.admission import admit
 from vaultdrop.intake.completeness import Version, version_of
 from vaultdrop.intake.watch import regular_file_stat, scan
 from vaultdrop.job import TERMINAL, Job, JobState
-from vaultdrop.journal.sqlite import Journal, LeaseLost
+from vaultdrop.journal import Journal, LeaseLost
 from vaultdrop.runner.pipeline import Pipeline
 from vaultdrop.runner.scheduler import Scheduler
 from vaultdrop.stages import postaction

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from vaultdrop.job import FileIdentity, JobState
-from vaultdrop.journal.sqlite import Journal
+from vaultdrop.journal import Journal
 
 
 def main(path: str, seed: int) -> None:

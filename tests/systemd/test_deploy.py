@@ -77,7 +77,7 @@ def test_alert_rules_use_only_metrics_the_daemon_exports(tmp_path: Path) -> None
     """A renamed metric must not leave a rule silently watching nothing."""
     from prometheus_client import CollectorRegistry
 
-    from vaultdrop.journal.sqlite import Journal
+    from vaultdrop.journal import Journal
     from vaultdrop.metrics import JournalCollector, MetricsRecorder
 
     registry = CollectorRegistry()

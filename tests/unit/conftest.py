@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from vaultdrop.journal.sqlite import Journal
+from vaultdrop.journal import Journal
 
 
 class Clock:

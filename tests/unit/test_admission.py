@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,14 +16,12 @@ from vaultdrop.intake.admission import admit
 from vaultdrop.intake.watch import ScannedFile
 from vaultdrop.job import Job, JobState, StatLike
 from vaultdrop.journal.committer import Committer
-from vaultdrop.journal.sqlite import Journal
+from vaultdrop.journal.memory import MemoryJournal
 
 
 @pytest.fixture
-def journal(tmp_path: Path) -> Iterator[Journal]:
-    j = Journal(tmp_path / "state" / "vaultdrop.db")
-    yield j
-    j.close()
+def journal() -> MemoryJournal:
+    return MemoryJournal()
 
 
 @pytest.fixture
@@ -33,11 +30,11 @@ def folder(tmp_path: Path) -> FolderSettings:
     return FolderSettings(path=tmp_path / "drop", settle=0)
 
 
-def settle(journal: Journal, folder: FolderSettings, relpath: str, info: StatLike | None = None) -> Job | None:
+def settle(journal: MemoryJournal, folder: FolderSettings, relpath: str, info: StatLike | None = None) -> Job | None:
     return asyncio.run(admit(Committer(journal), folder, relpath, info or os.stat(folder.path / relpath)))
 
 
-def finish(journal: Journal, job_id: int, released: bool, sha256: str) -> None:
+def finish(journal: MemoryJournal, job_id: int, released: bool, sha256: str) -> None:
     job = journal.get(job_id)
     job = journal.transition(job, JobState.UPLOADING, upload_key="K")
     job = journal.transition(journal.transition(job, JobState.CONFIRMING), JobState.FINISHING, video_id="K",
@@ -45,7 +42,7 @@ def finish(journal: Journal, job_id: int, released: bool, sha256: str) -> None:
     journal.transition(job, JobState.DONE, "done", released=int(released))
 
 
-def test_a_rename_is_followed_by_the_same_job(journal: Journal, folder: FolderSettings) -> None:
+def test_a_rename_is_followed_by_the_same_job(journal: MemoryJournal, folder: FolderSettings) -> None:
     (folder.path / "a.mov").write_bytes(b"x" * 10)
     job = settle(journal, folder, "a.mov")
     os.rename(folder.path / "a.mov", folder.path / "b.mov")
@@ -53,7 +50,7 @@ def test_a_rename_is_followed_by_the_same_job(journal: Journal, folder: FolderSe
     assert [j.relpath for j in journal.jobs()] == ["b.mov"] and journal.get(job.id).relpath == "b.mov"
 
 
-def test_a_hard_link_and_a_symlink_are_the_same_file(journal: Journal, folder: FolderSettings) -> None:
+def test_a_hard_link_and_a_symlink_are_the_same_file(journal: MemoryJournal, folder: FolderSettings) -> None:
     (folder.path / "a.mov").write_bytes(b"x" * 10)
     os.link(folder.path / "a.mov", folder.path / "hard.mov")
     (folder.path / "sym.mov").symlink_to("a.mov")
@@ -63,7 +60,7 @@ def test_a_hard_link_and_a_symlink_are_the_same_file(journal: Journal, folder: F
     assert [j.relpath for j in journal.jobs()] == ["a.mov"]
 
 
-def test_an_inode_reused_after_a_delete_is_new_content(journal: Journal, folder: FolderSettings) -> None:
+def test_an_inode_reused_after_a_delete_is_new_content(journal: MemoryJournal, folder: FolderSettings) -> None:
     path = folder.path / "take.mov"
     path.write_bytes(b"first take")
     old = os.stat(path)
@@ -76,7 +73,7 @@ def test_an_inode_reused_after_a_delete_is_new_content(journal: Journal, folder:
     assert again is not None and again.id != job.id
 
 
-def test_the_same_content_dropped_again_is_not_uploaded_again(journal: Journal, folder: FolderSettings,
+def test_the_same_content_dropped_again_is_not_uploaded_again(journal: MemoryJournal, folder: FolderSettings,
                                                               tmp_path: Path) -> None:
     path = folder.path / "clip.mov"
     path.write_bytes(b"archived")
@@ -88,7 +85,7 @@ def test_the_same_content_dropped_again_is_not_uploaded_again(journal: Journal, 
     assert len(journal.jobs()) == 1
 
 
-def test_a_failed_file_moved_back_resumes_its_job(journal: Journal, folder: FolderSettings, tmp_path: Path) -> None:
+def test_a_failed_file_moved_back_resumes_its_job(journal: MemoryJournal, folder: FolderSettings, tmp_path: Path) -> None:
     path = folder.path / "f.mov"
     path.write_bytes(b"failed once")
     job = settle(journal, folder, "f.mov")
@@ -101,7 +98,7 @@ def test_a_failed_file_moved_back_resumes_its_job(journal: Journal, folder: Fold
     assert resumed.state is JobState.UPLOADING and resumed.upload_key == "K", "resumes on its committed key"
 
 
-def test_a_hard_link_settled_after_its_file_changed_is_still_one_job(journal: Journal,
+def test_a_hard_link_settled_after_its_file_changed_is_still_one_job(journal: MemoryJournal,
                                                                     folder: FolderSettings) -> None:
     """Found by the state-machine exploration: the link's new size no longer matched."""
     (folder.path / "a.mov").write_bytes(b"take one")

@@ -7,9 +7,9 @@ from pathlib import Path
 import vaultdrop
 from vaultdrop.job import FileIdentity, Job, JobState, Transition
 from vaultdrop.journal.committer import Committer
-from vaultdrop.journal.sqlite import Journal
+from vaultdrop.journal.memory import MemoryJournal
 
-JOB_WRITES = re.compile(r"journal\.(enqueue|follow|transition|update|discard_video|retry|forget|video_deleted)\(")
+JOB_WRITES = re.compile(r"journal\.(enqueue|relocate|transition|update|discard_video|retry|forget|video_deleted)\(")
 SOURCE = Path(vaultdrop.__file__).parent
 
 
@@ -33,7 +33,7 @@ class Recorder:
 
 def test_an_operators_retry_and_a_deleted_video_are_announced_like_the_runners_changes(tmp_path: Path) -> None:
     events = Recorder()
-    committer = Committer(Journal(tmp_path / "vaultdrop.db"), events)  # type: ignore[arg-type]
+    committer = Committer(MemoryJournal(), events)  # type: ignore[arg-type]
     (tmp_path / "a.mov").write_bytes(b"x")
     job = committer.enqueue(FileIdentity(str(tmp_path), "a.mov", 1, 1, 1))
     assert job is not None
@@ -49,7 +49,7 @@ def test_an_operators_retry_and_a_deleted_video_are_announced_like_the_runners_c
 
 
 def test_a_discard_of_a_video_another_job_sent_keeps_it_and_says_so(tmp_path: Path) -> None:
-    committer = Committer(Journal(tmp_path / "vaultdrop.db"))
+    committer = Committer(MemoryJournal())
     journal = committer.journal
     owner = journal.enqueue(FileIdentity(str(tmp_path), "a.mov", 1, 1, 1))
     owner = journal.transition(journal.transition(owner, JobState.UPLOADING, upload_key="V"), JobState.CONFIRMING)

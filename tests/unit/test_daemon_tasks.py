@@ -10,7 +10,7 @@ import pytest
 
 from vaultdrop.config import settings_from_dict
 from vaultdrop.daemon import Daemon
-from vaultdrop.journal.sqlite import JournalUnwritable
+from vaultdrop.journal import JournalUnwritable
 
 
 def daemon(tmp_path: Path) -> Daemon:

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from tests.pgcluster import free_port
@@ -23,24 +24,31 @@ from vaultdrop.config import Settings, settings_from_dict
 from vaultdrop.errors import ConfigError
 from vaultdrop.job import ACTIVE, ALLOWED, FileIdentity, JobState, version_print
 from vaultdrop.journal import sqlite as journal_module
+from vaultdrop.journal.memory import MemoryJournal, Tables
 from vaultdrop.journal.postgres import JournalDown, PgJournal
-from vaultdrop.journal.sqlite import (DUE_CONDITION, IllegalTransition, Journal, JournalStore, JournalUnwritable,
-                                      LeaseLost)
+from vaultdrop.journal import USED_MARK, IllegalTransition, Journal, JournalStore, JournalUnwritable, LeaseLost
+from vaultdrop.journal.statements import DUE_CONDITION
 from vaultdrop.wiring import open_journal as open_configured
 
 Opener = Callable[..., JournalStore]
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "postgresql", "memory"])
 def open_journal(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
     """Opens the same journal again on each call (a restart, or another host with
-    host_id=...); closes them all after."""
+    host_id=...); closes them all after. The in-memory store passes the same tests as the
+    two engines, so the unit tests that use it stand for them."""
     opened: list[JournalStore] = []
     if request.param == "sqlite":
         path = tmp_path / "state" / "vaultdrop.db"
 
         def opener(**options: Any) -> JournalStore:
             return Journal(path, **options)
+    elif request.param == "memory":
+        tables = Tables()
+
+        def opener(**options: Any) -> JournalStore:
+            return MemoryJournal(tables, **options)
     else:
         url, password_file = request.getfixturevalue("pg_database")
 
@@ -275,7 +283,7 @@ class TestJournalStore:
         assert first.id < newest.id < after.id < last.id
 
 
-@pytest.mark.parametrize("open_journal", ["postgresql"], indirect=True)  # SQLite has one host
+@pytest.mark.parametrize("open_journal", ["postgresql", "memory"], indirect=True)  # SQLite has one host
 class TestLeases:
     """Two hosts on one journal: a claimed job is one host's until its lease runs out."""
 
@@ -416,6 +424,8 @@ def test_every_earlier_sqlite_schema_upgrades_with_its_jobs(tmp_path: Path, vers
     journal.forget(old.id)  # history goes with its job, as before
     assert journal.history(1) == []
     journal.close()
+    with sqlite3.connect(path) as db:  # file names are stored as their bytes, as on PostgreSQL
+        assert db.execute("SELECT DISTINCT typeof(folder), typeof(relpath) FROM jobs").fetchall() == [("blob", "blob")]
 
 
 def test_sqlite_journal_uses_wal_and_full_sync(tmp_path: Path) -> None:
@@ -649,7 +659,7 @@ def test_a_used_state_dir_refuses_an_empty_journal_on_either_backend(
     url, password_file = pg_database
     settings = settings_for(tmp_path, {"url": url, "password_file": str(password_file)})
     open_configured(settings).close()
-    assert url.rsplit("/", 1)[1] in (tmp_path / "state" / journal_module.USED_MARK).read_text()
+    assert url.rsplit("/", 1)[1] in (tmp_path / "state" / USED_MARK).read_text()
     with pg_cluster.database("t_recreated_empty") as empty_url:
         with pytest.raises(journal_module.JournalMissing, match="is empty.*journal reset") as refused:
             open_configured(settings_for(tmp_path, {"url": empty_url, "password_file": str(password_file)}))
@@ -672,3 +682,36 @@ def test_a_used_state_dir_refuses_an_empty_journal_on_either_backend(
     with pytest.raises(journal_module.JournalMissing, match="is empty"):  # nor do the operator's commands
         cli._sqlite(settings.daemon.journal_path, False)
     assert settings.daemon.journal_path.stat().st_size == 0
+
+
+# How each engine spells the same column type; a file name is bytes in both (SQLite keeps
+# BLOBs in its TEXT columns, see sqlite.MIGRATIONS).
+SAME_TYPE = {"INTEGER": {"integer", "bigint"}, "REAL": {"double precision"}, "TEXT": {"text", "bytea"}}
+
+
+def test_the_sqlite_and_postgresql_schemas_match(tmp_path: Path, pg_database: tuple[str, Path]) -> None:
+    Journal(tmp_path / "vaultdrop.db").close()
+    with sqlite3.connect(tmp_path / "vaultdrop.db") as db:
+        tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'"
+                                               " AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+        lite = {table: [(row[1], row[2], bool(row[3]) or bool(row[5])) for row in db.execute(f"PRAGMA table_info({table})")]
+                for table in tables}
+        lite_indexes = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='index'"
+                                                     " AND name NOT LIKE 'sqlite_autoindex_%'")}
+    url, password_file = pg_database
+    PgJournal(url, password_file.read_text().strip()).close()
+    with psycopg.connect(url, password=password_file.read_text().strip()) as db:
+        pg: dict[str, list[tuple[str, str, bool]]] = {}
+        for table, column, kind, nullable in db.execute(
+                "SELECT table_name, column_name, data_type, is_nullable FROM information_schema.columns"
+                " WHERE table_schema = 'public' AND table_name <> 'schema_version' ORDER BY table_name, ordinal_position"):
+            pg.setdefault(table, []).append((column, kind, nullable == "NO"))
+        pg_indexes = {row[0] for row in db.execute("SELECT indexname FROM pg_indexes WHERE schemaname = 'public'"
+                                                   " AND indexname NOT LIKE '%_pkey' AND indexname NOT LIKE '%_key'")}
+    assert sorted(pg) == tables
+    for table in tables:
+        assert [name for name, _, _ in lite[table]] == [name for name, _, _ in pg[table]], table
+        for (name, lite_type, lite_required), (_, pg_type, pg_required) in zip(lite[table], pg[table]):
+            assert pg_type in SAME_TYPE[lite_type], (table, name, lite_type, pg_type)
+            assert lite_required == pg_required, (table, name)
+    assert lite_indexes == pg_indexes

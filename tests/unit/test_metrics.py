@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from vaultdrop.errors import ClockSkew, ProtocolError, RetryLater, Unavailable
 from vaultdrop.events import retry_reason
 from vaultdrop.job import FileIdentity, Job, JobState
-from vaultdrop.journal.sqlite import Journal, JournalUnwritable
+from vaultdrop.journal import Journal, JournalUnwritable
 from vaultdrop.metrics import JournalCollector, MetricsRecorder
 
 from .conftest import Clock

@@ -11,7 +11,7 @@ import pytest
 
 from vaultdrop.config import NotifySettings
 from vaultdrop.job import FileIdentity, Job, JobState
-from vaultdrop.journal.sqlite import IllegalTransition, Journal
+from vaultdrop.journal import IllegalTransition, Journal
 from vaultdrop.notify import SIGNATURE_HEADER, NotificationSender
 
 from ..receiver import closed_port_url, receiver

@@ -16,7 +16,7 @@ from ..events import Fanout, JobEvents
 from ..job import FileIdentity, Job, JobState, Transition
 from ..logs import human_size, job_fields, log, log_change, log_done
 from ..stages import postaction
-from .sqlite import JournalStore
+from .contract import JournalStore
 
 
 class Committer:
@@ -57,7 +57,7 @@ class Committer:
 
     def follow(self, job: Job, identity: FileIdentity, detail: str, message: str) -> Job:
         """The job's file is now at `identity` (a rename, the same bytes dropped again)."""
-        job = self.journal.follow(job, identity, detail)
+        job = self.journal.relocate(job, identity, detail)
         log(logging.INFO, message, **job_fields(job))
         return job
 

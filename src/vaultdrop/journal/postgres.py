@@ -1,19 +1,18 @@
 """The PostgreSQL journal: the same jobs and rules as the SQLite one, shared by several hosts.
 
-Same semantics as `journal.Journal`: every method is one transaction, a save is refused
-(IllegalTransition) when the stored state is not the one the caller read. File names are
-stored as BYTEA so a name that is not UTF-8 round-trips byte for byte. A lost or refused
-connection is `JournalUnavailable`: the daemon waits for the database and resumes.
+What is PostgreSQL's own: a small connection pool (a lost or refused connection is
+`JournalUnavailable`: the daemon waits for the database and resumes), migrations under an
+advisory lock, an advisory lock per path so N hosts that see one file make one job, and
+the leases (claims with SKIP LOCKED, renewals, the notifications each host takes).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
-from dataclasses import fields
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -22,10 +21,14 @@ import psycopg_pool
 from psycopg.rows import dict_row
 
 from ..errors import ConfigError
-from ..job import ACTIVE, UNCONFIRMED, FileIdentity, Job, JobState, JobSummary, Notification, version_print
-from .sqlite import JOB_COLUMNS, MAX_SIZE, JournalRules, JournalUnavailable, check_identity, job_filter, refuse_missing
+from ..job import ACTIVE, FileIdentity, Job, JobState, Notification
+from .contract import (JOB_COLUMNS, LEASE_COLUMNS, NOTIFICATION_COLUMNS, SEND_LEASE, JournalUnavailable, job_from,
+                       name_bytes, notification_from, to_stored)
+from .marks import check_identity, refuse_missing
+from .sql import SqlJournal
+from .statements import DUE_CONDITION
 
-# Append-only, like journal.MIGRATIONS; applied under an advisory lock, so hosts starting
+# Append-only, like sqlite.MIGRATIONS; applied under an advisory lock, so hosts starting
 # together migrate once.
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -103,17 +106,16 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX outbox_due ON outbox (next_at);
     CREATE INDEX jobs_summary ON jobs (folder, state, s3_status, created_at);
     """,
-    # The journal's own identity (journal.MIGRATIONS says why); `journal copy` carries the
+    # The journal's own identity (sqlite.MIGRATIONS says why); `journal copy` carries the
     # SQLite journal's over.
     """
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     INSERT INTO meta VALUES ('journal_id', replace(gen_random_uuid()::text, '-', ''));
     """,
+    # The scheduler's index, as SQLite has it (sqlite.MIGRATIONS says why).
+    f"CREATE INDEX jobs_due ON jobs (not_before, id) WHERE {DUE_CONDITION}",
 )
 
-_PATH_COLUMNS = frozenset({"folder", "relpath", "moved_to"})
-_NOTIFICATION_COLUMNS = ", ".join(f.name for f in fields(Notification))
-SEND_LEASE = 60.0  # seconds a host has to deliver a notification before another may
 _MIGRATION_LOCK = 0x7661756C  # any constant: pg_advisory_xact_lock key for migrations
 CONNECT_TIMEOUT = 10.0  # seconds a call waits for a connection before it is an outage
 
@@ -123,19 +125,6 @@ class JournalDown(ConfigError):
     again, rather than 78, which it would take as "fix the configuration"."""
 
     exit_status = 75
-
-
-def _name(value: str) -> bytes:
-    """A file name as its bytes (surrogates are the bytes Python could not decode)."""
-    return value.encode("utf-8", "surrogateescape")
-
-
-def _text(value: Any) -> Any:
-    """Free text (an error, a history detail) may quote a non-UTF-8 name: TEXT refuses the
-    surrogates, so they are shown escaped; file names themselves are stored as bytes."""
-    if isinstance(value, str):
-        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return value
 
 
 def without_password(url: str) -> str:
@@ -148,32 +137,19 @@ def without_password(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{netloc}:{parts.port}" if parts.port else netloc))
 
 
-def _one(cursor: psycopg.Cursor[Any]) -> dict[str, Any]:
-    """The row of a statement that always returns one (RETURNING on a row this transaction
-    holds, an aggregate)."""
-    row = cursor.fetchone()
-    assert row is not None, "the statement returns a row"
-    return dict(row)
 
 
-def _notification(row: dict[str, Any]) -> Notification:
-    values = dict(row)
-    for column in ("folder", "relpath"):
-        values[column] = bytes(values[column]).decode("utf-8", "surrogateescape")
-    return Notification(**values)
+@lru_cache(maxsize=256)
+def _placeholders(statement: str) -> str:
+    """statements.py's `?` as psycopg's `%s` (a literal % doubled)."""
+    return statement.replace("%", "%%").replace("?", "%s")
 
 
-def _job(row: dict[str, Any]) -> Job:
-    values = dict(row)
-    for column in _PATH_COLUMNS:
-        if values[column] is not None:
-            values[column] = bytes(values[column]).decode("utf-8", "surrogateescape")
-    values["state"] = JobState(values["state"])
-    return Job(**values)
-
-
-class PgJournal(JournalRules):
+class PgJournal(SqlJournal):
     """One PostgreSQL database through a small connection pool."""
+
+    _FOR_UPDATE = " FOR UPDATE"
+    _FOLDER_TAIL = "substring(folder from length(folder) - length(?))"
 
     def __init__(self, url: str, password: str | None = None, clock: Callable[[], float] = time.time,
                  host_id: str = "local", lease: float = 30.0, used: str | None = None,
@@ -198,8 +174,8 @@ class PgJournal(JournalRules):
                                                  timeout=CONNECT_TIMEOUT, name="vaultdrop-journal")
         try:
             self._migrate(used, readonly)
-            with self._transaction() as db:
-                self.journal_id = _one(db.execute("SELECT value FROM meta WHERE key = 'journal_id'"))["value"]
+            with self._writing() as db:
+                self.journal_id = db.execute("SELECT value FROM meta WHERE key = 'journal_id'").fetchone()["value"]
             if used is not None:
                 check_identity(self.location, self.journal_id, used)
         except BaseException:
@@ -220,20 +196,11 @@ class PgJournal(JournalRules):
     def close(self) -> None:
         self._pool.close()
 
-    @contextmanager
-    def _transaction(self) -> Iterator[psycopg.Connection[Any]]:
-        """One transaction on a pooled connection; a broken connection is an outage."""
-        try:
-            with self._pool.connection() as conn, conn.transaction():
-                yield conn
-        except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
-            raise JournalUnavailable(f"the journal {self.location} is unreachable: {exc}") from None
-
     def _migrate(self, used: str | None, readonly: bool) -> None:
         if readonly:
-            with self._transaction() as db:
-                present = _one(db.execute("SELECT to_regclass('schema_version') IS NOT NULL AS present"))["present"]
-                version = _one(db.execute("SELECT version FROM schema_version"))["version"] if present else 0
+            with self._writing() as db:
+                present = db.execute("SELECT to_regclass('schema_version') IS NOT NULL AS present").fetchone()["present"]
+                version = db.execute("SELECT version FROM schema_version").fetchone()["version"] if present else 0
             if version == 0:
                 if used is not None:
                     raise refuse_missing(self.location, "empty", used)
@@ -242,7 +209,7 @@ class PgJournal(JournalRules):
                 raise ConfigError(f"the journal {self.location} has schema {version}, this vaultdrop reads "
                                   f"{len(MIGRATIONS)}: start the daemon of the same version first")
             return
-        with self._transaction() as db:
+        with self._writing() as db:
             db.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
             db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             row = db.execute("SELECT version FROM schema_version").fetchone()
@@ -257,150 +224,41 @@ class PgJournal(JournalRules):
                 db.execute(script)
             db.execute("UPDATE schema_version SET version = %s", (len(MIGRATIONS),))
 
-    def _history(self, db: psycopg.Connection[Any], job_id: int, old: JobState | None, new: JobState,
-                 detail: str | None) -> None:
-        db.execute(
-            "INSERT INTO history (job_id, at, from_state, to_state, detail) VALUES (%s, %s, %s, %s, %s)",
-            (job_id, self._clock(), old.value if old else None, new.value, _text(detail)),
-        )
+    def _sql(self, statement: str) -> str:
+        return _placeholders(statement)
 
-    # -- discovery -------------------------------------------------------------------
+    @contextmanager
+    def _writing(self) -> Iterator[psycopg.Connection[Any]]:
+        """One transaction on a pooled connection; a broken connection is an outage."""
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                yield conn
+        except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+            raise JournalUnavailable(f"the journal {self.location} is unreachable: {exc}") from None
 
-    def enqueue(self, identity: FileIdentity) -> Job | None:
-        """Same rules as Journal.enqueue; an advisory lock on the path serializes the hosts
-        that see the same file, so N hosts make one job."""
-        now = self._clock()
-        folder, relpath = _name(identity.folder), _name(identity.relpath)
-        with self._transaction() as db:
-            db.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s::text, 0))",
-                       (f"{identity.folder}\0{identity.relpath}".encode("utf-8", "surrogateescape").hex(),))
-            known = db.execute(
-                "SELECT id FROM jobs WHERE folder=%s AND relpath=%s AND size=%s AND mtime_ns=%s AND inode=%s"
-                " AND released=0",
-                (folder, relpath, identity.size, identity.mtime_ns, identity.inode),
-            ).fetchone()
-            if known:
-                return None
-            active = db.execute(
-                "SELECT id, state FROM jobs WHERE folder=%s AND relpath=%s AND state = ANY(%s)",
-                (folder, relpath, [s.value for s in UNCONFIRMED]),
-            ).fetchone()
-            if active and active["state"] != JobState.QUEUED.value:
-                return None
-            if active:
-                row = _one(db.execute(
-                    f"UPDATE jobs SET size=%s, mtime_ns=%s, inode=%s, ctime_ns=%s, sha256=NULL, updated_at=%s WHERE id=%s RETURNING {JOB_COLUMNS}",
-                    (identity.size, identity.mtime_ns, identity.inode, identity.ctime_ns, now, active["id"]),
-                ))
-            else:
-                row = _one(db.execute(
-                    "INSERT INTO jobs (folder, relpath, size, mtime_ns, inode, ctime_ns, state, created_at, updated_at)"
-                    f" VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {JOB_COLUMNS}",
-                    (folder, relpath, identity.size, identity.mtime_ns, identity.inode, identity.ctime_ns,
-                     JobState.QUEUED.value, now, now),
-                ))
-                self._history(db, row["id"], None, JobState.QUEUED, f"{identity.size} bytes")
-        return _job(row)
+    _reading = _writing
 
-    def same_inode(self, identity: FileIdentity) -> list[Job]:
-        with self._transaction() as db:
-            rows = db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE inode=%s ORDER BY id DESC",
-                              (identity.inode,)).fetchall()
-        return [_job(r) for r in rows]
+    def _lock_path(self, db: Any, identity: FileIdentity) -> None:
+        db.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s::text, 0))",
+                   (name_bytes(f"{identity.folder}\0{identity.relpath}").hex(),))
 
-    def follow(self, job: Job, identity: FileIdentity, detail: str) -> Job:
-        with self._transaction() as db:
-            row = _one(db.execute(
-                "UPDATE jobs SET folder=%s, relpath=%s, released=0, moved_to=NULL, updated_at=%s WHERE id=%s"
-                f" RETURNING {JOB_COLUMNS}",
-                (_name(identity.folder), _name(identity.relpath), self._clock(), job.id),
-            ))
-            self._history(db, job.id, job.state, job.state, detail)
-        return _job(row)
-
-    def known_versions(self, folder: str) -> set[int]:
-        with self._transaction() as db:
-            rows = db.execute("SELECT relpath, size, mtime_ns, inode, ctime_ns FROM jobs WHERE folder=%s"
-                              " AND released=0", (_name(folder),)).fetchall()
-        return {version_print(bytes(r["relpath"]).decode("utf-8", "surrogateescape"), r["size"], r["mtime_ns"],
-                              r["inode"], r["ctime_ns"]) for r in rows}
-
-    # -- scheduling ------------------------------------------------------------------
-
-    def runnable(self, now: float, exclude: set[int], limit: int, folders: Collection[str],
-                 horizon: float = float("inf"), max_size: int = MAX_SIZE) -> list[Job]:
-        with self._transaction() as db:
-            rows = db.execute(
-                f"SELECT {JOB_COLUMNS} FROM jobs WHERE state = ANY(%s) AND folder = ANY(%s)"
-                " AND (not_before <= %s OR not_before > %s) AND (owner IS NULL OR owner = %s OR lease_expiry < %s)"
-                " AND size <= %s AND NOT id = ANY(%s) ORDER BY not_before, id LIMIT %s",
-                ([s.value for s in ACTIVE], [_name(f) for f in folders], now, horizon, self.host_id, now,
-                 max_size, list(exclude), limit),
-            ).fetchall()
-        return [_job(r) for r in rows]
+    # -- leases ------------------------------------------------------------------------
 
     def next_due(self, exclude: set[int], folders: Collection[str], horizon: float = float("inf")) -> float | None:
-        with self._transaction() as db:
+        """Another host's job is due when its lease ends, not before."""
+        with self._reading() as db:
             row = db.execute(
                 "SELECT min(GREATEST(not_before, CASE WHEN owner <> %s THEN lease_expiry ELSE 0 END)) AS due"
                 " FROM jobs WHERE state = ANY(%s) AND folder = ANY(%s) AND NOT id = ANY(%s)",
-                (self.host_id, [s.value for s in ACTIVE], [_name(f) for f in folders], list(exclude)),
+                (self.host_id, [s.value for s in ACTIVE], [name_bytes(f) for f in folders], list(exclude)),
             ).fetchone()
         return None if row is None or row["due"] is None else min(row["due"], horizon)
-
-    def wake(self, service: str) -> int:
-        with self._transaction() as db:
-            return db.execute("UPDATE jobs SET not_before=0, waiting_for=NULL WHERE waiting_for=%s",
-                              (service,)).rowcount
-
-    # -- state changes ---------------------------------------------------------------
-
-    def get(self, job_id: int) -> Job | None:
-        with self._transaction() as db:
-            row = db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id=%s", (job_id,)).fetchone()
-        return _job(row) if row else None
-
-    def _save(self, job: Job, state: JobState | None, detail: str | None, changes: dict[str, Any],
-              stale_video: tuple[str, str] | None = None) -> Job:
-        changes = self._changes(state, changes)
-        assignments = ", ".join(f"{name}=%s" for name in changes)
-        values = [_name(v) if name in _PATH_COLUMNS and v is not None else _text(v) for name, v in changes.items()]
-        with self._transaction() as db:
-            self._check(job, db.execute("SELECT state, owner, lease_expiry, lease_epoch FROM jobs WHERE id=%s"
-                                        " FOR UPDATE", (job.id,)).fetchone())
-            row = _one(db.execute(f"UPDATE jobs SET {assignments} WHERE id=%s RETURNING {JOB_COLUMNS}",
-                             (*values, job.id)))
-            if state is not None:
-                self._history(db, job.id, job.state, state, detail)
-            if state in self.notify_states:
-                db.execute(
-                    "INSERT INTO outbox (event_id, event, job_id, folder, relpath, size, state, error, video_id,"
-                    " s3_request_id, created_at, next_at) SELECT %s, %s, id, folder, relpath, size, state, last_error,"
-                    " video_id, s3_request_id, %s, %s FROM jobs WHERE id=%s",
-                    (str(uuid.uuid4()), state.value, changes["updated_at"], changes["updated_at"], job.id),
-                )
-            if stale_video is not None:
-                db.execute("INSERT INTO stale_videos (video_id, job_id, reason, created_at) VALUES (%s, %s, %s, %s)"
-                           " ON CONFLICT DO NOTHING", (stale_video[0], job.id, _text(stale_video[1]), changes["updated_at"]))
-        return self._saved(_job(row))
-
-    def _delete(self, job_id: int) -> None:
-        with self._transaction() as db:
-            db.execute("DELETE FROM jobs WHERE id=%s", (job_id,))
-
-    # -- leases ----------------------------------------------------------------------
-
-    def _adoption(self, previous_owner: str | None) -> str | None:
-        """The history note when a claim takes a job another host left behind."""
-        if previous_owner in (None, self.host_id):
-            return None
-        return f"adopted by {self.host_id} from {previous_owner} after its lease ran out"
 
     def claim(self, job: Job) -> Job | None:
         """Take the job for this host; SKIP LOCKED: a row another host is claiming right
         now is theirs, not something to wait for."""
         now = self._clock()
-        with self._transaction() as db:
+        with self._writing() as db:
             previous = db.execute(
                 "SELECT owner FROM jobs WHERE id=%s AND state=%s AND (owner IS NULL OR owner=%s OR lease_expiry<%s)"
                 " FOR UPDATE SKIP LOCKED",
@@ -408,93 +266,51 @@ class PgJournal(JournalRules):
             ).fetchone()
             if previous is None:
                 return None
-            row = _one(db.execute(
+            row = db.execute(
                 "UPDATE jobs SET owner=%s, lease_expiry=%s, lease_epoch=lease_epoch+1 WHERE id=%s"
                 f" RETURNING {JOB_COLUMNS}",
                 (self.host_id, now + self.lease, job.id),
-            ))
+            ).fetchone()
             note = self._adoption(previous["owner"])
             if note:
                 self._history(db, job.id, job.state, job.state, note)
-        return self._claimed(_job(row))
+        return self._claimed(job_from(row))
 
     def renew(self, job_ids: Collection[int]) -> set[int]:
-        with self._transaction() as db:
+        with self._writing() as db:
             db.execute("UPDATE jobs SET lease_expiry=%s WHERE owner=%s AND id = ANY(%s)",
                        (self._clock() + self.lease, self.host_id, list(job_ids)))
             rows = db.execute("SELECT id FROM jobs WHERE owner<>%s AND id = ANY(%s)",
                               (self.host_id, list(job_ids))).fetchall()
         return {r["id"] for r in rows}
 
-    def twins(self, sha256: str, exclude_id: int) -> list[Job]:
-        with self._transaction() as db:
-            rows = db.execute(
-                f"SELECT {JOB_COLUMNS} FROM jobs WHERE sha256=%s AND id<>%s AND state<>%s ORDER BY id",
-                (sha256, exclude_id, JobState.FAILED.value),
-            ).fetchall()
-        return [_job(r) for r in rows]
-
-    def by_video(self, video_id: str) -> list[Job]:
-        with self._transaction() as db:
-            rows = db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE video_id=%s ORDER BY id", (video_id,)).fetchall()
-        return [_job(row) for row in rows]
-
-    # -- videos to delete ------------------------------------------------------------
-
-    def stale_videos(self, now: float, limit: int = 10) -> list[tuple[str, int]]:
-        with self._transaction() as db:
-            rows = db.execute("SELECT video_id, attempts FROM stale_videos WHERE not_before <= %s"
-                              " ORDER BY not_before LIMIT %s", (now, limit)).fetchall()
-        return [(r["video_id"], r["attempts"]) for r in rows]
-
-    def stale_deleted(self, video_id: str) -> None:
-        with self._transaction() as db:
-            db.execute("DELETE FROM stale_videos WHERE video_id=%s", (video_id,))
-
-    def stale_retry(self, video_id: str, not_before: float, error: str) -> None:
-        with self._transaction() as db:
-            db.execute("UPDATE stale_videos SET attempts=attempts+1, not_before=%s, last_error=%s WHERE video_id=%s",
-                       (not_before, _text(error), video_id))
-
-    # -- notification outbox ---------------------------------------------------------
-
-    def due_notifications(self, now: float, events: Collection[str], limit: int) -> list[Notification]:
-        """Due notifications, each taken for SEND_LEASE: every host runs a sender, and
-        another host must not deliver the same one while this one is at it."""
-        with self._transaction() as db:
-            rows = db.execute(
-                f"UPDATE outbox SET next_at=%s WHERE id IN (SELECT id FROM outbox WHERE next_at <= %s"
-                " AND event = ANY(%s) ORDER BY next_at, id LIMIT %s FOR UPDATE SKIP LOCKED)"
-                f" RETURNING {_NOTIFICATION_COLUMNS}",
-                (now + SEND_LEASE, now, list(events), limit),
-            ).fetchall()
-        return sorted((_notification(r) for r in rows), key=lambda n: n.id)
-
-    def notification_delivered(self, notification_id: int) -> None:
-        with self._transaction() as db:
-            db.execute("UPDATE outbox SET next_at=NULL, delivered_at=%s, attempts=attempts+1 WHERE id=%s",
-                       (self._clock(), notification_id))
-
-    def notification_deferred(self, notification_id: int, next_at: float | None, error: str) -> None:
-        with self._transaction() as db:
-            db.execute("UPDATE outbox SET next_at=%s, last_error=%s, attempts=attempts+1 WHERE id=%s",
-                       (next_at, _text(error), notification_id))
-
     def _renew_one(self, job: Job, epoch: int) -> bool:
-        with self._transaction() as db:
+        with self._writing() as db:
             return db.execute(
                 "UPDATE jobs SET lease_expiry=%s WHERE id=%s AND state=%s AND lease_epoch=%s"
                 " AND (owner IS NULL OR owner=%s)",
                 (self._clock() + self.lease, job.id, job.state.value, epoch, self.host_id),
             ).rowcount == 1
 
-    # -- moving from SQLite ------------------------------------------------------------
+    def due_notifications(self, now: float, events: Collection[str], limit: int) -> list[Notification]:
+        """Due notifications, each taken for SEND_LEASE: every host runs a sender, and
+        another host must not deliver the same one while this one is at it."""
+        with self._writing() as db:
+            rows = db.execute(
+                f"UPDATE outbox SET next_at=%s WHERE id IN (SELECT id FROM outbox WHERE next_at <= %s"
+                " AND event = ANY(%s) ORDER BY next_at, id LIMIT %s FOR UPDATE SKIP LOCKED)"
+                f" RETURNING {NOTIFICATION_COLUMNS}",
+                (now + SEND_LEASE, now, list(events), limit),
+            ).fetchall()
+        return sorted((notification_from(r) for r in rows), key=lambda n: n.id)
+
+    # -- moving from SQLite --------------------------------------------------------------
 
     def load(self, tables: dict[str, list[dict[str, Any]]]) -> None:
         """Fill this new, empty journal with a SQLite journal's rows (`Journal.dump`), ids
         kept, in one transaction; leases start free."""
-        with self._transaction() as db:
-            existing = _one(db.execute("SELECT count(*) AS n FROM jobs"))["n"]
+        with self._writing() as db:
+            existing = db.execute("SELECT count(*) AS n FROM jobs").fetchone()["n"]
             if existing:
                 raise ConfigError(f"the journal {self.location} already has {existing} job(s): "
                                   "copy only into a new, empty database")
@@ -504,12 +320,10 @@ class PgJournal(JournalRules):
             for table, rows in tables.items():
                 if not rows:
                     continue
-                columns = [c for c in rows[0] if c not in ("owner", "lease_expiry", "lease_epoch")]
-                paths = _PATH_COLUMNS if table in ("jobs", "outbox") else frozenset()
+                columns = [c for c in rows[0] if c not in LEASE_COLUMNS]
                 db.cursor().executemany(
                     f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})",
-                    [[_name(row[c]) if c in paths and row[c] is not None else _text(row[c]) for c in columns]
-                     for row in rows],
+                    [[to_stored(c, row[c]) for c in columns] for row in rows],
                 )
             for table in ("history", "outbox"):
                 db.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
@@ -518,54 +332,3 @@ class PgJournal(JournalRules):
             db.execute("SELECT setval(pg_get_serial_sequence('jobs', 'id'), GREATEST(%s,"
                        "(SELECT coalesce(max(id), 0) FROM jobs), (SELECT coalesce(max(job_id), 0) FROM outbox)) + 1,"
                        " false)", (highest,))
-
-    # -- reporting -------------------------------------------------------------------
-
-    def counts(self) -> dict[JobState, int]:
-        with self._transaction() as db:
-            rows = db.execute("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state").fetchall()
-        found = {JobState(r["state"]): r["n"] for r in rows}
-        return {state: found.get(state, 0) for state in JobState}
-
-    def jobs(self, state: JobState | None = None, limit: int = 50, *, folder: str | None = None,
-             since: float | None = None) -> list[Job]:
-        clause, params = self._filter(state, folder, since)
-        with self._transaction() as db:
-            rows = db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE {clause} ORDER BY id DESC LIMIT %s",
-                              (*params, limit)).fetchall()
-        return [_job(r) for r in rows]
-
-    def count_jobs(self, state: JobState | None = None, *, folder: str | None = None,
-                   since: float | None = None) -> int:
-        clause, params = self._filter(state, folder, since)
-        with self._transaction() as db:
-            return int(_one(db.execute(f"SELECT COUNT(*) AS n FROM jobs WHERE {clause}", params))["n"])
-
-    @staticmethod
-    def _filter(state: JobState | None, folder: str | None, since: float | None) -> tuple[str, list[Any]]:
-        """Folders are BYTEA here: the name's bytes, the folder's last len(name)+1 bytes."""
-        return job_filter(state, None if folder is None else _name(folder), since, mark="%s",
-                          tail="substring(folder from length(folder) - length(%s))")
-
-    def find(self, identity: FileIdentity) -> Job | None:
-        with self._transaction() as db:
-            row = db.execute(
-                f"SELECT {JOB_COLUMNS} FROM jobs WHERE folder=%s AND relpath=%s AND size=%s AND mtime_ns=%s"
-                " AND inode=%s AND released=0",
-                (_name(identity.folder), _name(identity.relpath), identity.size, identity.mtime_ns, identity.inode),
-            ).fetchone()
-        return _job(row) if row else None
-
-    def summary(self) -> list[JobSummary]:
-        with self._transaction() as db:
-            rows = db.execute("SELECT folder, state, s3_status, COUNT(*) AS n, MIN(created_at) AS oldest FROM jobs"
-                              " GROUP BY folder, state, s3_status").fetchall()
-        return [JobSummary(bytes(r["folder"]).decode("utf-8", "surrogateescape"), JobState(r["state"]),
-                           r["s3_status"], r["n"], r["oldest"]) for r in rows]
-
-    def history(self, job_id: int) -> list[dict[str, Any]]:
-        with self._transaction() as db:
-            rows = db.execute(
-                "SELECT at, from_state, to_state, detail FROM history WHERE job_id=%s ORDER BY id", (job_id,)
-            ).fetchall()
-        return [dict(r) for r in rows]

@@ -22,7 +22,7 @@ from ..errors import ClockSkew, ConfigError, JobFailed, LocalFileError, RetryLat
 from ..events import Fanout, JobEvents, retry_reason
 from ..job import TERMINAL, Job, JobState, Transition
 from ..journal.committer import Committer
-from ..journal.sqlite import JournalUnavailable, LeaseLost
+from ..journal import JournalUnavailable, LeaseLost
 from ..logs import job_fields, log
 from ..stages import postaction
 from ..stages.upload import VaultStages, recheck_delay

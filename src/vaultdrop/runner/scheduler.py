@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Collection
 
 from ..job import Job
-from ..journal.sqlite import MAX_SIZE, JournalStore
+from ..journal import MAX_SIZE, JournalStore
 
 
 class Scheduler:

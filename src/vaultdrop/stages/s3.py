@@ -20,7 +20,7 @@ from ..clients.control import ControlClient, NoAnswer
 from ..config import FolderSettings, Settings
 from ..errors import JobFailed, ProtocolError, RetryLater
 from ..job import Job, JobState, Transition, sidecar_name
-from ..journal.sqlite import JournalStore
+from ..journal import JournalStore
 
 STATUS_PAGE = 100
 MAX_STATUS_PAGES = 50

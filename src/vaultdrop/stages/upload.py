@@ -27,7 +27,7 @@ from ..files import holds, same_version, sha256_of, stat_or_none
 from ..intake import containers
 from ..job import CONFIRMED, UNCONFIRMED, FileIdentity, Job, JobState, Transition
 from ..journal.committer import Committer
-from ..journal.sqlite import IllegalTransition
+from ..journal import IllegalTransition
 
 PROGRESS_WRITE_INTERVAL = 1.0
 UNKNOWN_KEY_CONFIRMATIONS = 3  # "unknown key" answers in a row before a POSTed key is given up
