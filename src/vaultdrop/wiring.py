@@ -26,6 +26,7 @@ from .netfs import refuse_network_state_dir
 from .notify import notify_states
 from .runner.pipeline import CRASH_PAUSE, S3_GONE_PAUSE, SCALEENGINE, VAULT, Pipeline
 from .runner.retry import Policy
+from .stages.finish import PostActions
 from .stages.upload import Readiness, VaultStages
 
 PROBE_KEY = "vaultdrop-probe"  # any answer to progress.xml for it, 404 included, proves the vault is there
@@ -97,8 +98,10 @@ def build_pipeline(
     vault = VaultClient.from_settings(settings.vault, clock=clock, transport=transport)
     limit = settings.daemon.bandwidth_limit
     committer = Committer(journal, events)
+    policy = Policy(settings.vault.max_attempts, settings.vault.backoff_base, settings.vault.backoff_max)
     stages = VaultStages(committer, vault, settings, clock=clock, sleep=sleep,
                          throttle=Throttle(limit) if limit else None, events=events, readiness=readiness)
+    post = PostActions(journal, stages.readiness, policy, clock=clock, on_displaced=on_displaced)
     probes: dict[str, tuple[str, Probe]] = {VAULT: (settings.vault.base_url, lambda: vault.progress(PROBE_KEY))}
     s3 = None
     if settings.scaleengine is not None:
@@ -115,8 +118,8 @@ def build_pipeline(
         if service == VAULT:
             events.vault_reachable(up)
 
-    return Pipeline(committer, stages, settings, folder_for, Outages(probes, back, clock, verdict), s3=s3,
-                    clock=clock, events=events, on_displaced=on_displaced)
+    return Pipeline(committer, stages, post, policy, folder_for, Outages(probes, back, clock, verdict), s3=s3,
+                    clock=clock, events=events)
 
 
 def max_delay(settings: Settings) -> float:
