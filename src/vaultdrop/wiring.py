@@ -26,6 +26,7 @@ from .netfs import refuse_network_state_dir
 from .notify import notify_states
 from .runner.pipeline import CRASH_PAUSE, S3_GONE_PAUSE, SCALEENGINE, VAULT, Pipeline
 from .runner.retry import Policy
+from .runner.stale import StaleVideos
 from .stages.finish import PostActions
 from .stages.upload import Readiness, VaultStages
 
@@ -118,8 +119,9 @@ def build_pipeline(
         if service == VAULT:
             events.vault_reachable(up)
 
-    return Pipeline(committer, stages, post, policy, folder_for, Outages(probes, back, clock, verdict), s3=s3,
-                    clock=clock, events=events)
+    outages = Outages(probes, back, clock, verdict)
+    stale = StaleVideos(journal, vault, policy, vault_down=lambda: outages.is_down(VAULT), clock=clock)
+    return Pipeline(committer, stages, post, stale, policy, folder_for, outages, s3=s3, clock=clock, events=events)
 
 
 def max_delay(settings: Settings) -> float:

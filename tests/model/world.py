@@ -976,7 +976,7 @@ class World:
         for host in hosts:
             if heartbeat and self.fencing is not None:
                 self._renew(host)  # the heartbeat keeps up with time passed since the last round
-            self._spawn(host, "stale", host.pipeline.delete_stale_videos())  # the daemon does this every few seconds
+            self._spawn(host, "stale", host.pipeline.stale.delete_due())  # the daemon does this every few seconds
             touched = list(host.intake.touched)  # their settle timers fired (each open one restarts)
             if touched:
                 self._spawn(host, "intake", self._settle_all(host, touched))

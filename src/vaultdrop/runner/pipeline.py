@@ -26,10 +26,10 @@ from ..logs import job_fields, log
 from ..stages.finish import PostActions
 from ..stages.upload import VaultStages
 from .retry import GiveUp, Policy, Retry, decide
+from .stale import StaleVideos
 
 CRASH_PAUSE = 60.0
 S3_GONE_PAUSE = 60.0
-STALE_DELETE_BATCH = 10
 VAULT = "vault"
 SCALEENGINE = "scaleengine"
 
@@ -50,6 +50,7 @@ class Pipeline:
         committer: Committer,
         stages: VaultStages,
         post: PostActions,
+        stale: StaleVideos,
         policy: Policy,
         folder_for: Callable[[Job], FolderSettings | None],
         outages: Outages,
@@ -63,6 +64,7 @@ class Pipeline:
         self.journal = committer.journal  # for reading; every job write goes through the committer
         self.stages = stages
         self.post = post
+        self.stale = stale
         self.policy = policy
         self._folder_for = folder_for
         self.outages = outages
@@ -118,7 +120,7 @@ class Pipeline:
                 decision = rescue or await self._apply(job, folder, decision, verdict)
             job = self.committer.commit(job, decision)
             if decision.discard is not None:
-                await self.delete_stale_videos()  # a first try at once; a failure is retried on its own
+                await self.stale.delete_due()  # a first try at once; a failure is retried on its own
             if job.not_before > self._clock():
                 return job
             resumed = False  # whatever happened since the pickup, this drive did it and knows
@@ -178,30 +180,3 @@ class Pipeline:
                   else f"retry in {verdict.delay:.1f} s: {error}")
         return Transition(decision.state, detail, changes, level=logging.WARNING, retry=error,
                           discard=decision.discard)
-
-    # -- discarded vault copies --------------------------------------------------------
-
-    async def delete_stale_videos(self) -> None:
-        """Delete vault copies that were not the file (a change during upload, an abandoned
-        key), each on its own schedule: a delete that keeps failing never holds up an upload."""
-        if self.outages.is_down(VAULT):
-            return
-        for video_id, attempts in self.journal.stale_videos(self._clock(), STALE_DELETE_BATCH):
-            await self.journal.durable()  # the commits before this delete (a retry time, a discard) first
-            owner = self.journal.owner_of(video_id)
-            if owner is not None:  # recorded stale, then confirmed by a job: never delete its video
-                self.journal.stale_deleted(video_id)
-                log(logging.WARNING, f"stale video {video_id} kept: job {owner.id} ({owner.relpath}) accounts "
-                    "for it", video_id=video_id, **job_fields(owner))
-                continue
-            try:
-                found = await self.stages.vault.delete(video_id)
-            except RetryLater as exc:
-                delay = min(self.policy.backoff_max, self.policy.backoff_base * 2 ** attempts)
-                self.journal.stale_retry(video_id, self._clock() + delay, str(exc))
-                log(logging.WARNING, f"could not delete stale video {video_id} (try {attempts + 1}): {exc}; "
-                    f"trying again in {delay:.1f} s", video_id=video_id)
-                continue
-            self.journal.stale_deleted(video_id)
-            log(logging.INFO, f"stale video {video_id} " + ("deleted" if found else "was already gone"),
-                video_id=video_id)
