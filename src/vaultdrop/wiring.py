@@ -83,6 +83,7 @@ def build_pipeline(
     clock: Clock = time.time,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     transport: httpx.AsyncBaseTransport | None = None,
+    upload_transport: httpx.BaseTransport | None = None,
     on_back: Callable[[str], None] = lambda service: None,
     on_displaced: Callable[[Path], None] = lambda path: None,
     events: JobEvents | None = None,
@@ -94,9 +95,12 @@ def build_pipeline(
     (the daemon wakes its scheduler there). `events` hears what happens to jobs and
     whether the vault answers. `readiness` is intake's word on whether a changed file is
     complete again (intake/completeness.py); without a watcher the caller vouches for its files.
+    A test's `transport` answers the requests sent from the loop, its `upload_transport`
+    the upload bodies streamed from a sending thread (VaultClient).
     """
     events = events or Fanout()
-    vault = VaultClient.from_settings(settings.vault, clock=clock, transport=transport)
+    vault = VaultClient.from_settings(settings.vault, clock=clock, transport=transport,
+                                      upload_transport=upload_transport)
     limit = settings.daemon.bandwidth_limit
     committer = Committer(journal, events)
     policy = Policy(settings.vault.max_attempts, settings.vault.backoff_base, settings.vault.backoff_max)
