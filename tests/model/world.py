@@ -699,7 +699,8 @@ class World:
         transport = self.services.transport(functools.partial(self._on_disk_first, host))
         host.pipeline = build_pipeline(
             host.settings, host.journal, functools.partial(self._folder_for, host),  # type: ignore[arg-type]
-            clock=self.clock, sleep=self.clock.sleep, transport=transport, upload_transport=OnLoop(transport, self.loop),
+            clock=self.clock, sleep=self.clock.sleep,
+            transport=transport, upload_transport=OnLoop(transport, self.loop),
             on_displaced=host.displaced.append, readiness=host.intake,
         )
         host.pipeline._rng = random.Random(0)  # deterministic jitter: build_pipeline takes no rng (yet)

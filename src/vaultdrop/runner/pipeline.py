@@ -5,7 +5,8 @@ Stages (stages/upload.py, s3.py, finish.py) decide and return a Transition; erro
 to do next: RetryLater goes through the pure retry policy (retry.py), Waiting parks the
 job without spending an attempt, JobFailed ends it in failed_dir, ConfigError stops the
 daemon. Each commit lands before the side effect that depends on it, so a job picked up
-after a crash resumes from the journal alone.
+after a crash resumes from the journal alone. A vault copy a decision discards is deleted
+apart from the job (stale.py).
 """
 
 from __future__ import annotations
