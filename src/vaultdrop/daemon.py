@@ -269,7 +269,7 @@ class Daemon:
         while True:
             await asyncio.sleep(STALE_DELETE_INTERVAL)
             try:
-                await self.pipeline.delete_stale_videos()
+                await self.pipeline.stale.delete_due()
             except JournalUnavailable as exc:
                 log(logging.WARNING, f"stale video deletes wait for the journal: {exc}", event="journal_outage")
 

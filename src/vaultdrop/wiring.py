@@ -26,6 +26,8 @@ from .netfs import refuse_network_state_dir
 from .notify import notify_states
 from .runner.pipeline import CRASH_PAUSE, S3_GONE_PAUSE, SCALEENGINE, VAULT, Pipeline
 from .runner.retry import Policy
+from .runner.stale import StaleVideos
+from .stages.finish import PostActions
 from .stages.upload import Readiness, VaultStages
 
 PROBE_KEY = "vaultdrop-probe"  # any answer to progress.xml for it, 404 included, proves the vault is there
@@ -81,6 +83,7 @@ def build_pipeline(
     clock: Clock = time.time,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     transport: httpx.AsyncBaseTransport | None = None,
+    upload_transport: httpx.BaseTransport | None = None,
     on_back: Callable[[str], None] = lambda service: None,
     on_displaced: Callable[[Path], None] = lambda path: None,
     events: JobEvents | None = None,
@@ -92,13 +95,18 @@ def build_pipeline(
     (the daemon wakes its scheduler there). `events` hears what happens to jobs and
     whether the vault answers. `readiness` is intake's word on whether a changed file is
     complete again (intake/completeness.py); without a watcher the caller vouches for its files.
+    A test's `transport` answers the requests sent from the loop, its `upload_transport`
+    the upload bodies streamed from a sending thread (VaultClient).
     """
     events = events or Fanout()
-    vault = VaultClient.from_settings(settings.vault, clock=clock, transport=transport)
+    vault = VaultClient.from_settings(settings.vault, clock=clock, transport=transport,
+                                      upload_transport=upload_transport)
     limit = settings.daemon.bandwidth_limit
     committer = Committer(journal, events)
+    policy = Policy(settings.vault.max_attempts, settings.vault.backoff_base, settings.vault.backoff_max)
     stages = VaultStages(committer, vault, settings, clock=clock, sleep=sleep,
                          throttle=Throttle(limit) if limit else None, events=events, readiness=readiness)
+    post = PostActions(journal, stages.readiness, policy, clock=clock, on_displaced=on_displaced)
     probes: dict[str, tuple[str, Probe]] = {VAULT: (settings.vault.base_url, lambda: vault.progress(PROBE_KEY))}
     s3 = None
     if settings.scaleengine is not None:
@@ -115,8 +123,9 @@ def build_pipeline(
         if service == VAULT:
             events.vault_reachable(up)
 
-    return Pipeline(committer, stages, settings, folder_for, Outages(probes, back, clock, verdict), s3=s3,
-                    clock=clock, events=events, on_displaced=on_displaced)
+    outages = Outages(probes, back, clock, verdict)
+    stale = StaleVideos(journal, vault, policy, vault_down=lambda: outages.is_down(VAULT), clock=clock)
+    return Pipeline(committer, stages, post, stale, policy, folder_for, outages, s3=s3, clock=clock, events=events)
 
 
 def max_delay(settings: Settings) -> float:

@@ -40,7 +40,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from vaultdrop.clients import vault
+from vaultdrop.clients import upload_body
 from vaultdrop.config import FolderSettings, Settings, settings_from_dict
 from vaultdrop.errors import LocalFileError
 from vaultdrop.intake.admission import admit
@@ -131,6 +131,27 @@ class InlineExecutor(ThreadPoolExecutor):
         return future
 
 
+class OnLoop(httpx.BaseTransport):
+    """The vault client's sending thread hands each request to the services' async
+    transport on the world's loop and waits there for the answer, as it would for a
+    socket's."""
+
+    def __init__(self, transport: httpx.AsyncBaseTransport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        content = request.read()
+
+        async def send() -> httpx.Response:
+            forwarded = httpx.Request(request.method, request.url, headers=request.headers, content=content)
+            response = await self._transport.handle_async_request(forwarded)
+            return httpx.Response(response.status_code, headers=response.headers,
+                                  stream=httpx.ByteStream(await response.aread()))
+
+        return asyncio.run_coroutine_threadsafe(send(), self._loop).result()
+
+
 class _Send:
     """One call on a sending thread, as Turns follows it."""
 
@@ -138,12 +159,12 @@ class _Send:
         self.thread: int | None = None
 
     def waits_for_loop(self) -> bool:
-        """Whether its thread waits for the loop to answer its request (vault._OnLoop:
-        the test transport's answer is computed on the loop)."""
+        """Whether its thread waits for the loop to answer its request (OnLoop: the
+        services' answer is computed on the loop)."""
         frame = sys._current_frames().get(self.thread) if self.thread is not None else None
         callee = None
         while frame is not None:
-            if (frame.f_code.co_name == "handle_request" and frame.f_code.co_filename == vault.__file__
+            if (frame.f_code is OnLoop.handle_request.__code__
                     and callee is not None and callee.f_code.co_name == "result"):
                 answer = callee.f_locals.get("self")
                 return isinstance(answer, Future) and not answer.done()
@@ -608,8 +629,8 @@ class World:
         self._order = itertools.count()
         self._vault_constants: dict[str, int] = {}
         if stream_above is not None:
-            self._vault_constants = {"SMALL_BODY": vault.SMALL_BODY, "CHUNK_SIZE": vault.CHUNK_SIZE}
-            vault.SMALL_BODY, vault.CHUNK_SIZE = stream_above, STREAM_CHUNK  # type: ignore[misc]
+            self._vault_constants = {"SMALL_BODY": upload_body.SMALL_BODY, "CHUNK_SIZE": upload_body.CHUNK_SIZE}
+            upload_body.SMALL_BODY, upload_body.CHUNK_SIZE = stream_above, STREAM_CHUNK  # type: ignore[misc]
         self.post_hooks = PostActionHooks(self.drop, self._die, cross_device)
         if post_action_faults:
             self.post_hooks.install()
@@ -675,10 +696,11 @@ class World:
 
     def _build(self, host: Host) -> None:
         host.folders = {str(f.path): f for f in host.settings.folders}
+        transport = self.services.transport(functools.partial(self._on_disk_first, host))
         host.pipeline = build_pipeline(
             host.settings, host.journal, functools.partial(self._folder_for, host),  # type: ignore[arg-type]
             clock=self.clock, sleep=self.clock.sleep,
-            transport=self.services.transport(functools.partial(self._on_disk_first, host)),
+            transport=transport, upload_transport=OnLoop(transport, self.loop),
             on_displaced=host.displaced.append, readiness=host.intake,
         )
         host.pipeline._rng = random.Random(0)  # deterministic jitter: build_pipeline takes no rng (yet)
@@ -807,7 +829,7 @@ class World:
                 setattr(postaction, name, value)
             self._saved_postactions = {}
             for name, value in self._vault_constants.items():
-                setattr(vault, name, value)
+                setattr(upload_body, name, value)
             self._vault_constants = {}
             shutil.rmtree(self.root, ignore_errors=True)
 
@@ -976,7 +998,7 @@ class World:
         for host in hosts:
             if heartbeat and self.fencing is not None:
                 self._renew(host)  # the heartbeat keeps up with time passed since the last round
-            self._spawn(host, "stale", host.pipeline.delete_stale_videos())  # the daemon does this every few seconds
+            self._spawn(host, "stale", host.pipeline.stale.delete_due())  # the daemon does this every few seconds
             touched = list(host.intake.touched)  # their settle timers fired (each open one restarts)
             if touched:
                 self._spawn(host, "intake", self._settle_all(host, touched))

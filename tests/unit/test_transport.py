@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from vaultdrop.clients.vault import SMALL_BODY, VaultClient
+from vaultdrop.clients.upload_body import SMALL_BODY
+from vaultdrop.clients.vault import VaultClient
 from vaultdrop.errors import RetryLater, Unavailable
 
 KEY = b"<results><upload_key>k1</upload_key></results>"

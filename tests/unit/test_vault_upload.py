@@ -1,6 +1,7 @@
-"""VaultClient.upload through an injected transport: the bytes on the wire, their digest,
-progress, a file that shrinks, and a cancelled upload letting go of its file. A small
-file (sent from the loop) and a large one (sent from a thread) must look the same."""
+"""VaultClient.upload through an injected transport (one mock for the loop and the sending
+thread): the bytes on the wire, their digest, progress, a file that shrinks, and a
+cancelled upload letting go of its file. A small file (sent from the loop) and a large
+one (streamed from a thread) must look the same."""
 
 from __future__ import annotations
 
@@ -15,14 +16,16 @@ import psutil
 import pytest
 
 from vaultdrop.clients.throttle import Throttle
-from vaultdrop.clients.vault import CHUNK_SIZE, SMALL_BODY, FileChanged, VaultClient
+from vaultdrop.clients.upload_body import CHUNK_SIZE, SMALL_BODY, FileChanged
+from vaultdrop.clients.vault import VaultClient
 
 SIZE = 2 * CHUNK_SIZE + 12345  # odd: the last chunk is a short one
 OK = b"<results><upload_key>k</upload_key></results>"
 
 
-def client_with(handler: httpx.AsyncBaseTransport) -> VaultClient:
-    return VaultClient("http://vault.test", "user", "secret", transport=handler)
+def client_with(handler: httpx.MockTransport) -> VaultClient:
+    """The mock answers both the loop's requests and the sending thread's (a large body)."""
+    return VaultClient("http://vault.test", "user", "secret", transport=handler, upload_transport=handler)
 
 
 @pytest.fixture
@@ -37,7 +40,7 @@ async def test_upload_sends_the_file_as_one_part_and_returns_its_sha256(video: P
     os.truncate(video, size)
     bodies: list[httpx.Request] = []
 
-    async def vault(request: httpx.Request) -> httpx.Response:
+    def vault(request: httpx.Request) -> httpx.Response:
         bodies.append(request)
         return httpx.Response(200, stream=httpx.ByteStream(OK))
 
@@ -101,7 +104,7 @@ async def test_control_characters_in_a_file_name_never_reach_the_part_header(tmp
     video.write_bytes(b"x" * 100)
     bodies: list[httpx.Request] = []
 
-    async def vault(request: httpx.Request) -> httpx.Response:
+    def vault(request: httpx.Request) -> httpx.Response:
         bodies.append(request)
         return httpx.Response(200, stream=httpx.ByteStream(OK))
 

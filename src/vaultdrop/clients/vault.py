@@ -7,16 +7,12 @@ are translated here, once, into vaultdrop's error tree.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import queue
-import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -26,19 +22,16 @@ from ..errors import ClockSkew, ConfigError, JobFailed, ProtocolError, RetryLate
 from .signing import vault_signature
 from .throttle import Throttle
 from .transport import Transport
+from .upload_body import FileBody, Multipart, WholeBody, is_small, open_file
 from .xmlsafe import MAX_XML_BYTES, child_text, parse_xml
 
 UPLOAD_PATH = "/upload/new/file"
 UNREACHABLE = (httpx.ConnectError, httpx.ConnectTimeout)
 GATEWAY_DOWN = (502, 503, 504)
-CHUNK_SIZE = 1024 * 1024
-SMALL_BODY = 256 * 1024  # up to this size a file is read whole and sent from the loop
-HASH_AHEAD = 2  # chunks queued for an upload's hashing task
 MAX_CONNECTIONS = 64  # uploads sending at once (the sending and hashing threads)
 # Above every request that can be in flight (concurrency <= 64, the small lane, a stale
 # delete, the outage probe): waiting for a free connection would time out as an outage.
 CONNECTIONS = 100
-LOOP_EXTENSION = "vaultdrop.loop"  # request extension: the loop an _OnLoop transport sends on
 
 
 class UnknownKey(RetryLater):
@@ -52,15 +45,6 @@ class NotFound(ProtocolError):
 
 class KeyUsed(RetryLater):
     """409 key_used: this key's upload already completed; progress will show the video."""
-
-
-class FileChanged(RetryLater):
-    """The local file changed while it was being sent; the upload cannot be trusted."""
-
-
-# Control characters (C0, DEL, C1), a quote and a backslash become "_" in the multipart
-# filename: a header line may carry none of them (aiohttp refuses an ESC there).
-_UNSAFE_IN_FILENAME = {code: "_" for code in (*range(0x20), *range(0x7F, 0xA0), ord("\\"), ord('"'))}
 
 
 @dataclass(frozen=True)
@@ -82,7 +66,10 @@ class VaultClient:
         timeout: float = 60.0,
         clock: Callable[[], float] = time.time,
         transport: httpx.AsyncBaseTransport | None = None,
+        upload_transport: httpx.BaseTransport | None = None,
     ) -> None:
+        """`transport` and `upload_transport` replace the network (a test's): the first for
+        the loop's requests, the second for the bodies streamed from a sending thread."""
         self._base = base_url.rstrip("/")
         self._user = user
         self._password = password
@@ -97,16 +84,16 @@ class VaultClient:
         }
         self._http = httpx.AsyncClient(transport=transport or Transport(limits=limits), **options)
         self._upload_http = httpx.Client(
-            transport=_OnLoop(transport) if transport is not None else httpx.HTTPTransport(retries=2, limits=limits),
-            **options)
+            transport=upload_transport or httpx.HTTPTransport(retries=2, limits=limits), **options)
         self._senders = ThreadPoolExecutor(MAX_CONNECTIONS, thread_name_prefix="vault-send")
         self._hashers = ThreadPoolExecutor(MAX_CONNECTIONS, thread_name_prefix="vault-hash")
 
     @classmethod
     def from_settings(cls, vault: VaultSettings, *, clock: Callable[[], float] = time.time,
-                      transport: httpx.AsyncBaseTransport | None = None) -> VaultClient:
+                      transport: httpx.AsyncBaseTransport | None = None,
+                      upload_transport: httpx.BaseTransport | None = None) -> VaultClient:
         return cls(vault.base_url, vault.user, vault.password.get_secret_value(), timeout=vault.timeout,
-                   clock=clock, transport=transport)
+                   clock=clock, transport=transport, upload_transport=upload_transport)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -170,45 +157,22 @@ class VaultClient:
     ) -> str:
         """Send `size` bytes of `path` as the `upload_file` part; return their sha256.
 
-        A large body is read and sent from a worker thread through a blocking client and
-        hashed on another (hashlib releases the GIL): per chunk one read, one hash, one
-        blocking send, where the event loop's path paid an async generator, a thread
-        hand-off and the transport's buffer copies (issue 14). Memory stays constant:
-        a few chunks per upload. A small body is cheaper read whole and sent from the
-        loop than handed to two threads. `on_progress` runs on the loop, in order, before
-        this returns or raises.
+        A small body is sent from the loop, a large one streamed from a sending thread
+        (upload_body.py says why). `on_progress` runs on the loop, in order, before this
+        returns or raises.
         """
         signature, timestamp = self._signature(UPLOAD_PATH)
-        boundary = uuid.uuid4().hex
-        filename = path.name.translate(_UNSAFE_IN_FILENAME)
-        preamble = (
-            f"--{boundary}\r\n"
-            f'Content-Disposition: form-data; name="upload_file"; filename="{filename}"\r\n'
-            "Content-Type: application/octet-stream\r\n\r\n"
-        ).encode("utf-8", "surrogateescape")
-        epilogue = f"\r\n--{boundary}--\r\n".encode()
-        try:
-            handle = path.open("rb", buffering=0)
-        except OSError as exc:
-            raise FileChanged(f"cannot open {path}: {exc.strerror}") from None
-        headers = {
-            "Content-Type": f"multipart/form-data; boundary={boundary}",
-            "Content-Length": str(len(preamble) + size + len(epilogue)),
-        }
+        form = Multipart.for_file(path.name)
+        handle = open_file(path)
+        headers = form.headers(size)
         params = {"upload_key": key, "_sig": signature, "_date": timestamp}
-        if size <= SMALL_BODY:
-            with handle:
-                data = handle.read(size)
-            if len(data) < size:
-                raise FileChanged(f"file shrank to {len(data)} bytes while uploading (expected {size})")
-            if throttle is not None:
-                await asyncio.sleep(throttle.delay_for(size))
-            on_progress(size)
+        if is_small(size):
+            whole = await WholeBody.read(handle, size, on_progress, throttle)
             try:
                 # aiohttp has no write timeout: a vault that stops reading would hold this forever
                 async with asyncio.timeout(2 * self._timeout):
                     async with self._http.stream("POST", self._base + UPLOAD_PATH, params=params, headers=headers,
-                                                 content=preamble + data + epilogue) as response:
+                                                 content=whole.content(form)) as response:
                         status, answer = response.status_code, await _read_bounded(response)
             except TimeoutError:
                 stalled = httpx.WriteTimeout(f"not sent and answered within {2 * self._timeout:g} s")
@@ -216,15 +180,14 @@ class VaultClient:
             except httpx.TransportError as exc:
                 raise _transport_error(exc, "upload interrupted") from None
             _raise_for_status(status, answer, UPLOAD_PATH)
-            return hashlib.sha256(data).hexdigest()
-        loop = asyncio.get_running_loop()
-        body = _FileBody(handle, size, preamble, epilogue, self._hashers, loop, on_progress, throttle)
+            return whole.hexdigest()
+        body = FileBody(handle, size, form, self._hashers, asyncio.get_running_loop(), on_progress, throttle)
 
         def send() -> tuple[int, bytes]:
             with handle:
                 try:
                     with self._upload_http.stream("POST", self._base + UPLOAD_PATH, params=params, headers=headers,
-                                                  content=body, extensions={LOOP_EXTENSION: loop}) as response:
+                                                  content=body) as response:
                         return response.status_code, _read_bounded_sync(response)
                 except httpx.TransportError as exc:
                     raise _transport_error(exc, "upload interrupted") from None
@@ -239,83 +202,6 @@ class VaultClient:
             raise
         _raise_for_status(status, answer, UPLOAD_PATH)
         return body.hexdigest()
-
-
-@dataclass
-class _FileBody:
-    """The multipart body, iterated by the sending thread.
-
-    Each chunk is a fresh `bytes` from one read: h11 then hands it to the socket without
-    another copy. Chunks go to this body's hashing task through a short queue, in order,
-    so the digest covers exactly the bytes sent; the queue lets the hash (the slower
-    half) run without waiting for a thread hand-off per chunk, and bounds memory to a
-    few chunks.
-    """
-
-    handle: BinaryIO
-    size: int
-    preamble: bytes
-    epilogue: bytes
-    hashers: Executor
-    loop: asyncio.AbstractEventLoop
-    on_progress: Callable[[int], None]
-    throttle: Throttle | None
-    hasher: Any = field(default_factory=hashlib.sha256)
-    abandoned: threading.Event = field(default_factory=threading.Event)
-
-    def abandon(self) -> None:
-        self.abandoned.set()
-
-    def hexdigest(self) -> str:
-        return self.hasher.hexdigest()
-
-    def __iter__(self) -> Iterator[bytes]:
-        chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=HASH_AHEAD)
-        hashing = self.hashers.submit(_hash_all, self.hasher, chunks)
-        sent = 0
-        yield self.preamble
-        try:
-            while sent < self.size:
-                chunk = self.handle.read(min(CHUNK_SIZE, self.size - sent))
-                if not chunk:
-                    raise FileChanged(f"file shrank to {sent} bytes while uploading (expected {self.size})")
-                if self.throttle is not None:
-                    self.abandoned.wait(self.throttle.delay_for(len(chunk)))
-                if self.abandoned.is_set():
-                    raise RetryLater("upload abandoned: its task was cancelled")
-                chunks.put(chunk)
-                sent += len(chunk)
-                self.loop.call_soon_threadsafe(self.on_progress, sent)
-                yield chunk
-        finally:
-            chunks.put(None)
-            hashing.result()  # the digest is read once the body is done
-        yield self.epilogue
-
-
-def _hash_all(hasher: Any, chunks: queue.Queue[bytes | None]) -> None:
-    while (chunk := chunks.get()) is not None:
-        hasher.update(chunk)
-
-
-class _OnLoop(httpx.BaseTransport):
-    """Carries the upload thread's requests to an injected async transport (a test's
-    MockTransport, say) on the event loop, so a passed transport serves every call."""
-
-    def __init__(self, transport: httpx.AsyncBaseTransport) -> None:
-        self._transport = transport
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        content = request.read()
-
-        async def send() -> httpx.Response:
-            forwarded = httpx.Request(request.method, request.url, headers=request.headers, content=content)
-            response = await self._transport.handle_async_request(forwarded)
-            return httpx.Response(response.status_code, headers=response.headers,
-                                  stream=httpx.ByteStream(await response.aread()))
-
-        loop: asyncio.AbstractEventLoop = request.extensions[LOOP_EXTENSION]
-        return asyncio.run_coroutine_threadsafe(send(), loop).result()
 
 
 class _Bounded:

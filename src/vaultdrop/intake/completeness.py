@@ -268,7 +268,7 @@ class Completeness:
         return "settling"
 
     def look_again(self, path: Path) -> None:
-        """Settle a path whose content turned out not to be its job's (Pipeline._look_again)."""
+        """Settle a path whose content turned out not to be its job's (stages/finish.py)."""
         found = self._locate(path)
         if found is not None:
             self.touch(*found)

@@ -1,11 +1,12 @@
 """The runner: drives one job through the stages; each decision is committed, logged and
 announced by the committer (journal/committer.py), the one place any job changes.
 
-Stages (stages/upload.py, s3.py, postaction.py) decide and return a Transition; errors say what
+Stages (stages/upload.py, s3.py, finish.py) decide and return a Transition; errors say what
 to do next: RetryLater goes through the pure retry policy (retry.py), Waiting parks the
 job without spending an attempt, JobFailed ends it in failed_dir, ConfigError stops the
 daemon. Each commit lands before the side effect that depends on it, so a job picked up
-after a crash resumes from the journal alone.
+after a crash resumes from the journal alone. A vault copy a decision discards is deleted
+apart from the job (stale.py).
 """
 
 from __future__ import annotations
@@ -13,25 +14,23 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from ..clients.outage import Outages
-from ..config import FolderSettings, Settings
-from ..errors import ClockSkew, ConfigError, JobFailed, LocalFileError, RetryLater, Unavailable, Waiting
+from ..config import FolderSettings
+from ..errors import ClockSkew, ConfigError, JobFailed, RetryLater, Unavailable, Waiting
 from ..events import Fanout, JobEvents, retry_reason
 from ..job import TERMINAL, Job, JobState, Transition
 from ..journal.committer import Committer
 from ..journal import JournalUnavailable, LeaseLost
 from ..logs import job_fields, log
-from ..stages import postaction
-from ..stages.upload import VaultStages, recheck_delay
+from ..stages.finish import PostActions
+from ..stages.upload import VaultStages
 from .retry import GiveUp, Policy, Retry, decide
+from .stale import StaleVideos
 
 CRASH_PAUSE = 60.0
 S3_GONE_PAUSE = 60.0
-LOCAL_FILE_PAUSE = 30.0
-STALE_DELETE_BATCH = 10
 VAULT = "vault"
 SCALEENGINE = "scaleengine"
 
@@ -51,29 +50,29 @@ class Pipeline:
         self,
         committer: Committer,
         stages: VaultStages,
-        settings: Settings,
+        post: PostActions,
+        stale: StaleVideos,
+        policy: Policy,
         folder_for: Callable[[Job], FolderSettings | None],
         outages: Outages,
         *,
         s3: S3Stage | None = None,
         clock: Callable[[], float],
-        on_displaced: Callable[[Path], None] = lambda path: None,
         rng: random.Random | None = None,
         events: JobEvents | None = None,
     ) -> None:
         self.committer = committer
         self.journal = committer.journal  # for reading; every job write goes through the committer
         self.stages = stages
-        self.settings = settings
+        self.post = post
+        self.stale = stale
+        self.policy = policy
         self._folder_for = folder_for
         self.outages = outages
         self._s3 = s3
         self._clock = clock
-        self._on_displaced = on_displaced
         self._rng = rng or random.Random()
         self._events = events or Fanout()
-        vault = settings.vault
-        self.policy = Policy(vault.max_attempts, vault.backoff_base, vault.backoff_max)
 
     async def aclose(self) -> None:
         await self.outages.aclose()
@@ -114,7 +113,7 @@ class Pipeline:
             except RetryLater as exc:
                 decision = Transition(None, str(exc), retry=exc)
             except JobFailed as exc:
-                decision = await self._failure(job, folder, str(exc), exc.changes)
+                decision = await self.post.fail(job, folder, str(exc), exc.changes)
             if decision.retry is not None:
                 verdict = decide(decision.retry, job.attempts, self.outages.streak, self.policy, self._rng)
                 rescue = None if rescued or not isinstance(verdict, GiveUp) else await self._rescue(job)
@@ -122,7 +121,7 @@ class Pipeline:
                 decision = rescue or await self._apply(job, folder, decision, verdict)
             job = self.committer.commit(job, decision)
             if decision.discard is not None:
-                await self.delete_stale_videos()  # a first try at once; a failure is retried on its own
+                await self.stale.delete_due()  # a first try at once; a failure is retried on its own
             if job.not_before > self._clock():
                 return job
             resumed = False  # whatever happened since the pickup, this drive did it and knows
@@ -145,51 +144,7 @@ class Pipeline:
                     return await self._s3.queue(job, folder)
                 return await self._s3.follow(job)
             case _:
-                return await self._finish(job, folder)
-
-    async def _finish(self, job: Job, folder: FolderSettings) -> Transition:
-        """Keep, delete or archive the file: only the exact content that was uploaded.
-
-        The upload is done: a blocked archive folder is the operator's to fix, so the job
-        waits for it (said at each try) and never spends its way into failed_dir."""
-        if folder.after_upload != "keep" and self.stages.readiness.writing(job.path):
-            raise Waiting(f"{job.relpath} is open for writing: it is {folder.after_upload}d once it is closed "
-                          "(a new version is uploaded first)", recheck_delay(folder))
-        self.journal.hold(job)  # on a shared folder, only the host that holds the job touches its file
-        try:
-            outcome = await postaction.finish(folder, job)
-        except LocalFileError as exc:
-            delay = min(self.policy.backoff_max, LOCAL_FILE_PAUSE)
-            return Transition(None, f"waiting: {exc}; trying again in {delay:g} s",
-                              {"not_before": self._clock() + delay, "last_error": str(exc)}, level=logging.WARNING)
-        self._look_again(outcome)
-        final = JobState.DONE if job.upload_key else JobState.SKIPPED
-        return Transition(final, outcome.text, {"last_error": None, "released": int(outcome.released),
-                                                "moved_to": outcome.moved_to})
-
-    def _look_again(self, outcome: postaction.Outcome) -> None:
-        """Content found where the job's file was is new: admission looks at it at once,
-        rather than at the next rescan."""
-        if outcome.displaced is not None:
-            self._on_displaced(outcome.displaced)
-
-    async def _failure(self, job: Job, folder: FolderSettings, error: str,
-                       changes: dict[str, Any] | None = None) -> Transition:
-        report = {"job_id": job.id, "file": job.relpath, "error": error, "attempts": job.attempts,
-                  "upload_key": job.upload_key, "video_id": job.video_id, "state": job.state.value}
-        await self.journal.durable()
-        self.journal.hold(job)  # on a shared folder, only the host that holds the job touches its file
-        try:
-            if self.stages.readiness.writing(job.path):  # its next version, once closed, is a job of its own
-                outcome = postaction.Outcome("left in place: it is open for writing")
-            else:
-                outcome = await postaction.fail(folder, job, report)
-        except LocalFileError as exc:
-            outcome = postaction.Outcome(f"left in place: {exc}")
-        self._look_again(outcome)
-        return Transition(JobState.FAILED, f"{error} ({outcome.text})", {
-            **(changes or {}), "last_error": error, "released": int(outcome.released), "moved_to": outcome.moved_to},
-            level=logging.ERROR)
+                return await self.post.finish(job, folder)
 
     async def _rescue(self, job: Job) -> Transition | None:
         """Before giving up on a job that holds a key, ask the vault once more: a POST
@@ -209,7 +164,7 @@ class Pipeline:
         error = decision.retry
         assert error is not None
         if isinstance(verdict, GiveUp):
-            failure = await self._failure(job, folder, f"gave up after {verdict.attempts} attempts: {error}")
+            failure = await self.post.fail(job, folder, f"gave up after {verdict.attempts} attempts: {error}")
             return Transition(failure.state, failure.detail, {**decision.changes, **failure.changes,
                                                                "attempts": verdict.attempts}, level=logging.ERROR)
         self._events.retry_scheduled(job, retry_reason(error))
@@ -226,30 +181,3 @@ class Pipeline:
                   else f"retry in {verdict.delay:.1f} s: {error}")
         return Transition(decision.state, detail, changes, level=logging.WARNING, retry=error,
                           discard=decision.discard)
-
-    # -- discarded vault copies --------------------------------------------------------
-
-    async def delete_stale_videos(self) -> None:
-        """Delete vault copies that were not the file (a change during upload, an abandoned
-        key), each on its own schedule: a delete that keeps failing never holds up an upload."""
-        if self.outages.is_down(VAULT):
-            return
-        for video_id, attempts in self.journal.stale_videos(self._clock(), STALE_DELETE_BATCH):
-            await self.journal.durable()  # the commits before this delete (a retry time, a discard) first
-            owner = self.journal.owner_of(video_id)
-            if owner is not None:  # recorded stale, then confirmed by a job: never delete its video
-                self.journal.stale_deleted(video_id)
-                log(logging.WARNING, f"stale video {video_id} kept: job {owner.id} ({owner.relpath}) accounts "
-                    "for it", video_id=video_id, **job_fields(owner))
-                continue
-            try:
-                found = await self.stages.vault.delete(video_id)
-            except RetryLater as exc:
-                delay = min(self.policy.backoff_max, self.policy.backoff_base * 2 ** attempts)
-                self.journal.stale_retry(video_id, self._clock() + delay, str(exc))
-                log(logging.WARNING, f"could not delete stale video {video_id} (try {attempts + 1}): {exc}; "
-                    f"trying again in {delay:.1f} s", video_id=video_id)
-                continue
-            self.journal.stale_deleted(video_id)
-            log(logging.INFO, f"stale video {video_id} " + ("deleted" if found else "was already gone"),
-                video_id=video_id)

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Protocol
 
 from ..clients.throttle import Throttle
-from ..clients.vault import FileChanged, KeyUsed, Progress, UnknownKey, VaultClient
+from ..clients.upload_body import FileChanged
+from ..clients.vault import KeyUsed, Progress, UnknownKey, VaultClient
 from ..config import FolderSettings, Settings
 from ..errors import JobFailed, RetryLater, VaultdropError, Waiting
 from ..events import Fanout, JobEvents
