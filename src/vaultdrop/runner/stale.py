@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from ..clients.vault import VaultClient
 from ..errors import RetryLater
-from ..journal.sqlite import JournalStore
+from ..journal import JournalStore
 from ..logs import job_fields, log
 from .retry import Policy
 

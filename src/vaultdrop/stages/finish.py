@@ -19,7 +19,7 @@ from typing import Any
 from ..config import FolderSettings
 from ..errors import LocalFileError, Waiting
 from ..job import Job, JobState, Transition
-from ..journal.sqlite import JournalStore
+from ..journal import JournalStore
 from ..runner.retry import Policy
 from . import postaction
 from .upload import Readiness, recheck_delay
