@@ -25,7 +25,7 @@ from .events import Fanout
 from .intake.admission import admit
 from .intake.completeness import Completeness
 from .intake.watch import FolderWatch, OverflowHook, scan
-from .job import Job, JobState, stat_key, version_print
+from .job import Job, JobState, version_print
 from .journal.sqlite import JournalUnavailable, LeaseLost
 from .logs import log
 from .metrics import MetricsServer
@@ -260,8 +260,8 @@ class Daemon:
         except JournalUnavailable as exc:
             log(logging.WARNING, f"rescan of {folder.path} postponed: {exc}", event="journal_outage")
             return
-        for relpath, info in found:  # new, or other bytes under the same stat (only the change time moved)
-            seen = (version_print(relpath, *stat_key(info), ctime) in known for ctime in (info.st_ctime_ns, None))
+        for relpath, version in found:  # new, or other bytes under the same stat (only the change time moved)
+            seen = (version_print(relpath, *version.key, ctime) in known for ctime in (version.st_ctime_ns, None))
             if not any(seen):
                 self._completeness.touch(folder, relpath)
 

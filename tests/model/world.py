@@ -44,9 +44,8 @@ from vaultdrop.clients import vault
 from vaultdrop.config import FolderSettings, Settings, settings_from_dict
 from vaultdrop.errors import LocalFileError
 from vaultdrop.intake.admission import admit
-from vaultdrop.intake.completeness import Version, version_of
 from vaultdrop.intake.watch import regular_file_stat, scan
-from vaultdrop.job import TERMINAL, Job, JobState
+from vaultdrop.job import TERMINAL, FileVersion, Job, JobState
 from vaultdrop.journal.sqlite import Journal, LeaseLost
 from vaultdrop.runner.pipeline import Pipeline
 from vaultdrop.runner.scheduler import Scheduler
@@ -263,7 +262,7 @@ class FakeIntake:
         self.drop = drop
         self._folder = folder
         self.writers: dict[str, int] = {}  # relpath a writer opened (and wrote to) -> its inode
-        self.settled: dict[str, Version] = {}
+        self.settled: dict[str, FileVersion] = {}
         self.touched: list[str] = []  # said "settling": its settle timer runs (World.run_due fires it)
 
     def open_for_writing(self, relpath: str) -> bool:
@@ -283,7 +282,7 @@ class FakeIntake:
         if self.open_for_writing(relpath):
             return "open for writing"
         info = regular_file_stat(folder, relpath)
-        if info is None or self.settled.get(relpath) == version_of(info):
+        if info is None or self.settled.get(relpath) == FileVersion.of(info):
             return None
         if relpath not in self.touched:
             self.touched.append(relpath)
@@ -896,7 +895,7 @@ class World:
         info = regular_file_stat(folder, relpath)
         if info is None:
             return None
-        host.intake.settled[relpath] = version_of(info)
+        host.intake.settled[relpath] = FileVersion.of(info)
         if relpath in host.intake.touched:
             host.intake.touched.remove(relpath)
         if info.st_size == 0:

@@ -31,20 +31,16 @@ from pathlib import Path
 
 from ..config import FolderSettings
 from ..files import open_for_writing
+from ..job import FileVersion
 from ..logs import log
 from . import containers
 from .watch import candidate_for, regular_file_stat
 
 ReadyCallback = Callable[[FolderSettings, str, os.stat_result], None]
-Version = tuple[int, int, int, int]  # size, mtime, inode, change time: any change moves one
 SETTLED_REMEMBERED = 10_000
 OPEN, SETTLING, INCOMPLETE, OPEN_TOO_LONG = "open", "settling", "incomplete", "open_too_long"
 FAST_EVENTS = ("closed", "created", "moved")  # a writer's close, or a file renamed or linked into the folder
 WAIT_REASONS = (SETTLING, OPEN, INCOMPLETE, OPEN_TOO_LONG)  # the last one counts files also counted as open
-
-
-def version_of(info: os.stat_result) -> Version:
-    return info.st_size, info.st_mtime_ns, info.st_ino, info.st_ctime_ns
 
 
 @dataclass
@@ -52,7 +48,7 @@ class _Track:
     """What the loop knows about one path that is not (yet) complete."""
 
     folder: FolderSettings
-    version: Version | None = None  # at the last look; the timer checks it still holds
+    version: FileVersion | None = None  # at the last look; the timer checks it still holds
     timer: asyncio.TimerHandle | None = None
     opens: int = 0  # opened minus closed, as inotify told
     written: bool = False  # changed since the last time nobody had it open
@@ -79,7 +75,7 @@ class Completeness:
         self._tracks: dict[tuple[str, str], _Track] = {}
         # The version each path had when it was last found complete (bounded: a forgotten
         # path is settled again when asked, which is only slower).
-        self._settled: dict[tuple[str, str], Version] = {}
+        self._settled: dict[tuple[str, str], FileVersion] = {}
         self._kernel_silent = False  # said once: the kernel would not tell about writers
 
     # -- what the watcher and the scans say ---------------------------------------
@@ -127,9 +123,9 @@ class Completeness:
         track.folder = folder
         if track.timer is not None:
             track.timer.cancel()
-        if track.version != version_of(info):
+        if track.version != FileVersion.of(info):
             track.incomplete_since = None
-        track.version = version_of(info)
+        track.version = FileVersion.of(info)
         track.timer = self._loop.call_later(folder.settle, self._check, key)
 
     def lost_events(self) -> None:
@@ -152,7 +148,7 @@ class Completeness:
         info = regular_file_stat(folder, relpath)
         if info is None or info.st_size == 0:
             return False
-        if self._settled.get(key) == version_of(info):
+        if self._settled.get(key) == FileVersion.of(info):
             return True  # this very version was admitted a moment ago (its create and close both came)
         kernel = open_for_writing(folder.path / relpath)
         if kernel or (kernel is None and (not closed or (track is not None and track.writing))):
@@ -173,7 +169,7 @@ class Completeness:
             self._tracks.pop(key)
             return
         now = self._loop.time()
-        if version_of(info) != track.version:
+        if FileVersion.of(info) != track.version:
             self.touch(folder, relpath)
             return
         if self._writer(folder, relpath, track):
@@ -226,7 +222,7 @@ class Completeness:
     def _complete(self, key: tuple[str, str], folder: FolderSettings, relpath: str, info: os.stat_result) -> None:
         self._forget(key)
         self._settled.pop(key, None)  # re-inserted last: the oldest entries are the ones dropped
-        self._settled[key] = version_of(info)
+        self._settled[key] = FileVersion.of(info)
         if len(self._settled) > SETTLED_REMEMBERED:
             self._settled.pop(next(iter(self._settled)))
         self._on_ready(folder, relpath, info)
@@ -262,7 +258,7 @@ class Completeness:
         if track is not None and track.timer is not None:
             return "incomplete container" if track.reason == INCOMPLETE else "settling"
         info = regular_file_stat(folder, relpath)
-        if info is None or self._settled.get(key) == version_of(info):
+        if info is None or self._settled.get(key) == FileVersion.of(info):
             return None
         self.touch(folder, relpath)
         return "settling"
