@@ -25,7 +25,7 @@ from .events import Fanout
 from .intake.admission import admit
 from .intake.completeness import Completeness
 from .intake.watch import FolderWatch, OverflowHook, scan
-from .job import Job, JobState, version_print
+from .job import FileVersion, Job, JobState, version_print
 from .journal.sqlite import JournalUnavailable, LeaseLost
 from .logs import log
 from .metrics import MetricsServer
@@ -263,7 +263,7 @@ class Daemon:
         for relpath, version in found:  # new, or other bytes under the same stat (only the change time moved)
             seen = (version_print(relpath, *version.key, ctime) in known for ctime in (version.st_ctime_ns, None))
             if not any(seen):
-                self._completeness.touch(folder, relpath)
+                self._completeness.touch(folder, relpath, version)
 
     async def _delete_stale_videos(self) -> None:
         while True:
@@ -281,16 +281,16 @@ class Daemon:
                 for folder in self._folders.values():
                     await self._scan(folder)
 
-    def _on_settled(self, folder: FolderSettings, relpath: str, info: os.stat_result) -> None:
-        if info.st_size == 0:
+    def _on_settled(self, folder: FolderSettings, relpath: str, version: FileVersion) -> None:
+        if version.st_size == 0:
             return  # a placeholder, not a file: it is picked up again once written
-        self._spawn(self._admit(folder, relpath, info))
+        self._spawn(self._admit(folder, relpath, version))
 
-    async def _admit(self, folder: FolderSettings, relpath: str, info: os.stat_result) -> None:
+    async def _admit(self, folder: FolderSettings, relpath: str, version: FileVersion) -> None:
         """One admission at a time: two links of one file settling together make one job."""
         async with self._admitting:
             try:
-                job = await admit(self.pipeline.committer, folder, relpath, info,
+                job = await admit(self.pipeline.committer, folder, relpath, version,
                                   look_again=self._completeness.look_again)
             except ConfigError as exc:  # the journal cannot be written: stop, the file stays for next time
                 self._stop_fatally(exc)

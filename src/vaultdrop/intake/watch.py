@@ -92,6 +92,8 @@ def ignore_reason(folder: FolderSettings, relpath: str) -> tuple[str, str | None
     if owner is not None:
         path = path.with_name(owner)
         relpath = str(path)
+        if marker_owner(path.name, folder.ready_marker) is not None:
+            return relpath, "stands for a ready marker, not a media file"
     if path.name.startswith((".", "~")):
         return relpath, "temporary name (dot or ~ prefix)"
     if path.name.lower().endswith(tuple(folder.temp_suffixes)):
