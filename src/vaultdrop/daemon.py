@@ -19,13 +19,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from . import logs
-from .config import FolderSettings, Settings
+from .config import Settings
 from .errors import ConfigError, RetryLater
 from .events import Fanout
-from .intake.admission import admit
-from .intake.completeness import Completeness
-from .intake.watch import FolderWatch, OverflowHook, scan
-from .job import FileVersion, Job, JobState, version_print
+from .intake.folders import WatchedFolders
+from .job import Job, JobState
+from .journal.committer import Committer
 from .journal.sqlite import JournalUnavailable, LeaseLost
 from .logs import log
 from .metrics import MetricsServer
@@ -38,7 +37,6 @@ from .service import Notifier
 from .wiring import build_pipeline, max_delay, open_journal, open_reader
 
 STALE_DELETE_INTERVAL = 5.0
-WATCH_CHECK_INTERVAL = 1.0  # how soon a deleted and recreated folder is watched again
 SCHEDULER_MAX_SLEEP = 5.0  # also how soon `vaultdrop jobs retry` from another process is noticed
 STATUS_INTERVAL = 5.0
 # Test hook: with this set to 1, SIGUSR2 blocks the event loop for good, so a test can
@@ -79,11 +77,7 @@ class Daemon:
         self._reload_requested = False
         self._fatal: ConfigError | None = None
         self._tasks: dict[int, asyncio.Task[Job]] = {}
-        self._watches: dict[str, FolderWatch] = {}
-        self._missing: set[str] = set()  # watched folders that disappeared (logged once)
-        self._folders: dict[str, FolderSettings] = {}
         self._background: set[asyncio.Task[None]] = set()
-        self._admitting = asyncio.Lock()
 
     # -- signals: flags only -------------------------------------------------------
 
@@ -113,9 +107,9 @@ class Daemon:
             if self.settings.metrics.listen else None
         self._sender = NotificationSender(self.journal, lambda: self.settings.notify)
         self.events = Fanout(self._sender, *([self._metrics.recorder] if self._metrics else []))
-        self._completeness = Completeness(loop, self._on_settled, self._folders)
-        self._overflow = OverflowHook(loop, self._rescan_all)
-        self._overflow.install()
+        self._intake = WatchedFolders(Committer(self.journal, self.events), spawn=self._spawn, wake=self._wake.set,
+                                      on_watching=self._metrics.recorder.watching if self._metrics
+                                      else lambda folder: None)
         handlers = {signal.SIGTERM: self.request_stop, signal.SIGINT: self.request_stop,
                     signal.SIGHUP: self.request_reload}
         if os.environ.get(HANG_HOOK_ENV) == "1":
@@ -127,14 +121,14 @@ class Daemon:
             self.journal.wake(service)
         try:
             await self._preflight()
-            self._apply_folders(self.settings.folders)
-            log(logging.INFO, f"ready: watching {len(self._folders)} folder(s), journal "
+            self._intake.apply(self.settings)
+            log(logging.INFO, f"ready: watching {len(self._intake.folders)} folder(s), journal "
                 f"{self.journal.location}", event="daemon_ready")
             self._notifier.ready(self._status_line())
             self._spawn(self._pinger())
-            self._spawn(self._periodic_rescan())
+            self._spawn(self._intake.rescan_periodically())
             self._spawn(self._delete_stale_videos())
-            self._spawn(self._keep_watching())
+            self._spawn(self._intake.keep_watching())
             self._spawn(self._sender.run())
             if self._metrics is not None:
                 log(logging.INFO, f"metrics at http://{self._metrics.address}/metrics")
@@ -147,10 +141,7 @@ class Daemon:
             for task in self._background:
                 task.cancel()
             await asyncio.gather(*self._background, return_exceptions=True)
-            for watch in self._watches.values():
-                watch.stop()
-            self._overflow.remove()
-            self._completeness.close()
+            self._intake.close()
             await self.pipeline.aclose()
             await self._sender.aclose()
             if self._metrics is not None:
@@ -164,9 +155,10 @@ class Daemon:
         return 0
 
     def _build_pipeline(self, settings: Settings) -> Pipeline:
-        return build_pipeline(settings, self.journal, self._folder_for, on_back=lambda service: self._wake.set(),
-                              on_displaced=self._completeness.look_again, events=self.events,
-                              readiness=self._completeness)
+        return build_pipeline(settings, self.journal, self._intake.folder_for,
+                              on_back=lambda service: self._wake.set(),
+                              on_displaced=self._intake.completeness.look_again, events=self.events,
+                              readiness=self._intake.completeness)
 
     async def _preflight(self) -> None:
         """Rejected credentials stop the daemon before READY=1 (exit 78), not at the first
@@ -184,86 +176,14 @@ class Daemon:
 
     def _background_ended(self, task: asyncio.Task[None]) -> None:
         """A journal that cannot be written or flushed stops the daemon from any task
-        (the notifier, stale deletes), as it does from a job: none may die silently."""
+        (the notifier, stale deletes, an admission), as it does from a job: none may die
+        silently."""
         self._background.discard(task)
         error = None if task.cancelled() else task.exception()
         if isinstance(error, ConfigError):
             self._stop_fatally(error)
         elif error is not None:
             log(logging.ERROR, f"{task.get_coro().__qualname__} stopped: {error!r}; this is a bug, please report it")
-
-    # -- folders and discovery -----------------------------------------------------
-
-    def _folder_for(self, job: Job) -> FolderSettings | None:
-        return self._folders.get(job.folder)
-
-    def _apply_folders(self, folders: list[FolderSettings]) -> None:
-        """Start, replace or stop watchers so they match `folders` (start-up and reload)."""
-        loop = asyncio.get_running_loop()
-        wanted = {str(f.path): f for f in folders}
-        for key in list(self._watches):
-            if key not in wanted or wanted[key] != self._folders[key]:
-                self._watches.pop(key).stop()
-                self._missing.discard(key)
-                self._completeness.forget_folder(self._folders.pop(key))
-                log(logging.INFO, f"stopped watching {key}", folder=key)
-        for key, folder in wanted.items():
-            if key not in self._watches:
-                self._folders[key] = folder
-                self._watches[key] = FolderWatch.start(folder, loop, self._completeness.event, self._rescan)
-                self._rescan(folder)
-                if self._metrics is not None:
-                    self._metrics.recorder.watching(key)
-                log(logging.INFO, f"watching {key} ({folder.watcher}, settle {folder.settle:g} s, "
-                    f"after upload: {folder.after_upload})", folder=key)
-
-    async def _keep_watching(self) -> None:
-        """A watch dies with its directory: a folder deleted or moved away and created again
-        is watched again (and rescanned) within WATCH_CHECK_INTERVAL."""
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(WATCH_CHECK_INTERVAL)
-            for key, watch in list(self._watches.items()):
-                if self._watches.get(key) is not watch or watch.is_live():
-                    continue  # replaced by a reload meanwhile, or fine
-                if not FolderWatch.folder_exists(watch.folder):
-                    if key not in self._missing:
-                        self._missing.add(key)
-                        log(logging.WARNING, f"folder {key} disappeared: watching it again once it is back",
-                            folder=key)
-                    continue
-                try:
-                    self._watches[key] = FolderWatch.start(watch.folder, loop, self._completeness.event, self._rescan)
-                except OSError:
-                    continue  # gone again before the watch started: the next check sees it
-                self._missing.discard(key)
-                self._rescan(watch.folder)
-                log(logging.INFO, f"watching {key} again: the folder is back", folder=key)
-                await asyncio.to_thread(watch.stop)
-
-    def _rescan(self, folder: FolderSettings) -> None:
-        self._spawn(self._scan(folder))
-
-    def _rescan_all(self) -> None:
-        log(logging.WARNING, "file events were lost (inotify overflow): rescanning every folder")
-        self._completeness.lost_events()
-        for folder in self._folders.values():
-            self._rescan(folder)
-
-    async def _scan(self, folder: FolderSettings) -> None:
-        """Find files that arrived unseen (while down, or lost events); settle the new ones."""
-        found = await asyncio.to_thread(scan, folder)
-        if self._folders.get(str(folder.path)) is not folder:
-            return
-        try:
-            known = self.journal.known_versions(str(folder.path))
-        except JournalUnavailable as exc:
-            log(logging.WARNING, f"rescan of {folder.path} postponed: {exc}", event="journal_outage")
-            return
-        for relpath, version in found:  # new, or other bytes under the same stat (only the change time moved)
-            seen = (version_print(relpath, *version.key, ctime) in known for ctime in (version.st_ctime_ns, None))
-            if not any(seen):
-                self._completeness.touch(folder, relpath, version)
 
     async def _delete_stale_videos(self) -> None:
         while True:
@@ -272,36 +192,6 @@ class Daemon:
                 await self.pipeline.delete_stale_videos()
             except JournalUnavailable as exc:
                 log(logging.WARNING, f"stale video deletes wait for the journal: {exc}", event="journal_outage")
-
-    async def _periodic_rescan(self) -> None:
-        while True:
-            interval = self.settings.daemon.rescan_interval
-            await asyncio.sleep(interval if interval > 0 else 3600)
-            if interval > 0:
-                for folder in self._folders.values():
-                    await self._scan(folder)
-
-    def _on_settled(self, folder: FolderSettings, relpath: str, version: FileVersion) -> None:
-        if version.st_size == 0:
-            return  # a placeholder, not a file: it is picked up again once written
-        self._spawn(self._admit(folder, relpath, version))
-
-    async def _admit(self, folder: FolderSettings, relpath: str, version: FileVersion) -> None:
-        """One admission at a time: two links of one file settling together make one job."""
-        async with self._admitting:
-            try:
-                job = await admit(self.pipeline.committer, folder, relpath, version,
-                                  look_again=self._completeness.look_again)
-            except ConfigError as exc:  # the journal cannot be written: stop, the file stays for next time
-                self._stop_fatally(exc)
-                return
-            except JournalUnavailable as exc:  # the PostgreSQL journal is down: the next rescan finds the file
-                log(logging.WARNING, f"{relpath} not journalled yet: {exc}", event="journal_outage")
-                return
-            except FileNotFoundError:  # gone since it settled (another host archived it, or a user)
-                return
-        if job is not None:
-            self._wake.set()
 
     # -- scheduling ------------------------------------------------------------------
 
@@ -312,7 +202,7 @@ class Daemon:
                 await self._reload()
             try:
                 self._start_due_jobs()
-                due = self._scheduler.next_due(self._folders, self._horizon())
+                due = self._scheduler.next_due(self._intake.folders, self._horizon())
             except JournalUnavailable as exc:  # the PostgreSQL journal is down: an outage, waited out
                 log(logging.WARNING, f"journal unreachable, waiting: {exc}", event="journal_outage")
                 due = None
@@ -328,7 +218,7 @@ class Daemon:
         (runner/scheduler.py chooses and claims; each job runs here as a task)."""
         daemon = self.settings.daemon
         self._scheduler.start_due(self._start, concurrency=daemon.concurrency, small_file_size=daemon.small_file_size,
-                                  folders=self._folders, horizon=self._horizon())
+                                  folders=self._intake.folders, horizon=self._horizon())
 
     def _start(self, job: Job) -> None:
         """Run one claimed job as a task."""
@@ -389,7 +279,7 @@ class Daemon:
         self.journal.notify_states = notify_states(new.notify)
         self.pipeline = self._build_pipeline(new)
         self._spawn(self._close_when_idle(old_pipeline, list(self._tasks.values())))
-        self._apply_folders(new.folders)
+        self._intake.apply(new)
         self._notifier.ready(self._status_line())
         log(logging.INFO, f"configuration reloaded: {len(new.folders)} folder(s)", event="config_reloaded")
 
@@ -414,7 +304,7 @@ class Daemon:
         while True:
             self._notifier.watchdog()
             self._notifier.status(self._status_line())
-            waiting = dict(self._completeness.waiting())
+            waiting = dict(self._intake.completeness.waiting())
             self._run_state.waiting(waiting)
             if self._metrics is not None:
                 self._metrics.recorder.files_waiting(waiting)
