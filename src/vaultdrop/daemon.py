@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
-import functools
 import logging
 import os
 import signal
@@ -25,19 +24,17 @@ from .events import Fanout
 from .intake.folders import WatchedFolders
 from .job import Job, JobState
 from .journal.committer import Committer
-from .journal.sqlite import JournalUnavailable, LeaseLost
+from .journal.sqlite import JournalUnavailable
 from .logs import log
 from .metrics import MetricsServer
 from .notify import NotificationSender, notify_states
 from .preflight import check_online
+from .runner.loop import JobLoop
 from .runner.pipeline import SCALEENGINE, VAULT, Pipeline
-from .runner.scheduler import Scheduler
 from .runstate import RunStateRecorder
 from .service import Notifier
-from .wiring import build_pipeline, max_delay, open_journal, open_reader
+from .wiring import build_pipeline, open_journal, open_reader
 
-STALE_DELETE_INTERVAL = 5.0
-SCHEDULER_MAX_SLEEP = 5.0  # also how soon `vaultdrop jobs retry` from another process is noticed
 STATUS_INTERVAL = 5.0
 # Test hook: with this set to 1, SIGUSR2 blocks the event loop for good, so a test can
 # prove that systemd's watchdog kills and restarts a hung daemon. Never set it in production.
@@ -76,7 +73,6 @@ class Daemon:
         self._stopping = False
         self._reload_requested = False
         self._fatal: ConfigError | None = None
-        self._tasks: dict[int, asyncio.Task[Job]] = {}
         self._background: set[asyncio.Task[None]] = set()
 
     # -- signals: flags only -------------------------------------------------------
@@ -102,7 +98,6 @@ class Daemon:
         self._run_state = RunStateRecorder(self.settings.daemon.state_dir)
         logs.attach(self._run_state, self.settings.secrets())
         self.journal = open_journal(self.settings)
-        self._scheduler = Scheduler(self.journal)
         self._metrics = MetricsServer(self.settings.metrics.listen, open_reader(self.settings)) \
             if self.settings.metrics.listen else None
         self._sender = NotificationSender(self.journal, lambda: self.settings.notify)
@@ -116,7 +111,8 @@ class Daemon:
             handlers[signal.SIGUSR2] = _hang_forever
         for signum, handler in handlers.items():
             loop.add_signal_handler(signum, handler)
-        self.pipeline = self._build_pipeline(self.settings)
+        self._jobs = JobLoop(self.journal, self._build_pipeline(self.settings), settings=lambda: self.settings,
+                             folders=self._intake.folders, wake=self._wake, on_fatal=self._stop_fatally)
         for service in (VAULT, SCALEENGINE):  # a restart is a good moment to look again
             self.journal.wake(service)
         try:
@@ -127,12 +123,12 @@ class Daemon:
             self._notifier.ready(self._status_line())
             self._spawn(self._pinger())
             self._spawn(self._intake.rescan_periodically())
-            self._spawn(self._delete_stale_videos())
+            self._spawn(self._jobs.delete_stale_videos())
             self._spawn(self._intake.keep_watching())
             self._spawn(self._sender.run())
             if self._metrics is not None:
                 log(logging.INFO, f"metrics at http://{self._metrics.address}/metrics")
-            self._spawn(self._heartbeat())
+            self._spawn(self._jobs.heartbeat())
             await self._schedule()
             await self._drain()
         finally:
@@ -142,7 +138,7 @@ class Daemon:
                 task.cancel()
             await asyncio.gather(*self._background, return_exceptions=True)
             self._intake.close()
-            await self.pipeline.aclose()
+            await self._jobs.aclose()
             await self._sender.aclose()
             if self._metrics is not None:
                 self._metrics.close()
@@ -185,81 +181,14 @@ class Daemon:
         elif error is not None:
             log(logging.ERROR, f"{task.get_coro().__qualname__} stopped: {error!r}; this is a bug, please report it")
 
-    async def _delete_stale_videos(self) -> None:
-        while True:
-            await asyncio.sleep(STALE_DELETE_INTERVAL)
-            try:
-                await self.pipeline.delete_stale_videos()
-            except JournalUnavailable as exc:
-                log(logging.WARNING, f"stale video deletes wait for the journal: {exc}", event="journal_outage")
-
-    # -- scheduling ------------------------------------------------------------------
+    # -- scheduling: runner/loop.py's turns until stopped ---------------------------
 
     async def _schedule(self) -> None:
         while not self._stopping:
             if self._reload_requested:
                 self._reload_requested = False
                 await self._reload()
-            try:
-                self._start_due_jobs()
-                due = self._scheduler.next_due(self._intake.folders, self._horizon())
-            except JournalUnavailable as exc:  # the PostgreSQL journal is down: an outage, waited out
-                log(logging.WARNING, f"journal unreachable, waiting: {exc}", event="journal_outage")
-                due = None
-            sleep = SCHEDULER_MAX_SLEEP if due is None else min(SCHEDULER_MAX_SLEEP, max(0.0, due - time.time()))
-            self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=sleep if sleep > 0 else 0.05)
-            except TimeoutError:
-                pass
-
-    def _start_due_jobs(self) -> None:
-        """Fill `concurrency` slots; one extra lane keeps small files moving past long uploads
-        (runner/scheduler.py chooses and claims; each job runs here as a task)."""
-        daemon = self.settings.daemon
-        self._scheduler.start_due(self._start, concurrency=daemon.concurrency, small_file_size=daemon.small_file_size,
-                                  folders=self._intake.folders, horizon=self._horizon())
-
-    def _start(self, job: Job) -> None:
-        """Run one claimed job as a task."""
-        task = asyncio.create_task(self.pipeline.run(job), name=f"job-{job.id}")
-        self._tasks[job.id] = task
-        task.add_done_callback(functools.partial(self._job_ended, job.id))
-
-    def _horizon(self) -> float:
-        return time.time() + max_delay(self.settings)
-
-    def _job_ended(self, job_id: int, task: asyncio.Task[Job]) -> None:
-        self._tasks.pop(job_id, None)
-        self._scheduler.ended(job_id)
-        if not task.cancelled():
-            error = task.exception()
-            if isinstance(error, ConfigError):
-                self._stop_fatally(error)
-            elif isinstance(error, LeaseLost | JournalUnavailable):
-                log(logging.WARNING, f"job {job_id} stopped here: {error}", job_id=job_id)
-            elif error is not None:
-                log(logging.ERROR, f"job {job_id} crashed: {error!r}", job_id=job_id,
-                    exc_info=False)
-        self._wake.set()
-
-    async def _heartbeat(self) -> None:
-        """Renew the leases of the jobs this host works on; stop at once any job another
-        host adopted (this one was paused or cut off past its lease)."""
-        while True:
-            await asyncio.sleep(self.settings.journal.lease / 3)
-            running = set(self._tasks)
-            if not running:
-                continue
-            try:
-                lost = self.journal.renew(running)
-            except JournalUnavailable as exc:
-                log(logging.WARNING, f"cannot renew leases: {exc}", event="journal_outage")
-                continue
-            for job_id in lost & set(self._tasks):
-                log(logging.WARNING, f"job {job_id}: lease lost to another host; stopping work on it",
-                    job_id=job_id, event="lease_lost")
-                self._tasks[job_id].cancel()
+            await self._jobs.turn()
 
     # -- reload, status, drain -----------------------------------------------------
 
@@ -273,12 +202,12 @@ class Daemon:
             log(logging.ERROR, f"reload refused, keeping the running configuration: {exc}")
             self._notifier.ready(self._status_line())
             return
-        old_pipeline = self.pipeline
+        old_pipeline = self._jobs.pipeline
         self.settings = new
         logs.setup(new.daemon.log_level, new.secrets())
         self.journal.notify_states = notify_states(new.notify)
-        self.pipeline = self._build_pipeline(new)
-        self._spawn(self._close_when_idle(old_pipeline, list(self._tasks.values())))
+        self._jobs.pipeline = self._build_pipeline(new)
+        self._spawn(self._close_when_idle(old_pipeline, self._jobs.tasks()))
         self._intake.apply(new)
         self._notifier.ready(self._status_line())
         log(logging.INFO, f"configuration reloaded: {len(new.folders)} folder(s)", event="config_reloaded")
@@ -311,12 +240,13 @@ class Daemon:
             await asyncio.sleep(min(interval, STATUS_INTERVAL))
 
     async def _drain(self) -> None:
-        self._notifier.stopping(f"draining {len(self._tasks)} upload(s)")
-        if not self._tasks:
+        tasks = self._jobs.tasks()
+        self._notifier.stopping(f"draining {len(tasks)} upload(s)")
+        if not tasks:
             return
         deadline = self.settings.daemon.drain_timeout
-        log(logging.INFO, f"stopping: waiting up to {deadline:g} s for {len(self._tasks)} job(s)")
-        _, pending = await asyncio.wait(list(self._tasks.values()), timeout=deadline)
+        log(logging.INFO, f"stopping: waiting up to {deadline:g} s for {len(tasks)} job(s)")
+        _, pending = await asyncio.wait(tasks, timeout=deadline)
         if pending:
             log(logging.WARNING, f"drain timeout: {len(pending)} job(s) left resumable in the journal",
                 event="drain_timeout")
