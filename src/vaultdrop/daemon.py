@@ -1,19 +1,25 @@
-"""The daemon: one asyncio loop wiring watch → completeness → journal → pipeline → post-action.
+"""The daemon's life cycle, on one asyncio loop: intake → journal → runner.
 
-Signal handlers only set flags and wake the scheduler. The systemd watchdog is pinged
-from a loop task, so a ping proves the loop is alive. Stopping drains: no new uploads
-start, in-flight ones get `drain_timeout`, the rest stay resumable in the journal.
+What runs lives elsewhere: intake/folders.py watches, settles and admits files;
+runner/loop.py runs the claimed jobs as tasks and keeps their leases. This module takes
+the lock, opens the journal, answers signals, tells systemd, reloads, drains, and closes
+everything through one exit stack. Signal handlers only set flags and wake the
+scheduler. The systemd watchdog is pinged from a loop task, so a ping proves the loop is
+alive. Stopping drains: no new uploads start, in-flight ones get `drain_timeout`, the
+rest stay resumable in the journal.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import logging
 import os
 import signal
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -24,7 +30,7 @@ from .events import Fanout
 from .intake.folders import WatchedFolders
 from .job import Job, JobState
 from .journal.committer import Committer
-from .journal.sqlite import JournalUnavailable
+from .journal.sqlite import JournalStore, JournalUnavailable
 from .logs import log
 from .metrics import MetricsServer
 from .notify import NotificationSender, notify_states
@@ -64,12 +70,27 @@ def lock_state_dir(state_dir: Path) -> IO[str]:
     return handle
 
 
+@dataclass(frozen=True)
+class _Run:
+    """What one run opened once it held the lock, handed to the steps that use it."""
+
+    journal: JournalStore
+    run_state: RunStateRecorder
+    metrics: MetricsServer | None
+    sender: NotificationSender
+    events: Fanout
+    intake: WatchedFolders
+    jobs: JobLoop
+
+
 class Daemon:
+    """One daemon process on one journal; everything a run opens lives in its `_Run`."""
+
     def __init__(self, settings: Settings, reload_settings: Callable[[], Settings] | None = None) -> None:
         self.settings = settings
         self._reload_settings = reload_settings
         self._notifier = Notifier()
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # the scheduler's sleep: signals, admissions and ended jobs set it
         self._stopping = False
         self._reload_requested = False
         self._fatal: ConfigError | None = None
@@ -93,68 +114,78 @@ class Daemon:
     # -- life cycle ----------------------------------------------------------------
 
     async def run(self) -> int:
-        loop = asyncio.get_running_loop()
-        lock = lock_state_dir(self.settings.daemon.state_dir)
-        self._run_state = RunStateRecorder(self.settings.daemon.state_dir)
-        logs.attach(self._run_state, self.settings.secrets())
-        self.journal = open_journal(self.settings)
-        self._metrics = MetricsServer(self.settings.metrics.listen, open_reader(self.settings)) \
-            if self.settings.metrics.listen else None
-        self._sender = NotificationSender(self.journal, lambda: self.settings.notify)
-        self.events = Fanout(self._sender, *([self._metrics.recorder] if self._metrics else []))
-        self._intake = WatchedFolders(Committer(self.journal, self.events), spawn=self._spawn, wake=self._wake.set,
-                                      on_watching=self._metrics.recorder.watching if self._metrics
-                                      else lambda folder: None)
-        handlers = {signal.SIGTERM: self.request_stop, signal.SIGINT: self.request_stop,
-                    signal.SIGHUP: self.request_reload}
-        if os.environ.get(HANG_HOOK_ENV) == "1":
-            handlers[signal.SIGUSR2] = _hang_forever
-        for signum, handler in handlers.items():
-            loop.add_signal_handler(signum, handler)
-        self._jobs = JobLoop(self.journal, self._build_pipeline(self.settings), settings=lambda: self.settings,
-                             folders=self._intake.folders, wake=self._wake, on_fatal=self._stop_fatally)
-        for service in (VAULT, SCALEENGINE):  # a restart is a good moment to look again
-            self.journal.wake(service)
-        try:
-            await self._preflight()
-            self._intake.apply(self.settings)
-            log(logging.INFO, f"ready: watching {len(self._intake.folders)} folder(s), journal "
-                f"{self.journal.location}", event="daemon_ready")
-            self._notifier.ready(self._status_line())
-            self._spawn(self._pinger())
-            self._spawn(self._intake.rescan_periodically())
-            self._spawn(self._jobs.delete_stale_videos())
-            self._spawn(self._intake.keep_watching())
-            self._spawn(self._sender.run())
-            if self._metrics is not None:
-                log(logging.INFO, f"metrics at http://{self._metrics.address}/metrics")
-            self._spawn(self._jobs.heartbeat())
-            await self._schedule()
-            await self._drain()
-        finally:
-            for signum in handlers:
-                loop.remove_signal_handler(signum)
-            for task in self._background:
-                task.cancel()
-            await asyncio.gather(*self._background, return_exceptions=True)
-            self._intake.close()
-            await self._jobs.aclose()
-            await self._sender.aclose()
-            if self._metrics is not None:
-                self._metrics.close()
-            self.journal.close()
-            lock.close()
+        async with contextlib.AsyncExitStack() as stack:
+            await self._serve(self._open(stack))
         if self._fatal is not None:
             log(logging.CRITICAL, f"stopping: {self._fatal}")
             return self._fatal.exit_status
         log(logging.INFO, "stopped: unfinished work stays resumable in the journal")
         return 0
 
-    def _build_pipeline(self, settings: Settings) -> Pipeline:
-        return build_pipeline(settings, self.journal, self._intake.folder_for,
-                              on_back=lambda service: self._wake.set(),
-                              on_displaced=self._intake.completeness.look_again, events=self.events,
-                              readiness=self._intake.completeness)
+    def _open(self, stack: contextlib.AsyncExitStack) -> _Run:
+        """Take the lock, open the journal, build intake and the runner. Each close goes on
+        `stack` as soon as its object exists, and the stack runs every one of them in
+        reverse even when one raises: the journal is closed and the lock released whatever
+        else failed."""
+        loop = asyncio.get_running_loop()
+        settings = self.settings
+        stack.callback(lock_state_dir(settings.daemon.state_dir).close)
+        run_state = RunStateRecorder(settings.daemon.state_dir)
+        logs.attach(run_state, settings.secrets())
+        journal = open_journal(settings)
+        stack.callback(journal.close)
+        metrics = MetricsServer(settings.metrics.listen, open_reader(settings)) if settings.metrics.listen else None
+        if metrics is not None:
+            stack.callback(metrics.close)
+        sender = NotificationSender(journal, lambda: self.settings.notify)
+        stack.push_async_callback(sender.aclose)
+        events = Fanout(sender, *([metrics.recorder] if metrics else []))
+        intake = WatchedFolders(Committer(journal, events), spawn=self._spawn, wake=self._wake.set,
+                                on_watching=metrics.recorder.watching if metrics else lambda folder: None)
+        jobs = JobLoop(journal, self._build_pipeline(settings, journal, intake, events),
+                       settings=lambda: self.settings, folders=intake.folders, wake=self._wake,
+                       on_fatal=self._stop_fatally)
+        stack.push_async_callback(jobs.aclose)
+        stack.callback(intake.close)  # first: no file event starts an admission while the rest closes
+        stack.push_async_callback(self._cancel_background)
+        handlers = {signal.SIGTERM: self.request_stop, signal.SIGINT: self.request_stop,
+                    signal.SIGHUP: self.request_reload}
+        if os.environ.get(HANG_HOOK_ENV) == "1":
+            handlers[signal.SIGUSR2] = _hang_forever
+        for signum, handler in handlers.items():
+            loop.add_signal_handler(signum, handler)
+            stack.callback(loop.remove_signal_handler, signum)
+        return _Run(journal, run_state, metrics, sender, events, intake, jobs)
+
+    async def _serve(self, run: _Run) -> None:
+        """READY=1 once the folders are watched; schedule until stopped; then drain."""
+        for service in (VAULT, SCALEENGINE):  # a restart is a good moment to look again
+            run.journal.wake(service)
+        await self._preflight()
+        run.intake.apply(self.settings)
+        log(logging.INFO, f"ready: watching {len(run.intake.folders)} folder(s), journal "
+            f"{run.journal.location}", event="daemon_ready")
+        self._notifier.ready(self._status_line(run.journal))
+        self._spawn(self._pinger(run))
+        self._spawn(run.intake.rescan_periodically())
+        self._spawn(run.jobs.delete_stale_videos())
+        self._spawn(run.intake.keep_watching())
+        self._spawn(run.sender.run())
+        if run.metrics is not None:
+            log(logging.INFO, f"metrics at http://{run.metrics.address}/metrics")
+        self._spawn(run.jobs.heartbeat())
+        while not self._stopping:
+            if self._reload_requested:
+                self._reload_requested = False
+                await self._reload(run)
+            await run.jobs.turn()
+        await self._drain(run.jobs)
+
+    def _build_pipeline(self, settings: Settings, journal: JournalStore, intake: WatchedFolders,
+                        events: Fanout) -> Pipeline:
+        return build_pipeline(settings, journal, intake.folder_for, on_back=lambda service: self._wake.set(),
+                              on_displaced=intake.completeness.look_again, events=events,
+                              readiness=intake.completeness)
 
     async def _preflight(self) -> None:
         """Rejected credentials stop the daemon before READY=1 (exit 78), not at the first
@@ -181,18 +212,14 @@ class Daemon:
         elif error is not None:
             log(logging.ERROR, f"{task.get_coro().__qualname__} stopped: {error!r}; this is a bug, please report it")
 
-    # -- scheduling: runner/loop.py's turns until stopped ---------------------------
-
-    async def _schedule(self) -> None:
-        while not self._stopping:
-            if self._reload_requested:
-                self._reload_requested = False
-                await self._reload()
-            await self._jobs.turn()
+    async def _cancel_background(self) -> None:
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
 
     # -- reload, status, drain -----------------------------------------------------
 
-    async def _reload(self) -> None:
+    async def _reload(self, run: _Run) -> None:
         if self._reload_settings is None:
             return
         self._notifier.reloading()
@@ -200,16 +227,16 @@ class Daemon:
             new = self._reload_settings()
         except ConfigError as exc:
             log(logging.ERROR, f"reload refused, keeping the running configuration: {exc}")
-            self._notifier.ready(self._status_line())
+            self._notifier.ready(self._status_line(run.journal))
             return
-        old_pipeline = self._jobs.pipeline
+        old_pipeline = run.jobs.pipeline
         self.settings = new
         logs.setup(new.daemon.log_level, new.secrets())
-        self.journal.notify_states = notify_states(new.notify)
-        self._jobs.pipeline = self._build_pipeline(new)
-        self._spawn(self._close_when_idle(old_pipeline, self._jobs.tasks()))
-        self._intake.apply(new)
-        self._notifier.ready(self._status_line())
+        run.journal.notify_states = notify_states(new.notify)
+        run.jobs.pipeline = self._build_pipeline(new, run.journal, run.intake, run.events)
+        self._spawn(self._close_when_idle(old_pipeline, run.jobs.tasks()))
+        run.intake.apply(new)
+        self._notifier.ready(self._status_line(run.journal))
         log(logging.INFO, f"configuration reloaded: {len(new.folders)} folder(s)", event="config_reloaded")
 
     @staticmethod
@@ -218,29 +245,30 @@ class Daemon:
         await asyncio.gather(*tasks, return_exceptions=True)
         await pipeline.aclose()
 
-    def _status_line(self) -> str:
+    @staticmethod
+    def _status_line(journal: JournalStore) -> str:
         try:
-            counts = self.journal.counts()
+            counts = journal.counts()
         except JournalUnavailable:
             return "journal unreachable: waiting for it"
         uploading = sum(counts[s] for s in (JobState.UPLOADING, JobState.CONFIRMING))
         return (f"{uploading} uploading, {counts[JobState.QUEUED]:,} queued, {counts[JobState.DONE]:,} done, "
                 f"{counts[JobState.FAILED]:,} failed")
 
-    async def _pinger(self) -> None:
+    async def _pinger(self, run: _Run) -> None:
         """Watchdog and STATUS= from the loop itself: a hung loop stops the pings."""
         interval = self._notifier.watchdog_interval or STATUS_INTERVAL
         while True:
             self._notifier.watchdog()
-            self._notifier.status(self._status_line())
-            waiting = dict(self._intake.completeness.waiting())
-            self._run_state.waiting(waiting)
-            if self._metrics is not None:
-                self._metrics.recorder.files_waiting(waiting)
+            self._notifier.status(self._status_line(run.journal))
+            waiting = dict(run.intake.completeness.waiting())
+            run.run_state.waiting(waiting)
+            if run.metrics is not None:
+                run.metrics.recorder.files_waiting(waiting)
             await asyncio.sleep(min(interval, STATUS_INTERVAL))
 
-    async def _drain(self) -> None:
-        tasks = self._jobs.tasks()
+    async def _drain(self, jobs: JobLoop) -> None:
+        tasks = jobs.tasks()
         self._notifier.stopping(f"draining {len(tasks)} upload(s)")
         if not tasks:
             return
