@@ -1,45 +1,46 @@
-"""The daemon: one asyncio loop wiring watch → completeness → journal → pipeline → post-action.
+"""The daemon's life cycle, on one asyncio loop: intake → journal → runner.
 
-Signal handlers only set flags and wake the scheduler. The systemd watchdog is pinged
-from a loop task, so a ping proves the loop is alive. Stopping drains: no new uploads
-start, in-flight ones get `drain_timeout`, the rest stay resumable in the journal.
+What runs lives elsewhere: intake/folders.py watches, settles and admits files;
+runner/loop.py runs the claimed jobs as tasks and keeps their leases. This module takes
+the lock, opens the journal, answers signals, tells systemd, reloads, drains, and closes
+everything through one exit stack. Signal handlers only set flags and wake the
+scheduler. The systemd watchdog is pinged from a loop task, so a ping proves the loop is
+alive. Stopping drains: no new uploads start, in-flight ones get `drain_timeout`, the
+rest stay resumable in the journal.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
-import functools
 import logging
 import os
 import signal
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from . import logs
-from .config import FolderSettings, Settings
+from .config import Settings
 from .errors import ConfigError, RetryLater
 from .events import Fanout
-from .intake.admission import admit
-from .intake.completeness import Completeness
-from .intake.watch import FolderWatch, OverflowHook, scan
-from .job import Job, JobState, stat_key, version_print
-from .journal import JournalUnavailable, LeaseLost
+from .intake.folders import WatchedFolders
+from .job import Job, JobState
+from .journal.committer import Committer
+from .journal import JournalStore, JournalUnavailable
 from .logs import log
 from .metrics import MetricsServer
 from .notify import NotificationSender, notify_states
 from .preflight import check_online
+from .runner.loop import JobLoop
 from .runner.pipeline import SCALEENGINE, VAULT, Pipeline
-from .runner.scheduler import Scheduler
 from .runstate import RunStateRecorder
 from .service import Notifier
-from .wiring import build_pipeline, max_delay, open_journal, open_reader
+from .wiring import build_pipeline, open_journal, open_reader
 
-STALE_DELETE_INTERVAL = 5.0
-WATCH_CHECK_INTERVAL = 1.0  # how soon a deleted and recreated folder is watched again
-SCHEDULER_MAX_SLEEP = 5.0  # also how soon `vaultdrop jobs retry` from another process is noticed
 STATUS_INTERVAL = 5.0
 # Test hook: with this set to 1, SIGUSR2 blocks the event loop for good, so a test can
 # prove that systemd's watchdog kills and restarts a hung daemon. Never set it in production.
@@ -69,21 +70,31 @@ def lock_state_dir(state_dir: Path) -> IO[str]:
     return handle
 
 
+@dataclass(frozen=True)
+class _Run:
+    """What one run opened once it held the lock, handed to the steps that use it."""
+
+    journal: JournalStore
+    run_state: RunStateRecorder
+    metrics: MetricsServer | None
+    sender: NotificationSender
+    events: Fanout
+    intake: WatchedFolders
+    jobs: JobLoop
+
+
 class Daemon:
+    """One daemon process on one journal; everything a run opens lives in its `_Run`."""
+
     def __init__(self, settings: Settings, reload_settings: Callable[[], Settings] | None = None) -> None:
         self.settings = settings
         self._reload_settings = reload_settings
         self._notifier = Notifier()
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # the scheduler's sleep: signals, admissions and ended jobs set it
         self._stopping = False
         self._reload_requested = False
         self._fatal: ConfigError | None = None
-        self._tasks: dict[int, asyncio.Task[Job]] = {}
-        self._watches: dict[str, FolderWatch] = {}
-        self._missing: set[str] = set()  # watched folders that disappeared (logged once)
-        self._folders: dict[str, FolderSettings] = {}
         self._background: set[asyncio.Task[None]] = set()
-        self._admitting = asyncio.Lock()
 
     # -- signals: flags only -------------------------------------------------------
 
@@ -103,70 +114,78 @@ class Daemon:
     # -- life cycle ----------------------------------------------------------------
 
     async def run(self) -> int:
-        loop = asyncio.get_running_loop()
-        lock = lock_state_dir(self.settings.daemon.state_dir)
-        self._run_state = RunStateRecorder(self.settings.daemon.state_dir)
-        logs.attach(self._run_state, self.settings.secrets())
-        self.journal = open_journal(self.settings)
-        self._scheduler = Scheduler(self.journal)
-        self._metrics = MetricsServer(self.settings.metrics.listen, open_reader(self.settings)) \
-            if self.settings.metrics.listen else None
-        self._sender = NotificationSender(self.journal, lambda: self.settings.notify)
-        self.events = Fanout(self._sender, *([self._metrics.recorder] if self._metrics else []))
-        self._completeness = Completeness(loop, self._on_settled, self._folders)
-        self._overflow = OverflowHook(loop, self._rescan_all)
-        self._overflow.install()
-        handlers = {signal.SIGTERM: self.request_stop, signal.SIGINT: self.request_stop,
-                    signal.SIGHUP: self.request_reload}
-        if os.environ.get(HANG_HOOK_ENV) == "1":
-            handlers[signal.SIGUSR2] = _hang_forever
-        for signum, handler in handlers.items():
-            loop.add_signal_handler(signum, handler)
-        self.pipeline = self._build_pipeline(self.settings)
-        for service in (VAULT, SCALEENGINE):  # a restart is a good moment to look again
-            self.journal.wake(service)
-        try:
-            await self._preflight()
-            self._apply_folders(self.settings.folders)
-            log(logging.INFO, f"ready: watching {len(self._folders)} folder(s), journal "
-                f"{self.journal.location}", event="daemon_ready")
-            self._notifier.ready(self._status_line())
-            self._spawn(self._pinger())
-            self._spawn(self._periodic_rescan())
-            self._spawn(self._delete_stale_videos())
-            self._spawn(self._keep_watching())
-            self._spawn(self._sender.run())
-            if self._metrics is not None:
-                log(logging.INFO, f"metrics at http://{self._metrics.address}/metrics")
-            self._spawn(self._heartbeat())
-            await self._schedule()
-            await self._drain()
-        finally:
-            for signum in handlers:
-                loop.remove_signal_handler(signum)
-            for task in self._background:
-                task.cancel()
-            await asyncio.gather(*self._background, return_exceptions=True)
-            for watch in self._watches.values():
-                watch.stop()
-            self._overflow.remove()
-            self._completeness.close()
-            await self.pipeline.aclose()
-            await self._sender.aclose()
-            if self._metrics is not None:
-                self._metrics.close()
-            self.journal.close()
-            lock.close()
+        async with contextlib.AsyncExitStack() as stack:
+            await self._serve(self._open(stack))
         if self._fatal is not None:
             log(logging.CRITICAL, f"stopping: {self._fatal}")
             return self._fatal.exit_status
         log(logging.INFO, "stopped: unfinished work stays resumable in the journal")
         return 0
 
-    def _build_pipeline(self, settings: Settings) -> Pipeline:
-        return build_pipeline(settings, self.journal, self._folder_for, on_back=lambda service: self._wake.set(),
-                              on_displaced=self._completeness.look_again, events=self.events,
-                              readiness=self._completeness)
+    def _open(self, stack: contextlib.AsyncExitStack) -> _Run:
+        """Take the lock, open the journal, build intake and the runner. Each close goes on
+        `stack` as soon as its object exists, and the stack runs every one of them in
+        reverse even when one raises: the journal is closed and the lock released whatever
+        else failed."""
+        loop = asyncio.get_running_loop()
+        settings = self.settings
+        stack.callback(lock_state_dir(settings.daemon.state_dir).close)
+        run_state = RunStateRecorder(settings.daemon.state_dir)
+        logs.attach(run_state, settings.secrets())
+        journal = open_journal(settings)
+        stack.callback(journal.close)
+        metrics = MetricsServer(settings.metrics.listen, open_reader(settings)) if settings.metrics.listen else None
+        if metrics is not None:
+            stack.callback(metrics.close)
+        sender = NotificationSender(journal, lambda: self.settings.notify)
+        stack.push_async_callback(sender.aclose)
+        events = Fanout(sender, *([metrics.recorder] if metrics else []))
+        intake = WatchedFolders(Committer(journal, events), spawn=self._spawn, wake=self._wake.set,
+                                on_watching=metrics.recorder.watching if metrics else lambda folder: None)
+        jobs = JobLoop(journal, self._build_pipeline(settings, journal, intake, events),
+                       settings=lambda: self.settings, folders=intake.folders, wake=self._wake,
+                       on_fatal=self._stop_fatally)
+        stack.push_async_callback(jobs.aclose)
+        stack.callback(intake.close)  # first: no file event starts an admission while the rest closes
+        stack.push_async_callback(self._cancel_background)
+        handlers = {signal.SIGTERM: self.request_stop, signal.SIGINT: self.request_stop,
+                    signal.SIGHUP: self.request_reload}
+        if os.environ.get(HANG_HOOK_ENV) == "1":
+            handlers[signal.SIGUSR2] = _hang_forever
+        for signum, handler in handlers.items():
+            loop.add_signal_handler(signum, handler)
+            stack.callback(loop.remove_signal_handler, signum)
+        return _Run(journal, run_state, metrics, sender, events, intake, jobs)
+
+    async def _serve(self, run: _Run) -> None:
+        """READY=1 once the folders are watched; schedule until stopped; then drain."""
+        for service in (VAULT, SCALEENGINE):  # a restart is a good moment to look again
+            run.journal.wake(service)
+        await self._preflight()
+        run.intake.apply(self.settings)
+        log(logging.INFO, f"ready: watching {len(run.intake.folders)} folder(s), journal "
+            f"{run.journal.location}", event="daemon_ready")
+        self._notifier.ready(self._status_line(run.journal))
+        self._spawn(self._pinger(run))
+        self._spawn(run.intake.rescan_periodically())
+        self._spawn(run.jobs.delete_stale_videos())
+        self._spawn(run.intake.keep_watching())
+        self._spawn(run.sender.run())
+        if run.metrics is not None:
+            log(logging.INFO, f"metrics at http://{run.metrics.address}/metrics")
+        self._spawn(run.jobs.heartbeat())
+        while not self._stopping:
+            if self._reload_requested:
+                self._reload_requested = False
+                await self._reload(run)
+            await run.jobs.turn()
+        await self._drain(run.jobs)
+
+    def _build_pipeline(self, settings: Settings, journal: JournalStore, intake: WatchedFolders,
+                        events: Fanout) -> Pipeline:
+        return build_pipeline(settings, journal, intake.folder_for, on_back=lambda service: self._wake.set(),
+                              on_displaced=intake.completeness.look_again, events=events,
+                              readiness=intake.completeness)
 
     async def _preflight(self) -> None:
         """Rejected credentials stop the daemon before READY=1 (exit 78), not at the first
@@ -184,7 +203,8 @@ class Daemon:
 
     def _background_ended(self, task: asyncio.Task[None]) -> None:
         """A journal that cannot be written or flushed stops the daemon from any task
-        (the notifier, stale deletes), as it does from a job: none may die silently."""
+        (the notifier, stale deletes, an admission), as it does from a job: none may die
+        silently."""
         self._background.discard(task)
         error = None if task.cancelled() else task.exception()
         if isinstance(error, ConfigError):
@@ -192,188 +212,14 @@ class Daemon:
         elif error is not None:
             log(logging.ERROR, f"{task.get_coro().__qualname__} stopped: {error!r}; this is a bug, please report it")
 
-    # -- folders and discovery -----------------------------------------------------
-
-    def _folder_for(self, job: Job) -> FolderSettings | None:
-        return self._folders.get(job.folder)
-
-    def _apply_folders(self, folders: list[FolderSettings]) -> None:
-        """Start, replace or stop watchers so they match `folders` (start-up and reload)."""
-        loop = asyncio.get_running_loop()
-        wanted = {str(f.path): f for f in folders}
-        for key in list(self._watches):
-            if key not in wanted or wanted[key] != self._folders[key]:
-                self._watches.pop(key).stop()
-                self._missing.discard(key)
-                self._completeness.forget_folder(self._folders.pop(key))
-                log(logging.INFO, f"stopped watching {key}", folder=key)
-        for key, folder in wanted.items():
-            if key not in self._watches:
-                self._folders[key] = folder
-                self._watches[key] = FolderWatch.start(folder, loop, self._completeness.event, self._rescan)
-                self._rescan(folder)
-                if self._metrics is not None:
-                    self._metrics.recorder.watching(key)
-                log(logging.INFO, f"watching {key} ({folder.watcher}, settle {folder.settle:g} s, "
-                    f"after upload: {folder.after_upload})", folder=key)
-
-    async def _keep_watching(self) -> None:
-        """A watch dies with its directory: a folder deleted or moved away and created again
-        is watched again (and rescanned) within WATCH_CHECK_INTERVAL."""
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(WATCH_CHECK_INTERVAL)
-            for key, watch in list(self._watches.items()):
-                if self._watches.get(key) is not watch or watch.is_live():
-                    continue  # replaced by a reload meanwhile, or fine
-                if not FolderWatch.folder_exists(watch.folder):
-                    if key not in self._missing:
-                        self._missing.add(key)
-                        log(logging.WARNING, f"folder {key} disappeared: watching it again once it is back",
-                            folder=key)
-                    continue
-                try:
-                    self._watches[key] = FolderWatch.start(watch.folder, loop, self._completeness.event, self._rescan)
-                except OSError:
-                    continue  # gone again before the watch started: the next check sees it
-                self._missing.discard(key)
-                self._rescan(watch.folder)
-                log(logging.INFO, f"watching {key} again: the folder is back", folder=key)
-                await asyncio.to_thread(watch.stop)
-
-    def _rescan(self, folder: FolderSettings) -> None:
-        self._spawn(self._scan(folder))
-
-    def _rescan_all(self) -> None:
-        log(logging.WARNING, "file events were lost (inotify overflow): rescanning every folder")
-        self._completeness.lost_events()
-        for folder in self._folders.values():
-            self._rescan(folder)
-
-    async def _scan(self, folder: FolderSettings) -> None:
-        """Find files that arrived unseen (while down, or lost events); settle the new ones."""
-        found = await asyncio.to_thread(scan, folder)
-        if self._folders.get(str(folder.path)) is not folder:
-            return
-        try:
-            known = self.journal.known_versions(str(folder.path))
-        except JournalUnavailable as exc:
-            log(logging.WARNING, f"rescan of {folder.path} postponed: {exc}", event="journal_outage")
-            return
-        for relpath, info in found:  # new, or other bytes under the same stat (only the change time moved)
-            seen = (version_print(relpath, *stat_key(info), ctime) in known for ctime in (info.st_ctime_ns, None))
-            if not any(seen):
-                self._completeness.touch(folder, relpath)
-
-    async def _delete_stale_videos(self) -> None:
-        while True:
-            await asyncio.sleep(STALE_DELETE_INTERVAL)
-            try:
-                await self.pipeline.stale.delete_due()
-            except JournalUnavailable as exc:
-                log(logging.WARNING, f"stale video deletes wait for the journal: {exc}", event="journal_outage")
-
-    async def _periodic_rescan(self) -> None:
-        while True:
-            interval = self.settings.daemon.rescan_interval
-            await asyncio.sleep(interval if interval > 0 else 3600)
-            if interval > 0:
-                for folder in self._folders.values():
-                    await self._scan(folder)
-
-    def _on_settled(self, folder: FolderSettings, relpath: str, info: os.stat_result) -> None:
-        if info.st_size == 0:
-            return  # a placeholder, not a file: it is picked up again once written
-        self._spawn(self._admit(folder, relpath, info))
-
-    async def _admit(self, folder: FolderSettings, relpath: str, info: os.stat_result) -> None:
-        """One admission at a time: two links of one file settling together make one job."""
-        async with self._admitting:
-            try:
-                job = await admit(self.pipeline.committer, folder, relpath, info,
-                                  look_again=self._completeness.look_again)
-            except ConfigError as exc:  # the journal cannot be written: stop, the file stays for next time
-                self._stop_fatally(exc)
-                return
-            except JournalUnavailable as exc:  # the PostgreSQL journal is down: the next rescan finds the file
-                log(logging.WARNING, f"{relpath} not journalled yet: {exc}", event="journal_outage")
-                return
-            except FileNotFoundError:  # gone since it settled (another host archived it, or a user)
-                return
-        if job is not None:
-            self._wake.set()
-
-    # -- scheduling ------------------------------------------------------------------
-
-    async def _schedule(self) -> None:
-        while not self._stopping:
-            if self._reload_requested:
-                self._reload_requested = False
-                await self._reload()
-            try:
-                self._start_due_jobs()
-                due = self._scheduler.next_due(self._folders, self._horizon())
-            except JournalUnavailable as exc:  # the PostgreSQL journal is down: an outage, waited out
-                log(logging.WARNING, f"journal unreachable, waiting: {exc}", event="journal_outage")
-                due = None
-            sleep = SCHEDULER_MAX_SLEEP if due is None else min(SCHEDULER_MAX_SLEEP, max(0.0, due - time.time()))
-            self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=sleep if sleep > 0 else 0.05)
-            except TimeoutError:
-                pass
-
-    def _start_due_jobs(self) -> None:
-        """Fill `concurrency` slots; one extra lane keeps small files moving past long uploads
-        (runner/scheduler.py chooses and claims; each job runs here as a task)."""
-        daemon = self.settings.daemon
-        self._scheduler.start_due(self._start, concurrency=daemon.concurrency, small_file_size=daemon.small_file_size,
-                                  folders=self._folders, horizon=self._horizon())
-
-    def _start(self, job: Job) -> None:
-        """Run one claimed job as a task."""
-        task = asyncio.create_task(self.pipeline.run(job), name=f"job-{job.id}")
-        self._tasks[job.id] = task
-        task.add_done_callback(functools.partial(self._job_ended, job.id))
-
-    def _horizon(self) -> float:
-        return time.time() + max_delay(self.settings)
-
-    def _job_ended(self, job_id: int, task: asyncio.Task[Job]) -> None:
-        self._tasks.pop(job_id, None)
-        self._scheduler.ended(job_id)
-        if not task.cancelled():
-            error = task.exception()
-            if isinstance(error, ConfigError):
-                self._stop_fatally(error)
-            elif isinstance(error, LeaseLost | JournalUnavailable):
-                log(logging.WARNING, f"job {job_id} stopped here: {error}", job_id=job_id)
-            elif error is not None:
-                log(logging.ERROR, f"job {job_id} crashed: {error!r}", job_id=job_id,
-                    exc_info=False)
-        self._wake.set()
-
-    async def _heartbeat(self) -> None:
-        """Renew the leases of the jobs this host works on; stop at once any job another
-        host adopted (this one was paused or cut off past its lease)."""
-        while True:
-            await asyncio.sleep(self.settings.journal.lease / 3)
-            running = set(self._tasks)
-            if not running:
-                continue
-            try:
-                lost = self.journal.renew(running)
-            except JournalUnavailable as exc:
-                log(logging.WARNING, f"cannot renew leases: {exc}", event="journal_outage")
-                continue
-            for job_id in lost & set(self._tasks):
-                log(logging.WARNING, f"job {job_id}: lease lost to another host; stopping work on it",
-                    job_id=job_id, event="lease_lost")
-                self._tasks[job_id].cancel()
+    async def _cancel_background(self) -> None:
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
 
     # -- reload, status, drain -----------------------------------------------------
 
-    async def _reload(self) -> None:
+    async def _reload(self, run: _Run) -> None:
         if self._reload_settings is None:
             return
         self._notifier.reloading()
@@ -381,16 +227,16 @@ class Daemon:
             new = self._reload_settings()
         except ConfigError as exc:
             log(logging.ERROR, f"reload refused, keeping the running configuration: {exc}")
-            self._notifier.ready(self._status_line())
+            self._notifier.ready(self._status_line(run.journal))
             return
-        old_pipeline = self.pipeline
+        old_pipeline = run.jobs.pipeline
         self.settings = new
         logs.setup(new.daemon.log_level, new.secrets())
-        self.journal.notify_states = notify_states(new.notify)
-        self.pipeline = self._build_pipeline(new)
-        self._spawn(self._close_when_idle(old_pipeline, list(self._tasks.values())))
-        self._apply_folders(new.folders)
-        self._notifier.ready(self._status_line())
+        run.journal.notify_states = notify_states(new.notify)
+        run.jobs.pipeline = self._build_pipeline(new, run.journal, run.intake, run.events)
+        self._spawn(self._close_when_idle(old_pipeline, run.jobs.tasks()))
+        run.intake.apply(new)
+        self._notifier.ready(self._status_line(run.journal))
         log(logging.INFO, f"configuration reloaded: {len(new.folders)} folder(s)", event="config_reloaded")
 
     @staticmethod
@@ -399,34 +245,36 @@ class Daemon:
         await asyncio.gather(*tasks, return_exceptions=True)
         await pipeline.aclose()
 
-    def _status_line(self) -> str:
+    @staticmethod
+    def _status_line(journal: JournalStore) -> str:
         try:
-            counts = self.journal.counts()
+            counts = journal.counts()
         except JournalUnavailable:
             return "journal unreachable: waiting for it"
         uploading = sum(counts[s] for s in (JobState.UPLOADING, JobState.CONFIRMING))
         return (f"{uploading} uploading, {counts[JobState.QUEUED]:,} queued, {counts[JobState.DONE]:,} done, "
                 f"{counts[JobState.FAILED]:,} failed")
 
-    async def _pinger(self) -> None:
+    async def _pinger(self, run: _Run) -> None:
         """Watchdog and STATUS= from the loop itself: a hung loop stops the pings."""
         interval = self._notifier.watchdog_interval or STATUS_INTERVAL
         while True:
             self._notifier.watchdog()
-            self._notifier.status(self._status_line())
-            waiting = dict(self._completeness.waiting())
-            self._run_state.waiting(waiting)
-            if self._metrics is not None:
-                self._metrics.recorder.files_waiting(waiting)
+            self._notifier.status(self._status_line(run.journal))
+            waiting = dict(run.intake.completeness.waiting())
+            run.run_state.waiting(waiting)
+            if run.metrics is not None:
+                run.metrics.recorder.files_waiting(waiting)
             await asyncio.sleep(min(interval, STATUS_INTERVAL))
 
-    async def _drain(self) -> None:
-        self._notifier.stopping(f"draining {len(self._tasks)} upload(s)")
-        if not self._tasks:
+    async def _drain(self, jobs: JobLoop) -> None:
+        tasks = jobs.tasks()
+        self._notifier.stopping(f"draining {len(tasks)} upload(s)")
+        if not tasks:
             return
         deadline = self.settings.daemon.drain_timeout
-        log(logging.INFO, f"stopping: waiting up to {deadline:g} s for {len(self._tasks)} job(s)")
-        _, pending = await asyncio.wait(list(self._tasks.values()), timeout=deadline)
+        log(logging.INFO, f"stopping: waiting up to {deadline:g} s for {len(tasks)} job(s)")
+        _, pending = await asyncio.wait(tasks, timeout=deadline)
         if pending:
             log(logging.WARNING, f"drain timeout: {len(pending)} job(s) left resumable in the journal",
                 event="drain_timeout")

@@ -44,9 +44,8 @@ from vaultdrop.clients import upload_body
 from vaultdrop.config import FolderSettings, Settings, settings_from_dict
 from vaultdrop.errors import LocalFileError
 from vaultdrop.intake.admission import admit
-from vaultdrop.intake.completeness import Version, version_of
 from vaultdrop.intake.watch import regular_file_stat, scan
-from vaultdrop.job import TERMINAL, Job, JobState
+from vaultdrop.job import TERMINAL, FileVersion, Job, JobState
 from vaultdrop.journal import Journal, LeaseLost
 from vaultdrop.runner.pipeline import Pipeline
 from vaultdrop.runner.scheduler import Scheduler
@@ -284,7 +283,7 @@ class FakeIntake:
         self.drop = drop
         self._folder = folder
         self.writers: dict[str, int] = {}  # relpath a writer opened (and wrote to) -> its inode
-        self.settled: dict[str, Version] = {}
+        self.settled: dict[str, FileVersion] = {}
         self.touched: list[str] = []  # said "settling": its settle timer runs (World.run_due fires it)
 
     def open_for_writing(self, relpath: str) -> bool:
@@ -304,7 +303,7 @@ class FakeIntake:
         if self.open_for_writing(relpath):
             return "open for writing"
         info = regular_file_stat(folder, relpath)
-        if info is None or self.settled.get(relpath) == version_of(info):
+        if info is None or self.settled.get(relpath) == FileVersion.of(info):
             return None
         if relpath not in self.touched:
             self.touched.append(relpath)
@@ -689,7 +688,7 @@ class World:
             inner._syncer = InlineExecutor(1)  # type: ignore[attr-defined]
         host.journal = CrashingJournal(inner, self.fencing)  # type: ignore[arg-type]
         host.scheduler = Scheduler(host.journal, clock=self.clock)  # type: ignore[arg-type]
-        host.admitting = asyncio.Lock()  # type: ignore[attr-defined]  # one admission at a time, as daemon._admit
+        host.admitting = asyncio.Lock()  # type: ignore[attr-defined]  # one admission at a time (WatchedFolders._admit)
         host.displaced = []  # paths a post-action found other content at (Completeness.look_again)
         host.renewed = self.clock()
         self._build(host)
@@ -745,7 +744,7 @@ class World:
             self._wakeup.set_result(None)
 
     def _heartbeats(self) -> None:
-        """Each live host renews its running jobs' leases every LEASE / 3 (daemon._heartbeat),
+        """Each live host renews its running jobs' leases every LEASE / 3 (JobLoop.heartbeat),
         and stops at once a job another host adopted. A paused or dead host renews nothing."""
         now = self.clock()
         for host in self.hosts:
@@ -905,7 +904,7 @@ class World:
 
     def settle(self, relpath: str, host: Host | None = None) -> Job | None:
         """Intake's verdict on one path that stopped changing: never while a writer holds it
-        open; else the version is complete, remembered, and admitted (daemon._on_settled)."""
+        open; else the version is complete, remembered, and admitted (WatchedFolders._on_settled)."""
         host = host or self.host
         if host.paused or host.dead:
             return None
@@ -918,7 +917,7 @@ class World:
         info = regular_file_stat(folder, relpath)
         if info is None:
             return None
-        host.intake.settled[relpath] = version_of(info)
+        host.intake.settled[relpath] = FileVersion.of(info)
         if relpath in host.intake.touched:
             host.intake.touched.remove(relpath)
         if info.st_size == 0:
@@ -927,7 +926,7 @@ class World:
         async with host.admitting:  # type: ignore[attr-defined]
             try:
                 job = await admit(host.pipeline.committer, folder, relpath, info, look_again=left.append)
-            except FileNotFoundError:  # gone since it settled (a job's post-action took it): as daemon._admit
+            except FileNotFoundError:  # gone since it settled (a job's post-action took it): as WatchedFolders._admit
                 return None
         for path in left:
             if path.is_relative_to(self.drop):
@@ -958,7 +957,7 @@ class World:
             self.settle(relpath, host)
 
     def run_due(self, limit: int, host: Host | None = None, *, together: bool = False) -> int:
-        """One round of the daemon's scheduler (daemon._schedule): up to `limit` jobs,
+        """One round of the daemon's scheduler (JobLoop.turn): up to `limit` jobs,
         started through scheduler.Scheduler (`concurrency` slots and the small-file lane)
         as tasks, beside the stale video deletes and the settle timers that fired, until
         every task has ended or waits. `together`: every live host's round at once, their
@@ -1036,7 +1035,7 @@ class World:
         return self._owner(task).tasks[task][0]
 
     def _ended(self, task: asyncio.Task[Any]) -> None:
-        """A task is over (daemon._job_ended): its slot is free; a failure surfaces here.
+        """A task is over (JobLoop._ended): its slot is free; a failure surfaces here.
         A host that died drops its other tasks; the others go on (restarted after the round)."""
         host = self._owner(task)
         _, job_id = host.tasks.pop(task)
@@ -1046,7 +1045,7 @@ class World:
         if isinstance(error, Runaway):
             raise AssertionError(f"job {job_id} spins: {error}") from None
         if isinstance(error, LeaseLost) and self.fencing is not None:
-            self.fencing.fenced += 1  # another host adopted it: this one stops here (daemon._job_ended)
+            self.fencing.fenced += 1  # another host adopted it: this one stops here (JobLoop._ended)
             error = None
         if isinstance(error, Crash) and host.dead and len(self.hosts) > 1:
             for other in list(host.tasks):  # dropped where they stand; the next await would meet the dead journal

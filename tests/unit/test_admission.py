@@ -13,8 +13,7 @@ import pytest
 from vaultdrop.config import FolderSettings
 from vaultdrop.files import sha256_of
 from vaultdrop.intake.admission import admit
-from vaultdrop.intake.watch import ScannedFile
-from vaultdrop.job import Job, JobState, StatLike
+from vaultdrop.job import FileVersion, Job, JobState, StatLike
 from vaultdrop.journal.committer import Committer
 from vaultdrop.journal.memory import MemoryJournal
 
@@ -68,7 +67,7 @@ def test_an_inode_reused_after_a_delete_is_new_content(journal: MemoryJournal, f
     finish(journal, job.id, released=True, sha256=sha256_of(path))
     path.write_bytes(b"other take")  # same size; cp -p gives it the old mtime, the kernel the old inode
     os.utime(path, ns=(old.st_atime_ns, old.st_mtime_ns))
-    reused = ScannedFile(os.stat(path).st_size, old.st_mtime_ns, old.st_ino, os.stat(path).st_ctime_ns)
+    reused = FileVersion(os.stat(path).st_size, old.st_mtime_ns, old.st_ino, os.stat(path).st_ctime_ns)
     again = settle(journal, folder, "take.mov", reused)
     assert again is not None and again.id != job.id
 

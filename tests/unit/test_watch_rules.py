@@ -3,13 +3,18 @@
 import asyncio
 import logging
 import os
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from vaultdrop.config import FolderSettings
+from vaultdrop.intake import completeness, watch
 from vaultdrop.intake.completeness import Completeness
 from vaultdrop.intake.watch import candidate_for, scan
+from vaultdrop.job import FileVersion
 
 
 @pytest.fixture(autouse=True)
@@ -112,3 +117,34 @@ def test_symlink_out_of_the_folder_is_reported_once(tmp_path: Path, caplog: pyte
     lines = [r.getMessage() for r in caplog.records]
     assert len([line for line in lines if "link.mov" in line and "symlink out of the folder" in line]) == 1
     assert len([line for line in lines if "pipe.mov" in line and "not a regular file" in line]) == 1
+
+
+def test_a_marker_of_a_marker_stands_for_nothing(tmp_path: Path) -> None:
+    folder = FolderSettings(path=tmp_path, ready_marker=".done")
+    assert candidate_for(folder, "clip.mov.done.done") is None
+
+
+async def test_a_scanned_file_is_filtered_once_and_stat_once_before_its_settle_check(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scan filters and stats; settling reuses both, and its check stats once more (the
+    file must have held still for `settle`): that stat is what admission gets."""
+    calls: Counter[str] = Counter()
+
+    def counting(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        def counted(*args: Any) -> Any:
+            calls[name] += 1
+            return function(*args)
+        return counted
+
+    monkeypatch.setattr(watch, "ignore_reason", counting("filter", watch.ignore_reason))
+    for module in (watch, completeness):
+        monkeypatch.setattr(module, "regular_file_stat", counting("stat", module.regular_file_stat))
+    folder = FolderSettings(path=tmp_path, settle=0.05)
+    (tmp_path / "clip.mov").write_bytes(b"video")
+    ready: list[FileVersion] = []
+    settler = Completeness(asyncio.get_running_loop(), lambda _, __, version: ready.append(version), {})
+    [(relpath, version)] = scan(folder)
+    assert calls == {"filter": 1, "stat": 1}
+    settler.touch(folder, relpath, version)
+    await asyncio.sleep(0.3)
+    assert ready == [version] and calls == {"filter": 1, "stat": 2}

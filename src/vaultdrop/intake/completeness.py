@@ -31,20 +31,16 @@ from pathlib import Path
 
 from ..config import FolderSettings
 from ..files import open_for_writing
+from ..job import FileVersion
 from ..logs import log
 from . import containers
-from .watch import candidate_for, regular_file_stat
+from .watch import candidate_for, is_sidecar, regular_file_stat
 
-ReadyCallback = Callable[[FolderSettings, str, os.stat_result], None]
-Version = tuple[int, int, int, int]  # size, mtime, inode, change time: any change moves one
+ReadyCallback = Callable[[FolderSettings, str, FileVersion], None]
 SETTLED_REMEMBERED = 10_000
 OPEN, SETTLING, INCOMPLETE, OPEN_TOO_LONG = "open", "settling", "incomplete", "open_too_long"
 FAST_EVENTS = ("closed", "created", "moved")  # a writer's close, or a file renamed or linked into the folder
 WAIT_REASONS = (SETTLING, OPEN, INCOMPLETE, OPEN_TOO_LONG)  # the last one counts files also counted as open
-
-
-def version_of(info: os.stat_result) -> Version:
-    return info.st_size, info.st_mtime_ns, info.st_ino, info.st_ctime_ns
 
 
 @dataclass
@@ -52,7 +48,7 @@ class _Track:
     """What the loop knows about one path that is not (yet) complete."""
 
     folder: FolderSettings
-    version: Version | None = None  # at the last look; the timer checks it still holds
+    version: FileVersion | None = None  # at the last look; the timer checks it still holds
     timer: asyncio.TimerHandle | None = None
     opens: int = 0  # opened minus closed, as inotify told
     written: bool = False  # changed since the last time nobody had it open
@@ -79,7 +75,7 @@ class Completeness:
         self._tracks: dict[tuple[str, str], _Track] = {}
         # The version each path had when it was last found complete (bounded: a forgotten
         # path is settled again when asked, which is only slower).
-        self._settled: dict[tuple[str, str], Version] = {}
+        self._settled: dict[tuple[str, str], FileVersion] = {}
         self._kernel_silent = False  # said once: the kernel would not tell about writers
 
     # -- what the watcher and the scans say ---------------------------------------
@@ -111,26 +107,39 @@ class Completeness:
                 return
         elif track is not None and track.opens > 0:
             track.written = True
-        if kind in FAST_EVENTS and self._fast(folder, relpath, closed=kind == "closed"):
+        version = self._stat(folder, relpath)
+        if version is None:
             return
-        self.touch(folder, relpath)
+        if kind in FAST_EVENTS and self._fast(folder, relpath, version, closed=kind == "closed"):
+            return
+        self.touch(folder, relpath, version)
 
-    def touch(self, folder: FolderSettings, relpath: str) -> None:
-        """Something happened to this path: (re)start its settle timer."""
+    def touch(self, folder: FolderSettings, relpath: str, version: FileVersion | None = None) -> None:
+        """Something happened to this path: (re)start its settle timer. The path is a candidate
+        already (watch.candidate_for: the watcher and the scan filter at the door); `version` is
+        the stat() the caller just made, so that it is not made again."""
         key = (str(folder.path), relpath)
         track = self._tracks.get(key)
-        info = regular_file_stat(folder, relpath)
-        if info is None:
-            self._forget(key)
-            return
+        if version is None:
+            version = self._stat(folder, relpath)
+            if version is None:
+                return
         track = track or self._tracks.setdefault(key, _Track(folder))
         track.folder = folder
         if track.timer is not None:
             track.timer.cancel()
-        if track.version != version_of(info):
+        if track.version != version:
             track.incomplete_since = None
-        track.version = version_of(info)
+        track.version = version
         track.timer = self._loop.call_later(folder.settle, self._check, key)
+
+    def _stat(self, folder: FolderSettings, relpath: str) -> FileVersion | None:
+        """The path's regular file now; None (and nothing tracked) when there is none."""
+        info = regular_file_stat(folder, relpath)
+        if info is None:
+            self._forget((str(folder.path), relpath))
+            return None
+        return FileVersion.of(info)
 
     def lost_events(self) -> None:
         """An event queue overflow: opens and closes may be missing, so no count is trusted
@@ -141,40 +150,36 @@ class Completeness:
 
     # -- the verdicts ----------------------------------------------------------------
 
-    def _fast(self, folder: FolderSettings, relpath: str, *, closed: bool) -> bool:
+    def _fast(self, folder: FolderSettings, relpath: str, version: FileVersion, *, closed: bool) -> bool:
         """Nobody writing it and its container says it is whole: admit now, without the
         settle time. Where the kernel does not say who writes, only right after the writer
         closed it (a file renamed into the folder may still be held open)."""
         key = (str(folder.path), relpath)
         track = self._tracks.get(key)
-        if folder.complete != "auto" or folder.ready_marker:
+        if folder.complete != "auto" or folder.ready_marker or version.st_size == 0:
             return False
-        info = regular_file_stat(folder, relpath)
-        if info is None or info.st_size == 0:
-            return False
-        if self._settled.get(key) == version_of(info):
+        if self._settled.get(key) == version:
             return True  # this very version was admitted a moment ago (its create and close both came)
         kernel = open_for_writing(folder.path / relpath)
         if kernel or (kernel is None and (not closed or (track is not None and track.writing))):
             return False
         if self._verdict(folder, relpath).state != "complete":
             return False
-        if candidate_for(folder, relpath) != relpath:
+        if is_sidecar(folder, relpath):
             return False
-        self._complete(key, folder, relpath, info)
+        self._complete(key, folder, relpath, version)
         return True
 
     def _check(self, key: tuple[str, str]) -> None:
         track = self._tracks[key]
         track.timer = None
         folder, relpath = track.folder, key[1]
-        info = regular_file_stat(folder, relpath)
-        if info is None:
-            self._tracks.pop(key)
+        version = self._stat(folder, relpath)
+        if version is None:
             return
         now = self._loop.time()
-        if version_of(info) != track.version:
-            self.touch(folder, relpath)
+        if version != track.version:
+            self.touch(folder, relpath, version)
             return
         if self._writer(folder, relpath, track):
             track.reason = OPEN
@@ -184,15 +189,15 @@ class Completeness:
                           f"{now - track.open_since:.0f} s and still not closed: not uploaded while it is open")
             else:
                 self._say(track, OPEN, logging.DEBUG, f"{relpath}: waits: open for writing")
-            self.touch(folder, relpath)
+            self.touch(folder, relpath, version)
             return
         track.open_since = None
         if folder.ready_marker and not (folder.path / (relpath + folder.ready_marker)).exists():
             self._tracks.pop(key)
             return
-        if candidate_for(folder, relpath) != relpath:
-            self._tracks.pop(key)
-            return  # e.g. an x.y.json whose x.y appeared meanwhile: a sidecar, not a job
+        if is_sidecar(folder, relpath):  # the one part of the door's filter that moves: x.y appeared beside
+            self._tracks.pop(key)      # this x.y.json meanwhile, so it is a sidecar, not a job
+            return
         verdict = self._verdict(folder, relpath)
         if verdict.state == "incomplete":
             track.incomplete_since = track.incomplete_since or now
@@ -201,7 +206,7 @@ class Completeness:
                 self._say(track, INCOMPLETE, logging.DEBUG, f"{relpath}: waits: {verdict.reason}")
                 track.timer = self._loop.call_later(max(folder.settle, 1.0), self._check, key)
                 return
-        self._complete(key, folder, relpath, info)
+        self._complete(key, folder, relpath, version)
 
     def _writer(self, folder: FolderSettings, relpath: str, track: _Track | None) -> bool:
         """Whether someone has the file open for writing: the kernel's answer, else inotify's."""
@@ -223,13 +228,13 @@ class Completeness:
         except OSError:
             return containers.UNRECOGNISED  # unreadable now: settle decides, the upload says why
 
-    def _complete(self, key: tuple[str, str], folder: FolderSettings, relpath: str, info: os.stat_result) -> None:
+    def _complete(self, key: tuple[str, str], folder: FolderSettings, relpath: str, version: FileVersion) -> None:
         self._forget(key)
         self._settled.pop(key, None)  # re-inserted last: the oldest entries are the ones dropped
-        self._settled[key] = version_of(info)
+        self._settled[key] = version
         if len(self._settled) > SETTLED_REMEMBERED:
             self._settled.pop(next(iter(self._settled)))
-        self._on_ready(folder, relpath, info)
+        self._on_ready(folder, relpath, version)
 
     @staticmethod
     def _say(track: _Track, what: str, level: int, text: str) -> None:
@@ -262,16 +267,22 @@ class Completeness:
         if track is not None and track.timer is not None:
             return "incomplete container" if track.reason == INCOMPLETE else "settling"
         info = regular_file_stat(folder, relpath)
-        if info is None or self._settled.get(key) == version_of(info):
+        version = None if info is None else FileVersion.of(info)
+        if version is None or self._settled.get(key) == version:
             return None
-        self.touch(folder, relpath)
+        self._arrive(folder, relpath, version)
         return "settling"
 
     def look_again(self, path: Path) -> None:
         """Settle a path whose content turned out not to be its job's (stages/finish.py)."""
         found = self._locate(path)
         if found is not None:
-            self.touch(*found)
+            self._arrive(*found)
+
+    def _arrive(self, folder: FolderSettings, relpath: str, version: FileVersion | None = None) -> None:
+        """A path the runner brings settles as a watched one does: through the filter first."""
+        if candidate_for(folder, relpath) == relpath:
+            self.touch(folder, relpath, version)
 
     def waiting(self) -> Counter[str]:
         """How many files wait, and why (the metric and `status`)."""

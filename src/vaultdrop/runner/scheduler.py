@@ -1,9 +1,9 @@
 """Which due jobs start now: `concurrency` slots, plus one lane for small files.
 
 Bookkeeping over the journal and nothing else (no signals, no reload, no tasks): the
-daemon asks `start_due` whenever it wakes and calls `ended` when a job's task is over;
-the exploration (tests/model) drives this same class on its fake clock, so the slots and
-the lane it explores are the daemon's own.
+job loop (runner/loop.py) asks `start_due` whenever it wakes and calls `ended` when a
+job's task is over; the exploration (tests/model) drives this same class on its fake
+clock, so the slots and the lane it explores are the daemon's own.
 
 The small-file lane takes one job up to `small_file_size` when it is free, so a
 two-hour upload filling every slot never holds up small files.
@@ -35,7 +35,7 @@ class Scheduler:
     def start_due(self, start: Callable[[Job], object], *, concurrency: int, small_file_size: int,
                   folders: Collection[str], horizon: float, budget: int | None = None) -> list[Job]:
         """Claim and start the jobs due now: first the free slots of `concurrency`, then the
-        small-file lane if it is free. `start(job)` launches one claimed job (the daemon
+        small-file lane if it is free. `start(job)` launches one claimed job (the job loop
         makes it a task); `ended(job.id)` must follow when it is over. A job another host
         claimed first is skipped. At most `budget` jobs start (None: as many as fit).
         Returns the jobs started, in order."""

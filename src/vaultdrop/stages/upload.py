@@ -26,7 +26,7 @@ from ..errors import JobFailed, RetryLater, VaultdropError, Waiting
 from ..events import Fanout, JobEvents
 from ..files import holds, same_version, sha256_of, stat_or_none
 from ..intake import containers
-from ..job import CONFIRMED, UNCONFIRMED, FileIdentity, Job, JobState, Transition
+from ..job import CONFIRMED, UNCONFIRMED, FileIdentity, FileVersion, Job, JobState, Transition
 from ..journal.committer import Committer
 from ..journal import IllegalTransition
 
@@ -57,10 +57,6 @@ class Unwatched:
 
 def recheck_delay(folder: FolderSettings) -> float:
     return max(folder.settle, 1.0)
-
-
-def identity_changes(info: os.stat_result) -> dict[str, int]:
-    return {"size": info.st_size, "mtime_ns": info.st_mtime_ns, "inode": info.st_ino}
 
 
 def after_confirmation(folder: FolderSettings) -> JobState:
@@ -155,7 +151,7 @@ class VaultStages:
         if os.path.islink(job.path):  # a symlink stands for its target, which intake admits on its own
             raise JobFailed(f"file vanished before it could be uploaded; its path is now a symlink to "
                             f"{os.readlink(job.path)}, uploaded as that file")
-        identity = FileIdentity(job.folder, job.relpath, info.st_size, info.st_mtime_ns, info.st_ino)
+        identity = FileIdentity.of(job.folder, job.relpath, info)
         owner = next((other for other in self._journal.same_inode(identity)
                       if other.id != job.id and not other.released and other.state is not JobState.FAILED
                       and (other.size, other.mtime_ns) == (identity.size, identity.mtime_ns)), None)
@@ -163,7 +159,7 @@ class VaultStages:
             raise JobFailed(f"file vanished before it could be uploaded; what is at its path now is "
                             f"job {owner.id}'s ({owner.relpath})")
         return Transition(None, f"file changed before its upload: {how}",
-                          identity_changes(info) | {"sha256": None, "ctime_ns": info.st_ctime_ns}, quiet=True)
+                          FileVersion.of(info).columns() | {"sha256": None, "ctime_ns": info.st_ctime_ns}, quiet=True)
 
     def _twin(self, job: Job) -> Job | None:
         """A job that holds (or is about to hold) this content: skip after it, or wait for it.
