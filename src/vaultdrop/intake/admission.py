@@ -88,7 +88,7 @@ async def admit(committer: Committer, folder: FolderSettings, relpath: str, info
         if other.state is JobState.FAILED:  # moved back by the operator, or renamed after it failed
             return committer.retry(other.id, identity)[0]
         if not other.released:
-            committer.follow(other, identity, f"renamed from {other.relpath}",
+            committer.relocate(other, identity, f"renamed from {other.relpath}",
                              f"renamed: {other.relpath} -> {identity.relpath}: job {other.id} follows it")
             if other.path != identity.path:
                 look_again(other.path)
@@ -100,7 +100,7 @@ async def admit(committer: Committer, folder: FolderSettings, relpath: str, info
                 log(logging.WARNING, f"{identity.relpath}: {exc}")
                 return None
             if digest == other.sha256:
-                committer.follow(other, identity, f"dropped again as {identity.relpath}",
+                committer.relocate(other, identity, f"dropped again as {identity.relpath}",
                                  f"{identity.relpath} is already in the vault as video {other.video_id}; left in "
                                  f"place (`vaultdrop jobs forget {other.id}` uploads it again)")
                 return None

@@ -37,7 +37,8 @@ from watchdog.observers.polling import PollingObserver
 
 from ..config import FolderSettings
 from ..files import has_lease_capability
-from ..job import FileVersion, marker_owner, sidecar_owner
+from ..job import FileVersion
+from ..names import marker_owner, sidecar_owner
 from ..netfs import filesystem_type, is_network
 
 # (folder, relpath, event kind): `opened`, `closed` (after writing), `closed_no_write`,

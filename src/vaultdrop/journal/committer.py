@@ -55,7 +55,7 @@ class Committer:
             self._events.changed(job, None, "queued")
         return job
 
-    def follow(self, job: Job, identity: FileIdentity, detail: str, message: str) -> Job:
+    def relocate(self, job: Job, identity: FileIdentity, detail: str, message: str) -> Job:
         """The job's file is now at `identity` (a rename, the same bytes dropped again)."""
         job = self.journal.relocate(job, identity, detail)
         log(logging.INFO, message, **job_fields(job))

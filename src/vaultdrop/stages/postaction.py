@@ -29,7 +29,8 @@ from .. import files
 from ..config import FolderSettings
 from ..errors import LocalFileError
 from ..files import fsync_path, holds, open_for_writing, sha256_of
-from ..job import Job, companion_names
+from ..job import Job
+from ..names import companion_names
 
 NAME_MAX = 255  # bytes in one file name on every Linux file system vaultdrop runs on
 ERROR_SUFFIX = ".error.json"

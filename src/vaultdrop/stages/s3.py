@@ -19,7 +19,8 @@ import httpx
 from ..clients.control import ControlClient, NoAnswer
 from ..config import FolderSettings, Settings
 from ..errors import JobFailed, ProtocolError, RetryLater
-from ..job import Job, JobState, Transition, sidecar_name
+from ..job import Job, JobState, Transition
+from ..names import sidecar_name
 from ..journal import JournalStore
 
 STATUS_PAGE = 100
