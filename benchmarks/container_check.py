@@ -19,8 +19,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from vaultdrop.intake import containers
-from vaultdrop.intake.containers import judge
+from vaultdrop import containers
+from vaultdrop.containers import judge
 
 MEDIA = Path(__file__).resolve().parents[1] / "tests" / "media"
 GIB = 1 << 30

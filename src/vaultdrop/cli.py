@@ -31,10 +31,11 @@ from .config import DEFAULT_CONFIG_PATH, Duration, Settings, load_config, settin
 from .errors import ConfigError, LocalFileError, OperatorError, RetryLater, VaultdropError
 from .files import ignore_lease_breaks
 from .job import TERMINAL, Job, JobState
-from .journal.committer import Committer
 from .journal import USED_MARK, Journal, JournalStore, JournalUnavailable, journal_was_used
+from .journal.committer import Committer
 from .logs import printable
 from .runstate import daemon_running, read_run_state
+from .stages import postaction
 
 DEMO_DIR = Path("vaultdrop-demo")
 TEMPFAIL_EXIT_STATUS = 75  # EX_TEMPFAIL
@@ -298,7 +299,7 @@ def _retry(journal: JournalStore, args: argparse.Namespace) -> int:
                                 + (" (`vaultdrop upload --force` uploads a file again)"
                                    if job.state in TERMINAL else ""))
         try:
-            _, restored = Committer(journal).retry(job.id)
+            _, restored = Committer(journal).retry(job.id, bring_back=postaction.restore)
         except LocalFileError as exc:  # its path is taken: the job stays failed, its file where it is
             if not args.all_failed:
                 raise OperatorError(f"job {job.id} not retried: {exc}") from None

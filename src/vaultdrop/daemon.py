@@ -29,8 +29,8 @@ from .errors import ConfigError, RetryLater
 from .events import Fanout
 from .intake.folders import WatchedFolders
 from .job import Job, JobState
-from .journal.committer import Committer
 from .journal import JournalStore, JournalUnavailable
+from .journal.committer import Committer
 from .logs import log
 from .metrics import MetricsServer
 from .notify import NotificationSender, notify_states

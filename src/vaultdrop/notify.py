@@ -32,7 +32,7 @@ from .events import Observer
 from .job import Job, JobState, Notification
 from .journal import JournalStore, JournalUnavailable
 from .logs import log
-from .runner.retry import GiveUp, Policy, decide
+from .retry import GiveUp, Policy, decide
 
 SIGNATURE_HEADER = "X-Vaultdrop-Signature"
 EVENT_ID_HEADER = "X-Vaultdrop-Event-Id"

@@ -21,9 +21,10 @@ from typing import TextIO
 from .config import FolderSettings, Settings
 from .errors import OperatorError
 from .job import TERMINAL, FileIdentity, Job, JobState
-from .journal.committer import Committer
 from .journal import Journal
+from .journal.committer import Committer
 from .logs import human_size, logger
+from .stages import postaction
 from .wiring import build_pipeline, open_journal
 
 BAR_WIDTH = 24
@@ -103,7 +104,7 @@ def _job_for(committer: Committer, identity: FileIdentity, force: bool) -> Job:
         return job
     if job.state is JobState.FAILED:
         print(f"{identity.path}: job {job.id} had failed ({job.last_error}): trying again", file=sys.stderr)
-        return committer.retry(job.id)[0]
+        return committer.retry(job.id, bring_back=postaction.restore)[0]
     if job.state not in TERMINAL:
         print(f"{identity.path}: resuming job {job.id} ({job.state.value})", file=sys.stderr)
     return job

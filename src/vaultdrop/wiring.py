@@ -20,12 +20,12 @@ from .config import FolderSettings, Settings
 from .errors import ConfigError
 from .events import Fanout, JobEvents
 from .job import Job
-from .journal.committer import Committer
 from .journal import Journal, JournalStore, journal_was_used, mark_used
+from .journal.committer import Committer
 from .netfs import refuse_network_state_dir
 from .notify import notify_states
-from .runner.pipeline import CRASH_PAUSE, S3_GONE_PAUSE, SCALEENGINE, VAULT, Pipeline
-from .runner.retry import Policy
+from .retry import Policy
+from .runner.pipeline import SCALEENGINE, VAULT, Pipeline
 from .runner.stale import StaleVideos
 from .stages.finish import PostActions
 from .stages.upload import Readiness, VaultStages
@@ -126,13 +126,3 @@ def build_pipeline(
     outages = Outages(probes, back, clock, verdict)
     stale = StaleVideos(journal, vault, policy, vault_down=lambda: outages.is_down(VAULT), clock=clock)
     return Pipeline(committer, stages, post, stale, policy, folder_for, outages, s3=s3, clock=clock, events=events)
-
-
-def max_delay(settings: Settings) -> float:
-    """The furthest ahead anything is ever scheduled: a later retry time means the clock
-    was stepped back, and the job is due now."""
-    delays = [Policy(1, settings.vault.backoff_base, settings.vault.backoff_max).max_delay, CRASH_PAUSE,
-              S3_GONE_PAUSE]
-    if settings.scaleengine is not None:
-        delays.append(settings.scaleengine.status_poll_interval)
-    return max(delays)

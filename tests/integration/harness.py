@@ -19,8 +19,8 @@ from typing import Any
 
 from vaultdrop.errors import ConfigError
 from vaultdrop.job import Job, JobState
-from vaultdrop.journal.postgres import PgJournal
 from vaultdrop.journal import Journal
+from vaultdrop.journal.postgres import PgJournal
 from vaultdrop.sandbox.launcher import SandboxProcess
 
 

@@ -47,10 +47,10 @@ from vaultdrop.intake.admission import admit
 from vaultdrop.intake.watch import regular_file_stat, scan
 from vaultdrop.job import TERMINAL, FileVersion, Job, JobState
 from vaultdrop.journal import Journal, LeaseLost
-from vaultdrop.runner.pipeline import Pipeline
+from vaultdrop.runner.pipeline import Pipeline, max_delay
 from vaultdrop.runner.scheduler import Scheduler
 from vaultdrop.stages import postaction
-from vaultdrop.wiring import build_pipeline, max_delay, open_journal
+from vaultdrop.wiring import build_pipeline, open_journal
 
 from .fakes import (API_KEY, API_SECRET, CDN, CONTROL_URL, PASSWORD, USER, VAULT_URL, Crash, FakeClock, NotDurable,
                     Runaway, Services)
@@ -1122,7 +1122,10 @@ class World:
 
             committer = Committer(open_journal(self.settings, clock=self.clock))
         try:
-            getattr(committer, command)(job_id)
+            if command == "retry":
+                committer.retry(job_id, bring_back=postaction.restore)
+            else:
+                committer.forget(job_id)
         except LocalFileError:  # retry refused: a new file took the failed one's path
             pass
         except Crash:

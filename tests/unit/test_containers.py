@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vaultdrop.intake import containers
-from vaultdrop.intake.containers import Verdict, judge, judge_open
+from vaultdrop import containers
+from vaultdrop.containers import Verdict, judge, judge_open
 
 MEDIA = Path(__file__).resolve().parents[1] / "media"
 FORMATS = {

@@ -23,10 +23,10 @@ from vaultdrop import cli
 from vaultdrop.config import Settings, settings_from_dict
 from vaultdrop.errors import ConfigError
 from vaultdrop.job import ACTIVE, ALLOWED, FileIdentity, JobState, version_print
+from vaultdrop.journal import USED_MARK, IllegalTransition, Journal, JournalStore, JournalUnwritable, LeaseLost
 from vaultdrop.journal import sqlite as journal_module
 from vaultdrop.journal.memory import MemoryJournal, Tables
 from vaultdrop.journal.postgres import JournalDown, PgJournal
-from vaultdrop.journal import USED_MARK, IllegalTransition, Journal, JournalStore, JournalUnwritable, LeaseLost
 from vaultdrop.journal.statements import DUE_CONDITION
 from vaultdrop.wiring import open_journal as open_configured
 

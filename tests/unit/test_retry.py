@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from vaultdrop.errors import ClockSkew, RetryLater, Unavailable
-from vaultdrop.runner.retry import OUTAGE_SAFETY_NET, GiveUp, Policy, Retry, decide
+from vaultdrop.retry import OUTAGE_SAFETY_NET, GiveUp, Policy, Retry, decide
 
 POLICY = Policy(max_attempts=3, backoff_base=2.0, backoff_max=10.0)
 

@@ -29,11 +29,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import containers
 from ..config import FolderSettings
 from ..files import open_for_writing
 from ..job import FileVersion
 from ..logs import log
-from . import containers
 from .watch import candidate_for, is_sidecar, regular_file_stat
 
 ReadyCallback = Callable[[FolderSettings, str, FileVersion], None]

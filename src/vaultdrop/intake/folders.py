@@ -18,8 +18,8 @@ from typing import Any
 
 from ..config import FolderSettings, Settings
 from ..job import FileVersion, Job, version_print
-from ..journal.committer import Committer
 from ..journal import JournalUnavailable
+from ..journal.committer import Committer
 from ..logs import log
 from .admission import admit
 from .completeness import Completeness

@@ -10,12 +10,12 @@ transaction; then the job's one log line, then its event (metrics, webhooks).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 
 from ..events import Fanout, JobEvents
 from ..job import FileIdentity, Job, JobState, Transition
 from ..logs import human_size, job_fields, log, log_change, log_done
-from ..stages import postaction
 from .contract import JournalStore
 
 
@@ -61,15 +61,17 @@ class Committer:
         log(logging.INFO, message, **job_fields(job))
         return job
 
-    def retry(self, job_id: int, place: FileIdentity | None = None) -> tuple[Job, str | None]:
-        """A failed job tries again: the operator's `jobs retry`, a one-shot `upload` of a
-        file that failed, or the file moved back into a watched folder (`place`). Its file
-        comes back from failed_dir first, so the job never runs without it; it resumes on
-        its committed key and S3 request (journal.retry). Returns what the move did."""
+    def retry(self, job_id: int, place: FileIdentity | None = None, *,
+              bring_back: Callable[[Job], str | None] | None = None) -> tuple[Job, str | None]:
+        """A failed job tries again: the operator's `jobs retry` and a one-shot `upload` of
+        a file that failed (both pass `bring_back`, the post-action's restore: the file comes
+        back from failed_dir first, so the job never runs without it), or the file moved
+        back into a watched folder (`place`). It resumes on its committed key and S3
+        request (journal.retry). Returns what bringing the file back did."""
         job = self.journal.get(job_id)
         if job is None:
             raise KeyError(f"no job {job_id}")
-        restored = postaction.restore(job) if place is None and job.state is JobState.FAILED else None
+        restored = bring_back(job) if bring_back is not None and job.state is JobState.FAILED else None
         previous = job.state
         job = self.journal.retry(job_id, place)
         where = (f"picked up again: {job.relpath} (failed job {job.id}) was moved back into the folder"

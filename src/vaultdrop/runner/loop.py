@@ -21,8 +21,7 @@ from ..errors import ConfigError
 from ..job import Job
 from ..journal import JournalStore, JournalUnavailable, LeaseLost
 from ..logs import log
-from ..wiring import max_delay
-from .pipeline import Pipeline
+from .pipeline import Pipeline, max_delay
 from .scheduler import Scheduler
 
 STALE_DELETE_INTERVAL = 5.0

@@ -17,16 +17,16 @@ from collections.abc import Callable
 from typing import Protocol
 
 from ..clients.outage import Outages
-from ..config import FolderSettings
+from ..config import FolderSettings, Settings
 from ..errors import ClockSkew, ConfigError, JobFailed, RetryLater, Unavailable, Waiting
 from ..events import Fanout, JobEvents, retry_reason
 from ..job import TERMINAL, Job, JobState, Transition
-from ..journal.committer import Committer
 from ..journal import JournalUnavailable, LeaseLost
+from ..journal.committer import Committer
 from ..logs import job_fields, log
+from ..retry import GiveUp, Policy, Retry, decide
 from ..stages.finish import PostActions
 from ..stages.upload import VaultStages
-from .retry import GiveUp, Policy, Retry, decide
 from .stale import StaleVideos
 
 CRASH_PAUSE = 60.0
@@ -181,3 +181,13 @@ class Pipeline:
                   else f"retry in {verdict.delay:.1f} s: {error}")
         return Transition(decision.state, detail, changes, level=logging.WARNING, retry=error,
                           discard=decision.discard)
+
+
+def max_delay(settings: Settings) -> float:
+    """The furthest ahead anything is ever scheduled: a later retry time means the clock
+    was stepped back, and the job is due now."""
+    delays = [Policy(1, settings.vault.backoff_base, settings.vault.backoff_max).max_delay, CRASH_PAUSE,
+              S3_GONE_PAUSE]
+    if settings.scaleengine is not None:
+        delays.append(settings.scaleengine.status_poll_interval)
+    return max(delays)

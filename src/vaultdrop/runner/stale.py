@@ -15,7 +15,7 @@ from ..clients.vault import VaultClient
 from ..errors import RetryLater
 from ..journal import JournalStore
 from ..logs import job_fields, log
-from .retry import Policy
+from ..retry import Policy
 
 BATCH = 10
 

@@ -20,7 +20,7 @@ from ..config import FolderSettings
 from ..errors import LocalFileError, Waiting
 from ..job import Job, JobState, Transition
 from ..journal import JournalStore
-from ..runner.retry import Policy
+from ..retry import Policy
 from . import postaction
 from .upload import Readiness, recheck_delay
 

@@ -20,8 +20,8 @@ from ..clients.control import ControlClient, NoAnswer
 from ..config import FolderSettings, Settings
 from ..errors import JobFailed, ProtocolError, RetryLater
 from ..job import Job, JobState, Transition
-from ..names import sidecar_name
 from ..journal import JournalStore
+from ..names import sidecar_name
 
 STATUS_PAGE = 100
 MAX_STATUS_PAGES = 50

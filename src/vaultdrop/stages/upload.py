@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Protocol
 
+from .. import containers
 from ..clients.throttle import Throttle
 from ..clients.upload_body import FileChanged
 from ..clients.vault import KeyUsed, Progress, UnknownKey, VaultClient
@@ -25,10 +26,9 @@ from ..config import FolderSettings, Settings
 from ..errors import JobFailed, RetryLater, VaultdropError, Waiting
 from ..events import Fanout, JobEvents
 from ..files import holds, same_version, sha256_of, stat_or_none
-from ..intake import containers
 from ..job import CONFIRMED, UNCONFIRMED, FileIdentity, FileVersion, Job, JobState, Transition
-from ..journal.committer import Committer
 from ..journal import IllegalTransition
+from ..journal.committer import Committer
 
 PROGRESS_WRITE_INTERVAL = 1.0
 UNKNOWN_KEY_CONFIRMATIONS = 3  # "unknown key" answers in a row before a POSTed key is given up

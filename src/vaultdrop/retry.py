@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from ..errors import RetryLater, Unavailable
+from .errors import RetryLater, Unavailable
 
 OUTAGE_SAFETY_NET = 300.0  # longest a job waits on an outage without being woken
 
