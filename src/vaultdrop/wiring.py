@@ -7,6 +7,7 @@ here; tests pass a fake clock and an httpx MockTransport, production passes noth
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -88,6 +89,7 @@ def build_pipeline(
     on_displaced: Callable[[Path], None] = lambda path: None,
     events: JobEvents | None = None,
     readiness: Readiness | None = None,
+    rng: random.Random | None = None,
 ) -> Pipeline:
     """A pipeline with its own connection pools (a reload builds a new one).
 
@@ -96,7 +98,8 @@ def build_pipeline(
     whether the vault answers. `readiness` is intake's word on whether a changed file is
     complete again (intake/completeness.py); without a watcher the caller vouches for its files.
     A test's `transport` answers the requests sent from the loop, its `upload_transport`
-    the upload bodies streamed from a sending thread (VaultClient).
+    the upload bodies streamed from a sending thread (VaultClient); its `rng` makes the
+    retry jitter repeatable.
     """
     events = events or Fanout()
     vault = VaultClient.from_settings(settings.vault, clock=clock, transport=transport,
@@ -125,4 +128,5 @@ def build_pipeline(
 
     outages = Outages(probes, back, clock, verdict)
     stale = StaleVideos(journal, vault, policy, vault_down=lambda: outages.is_down(VAULT), clock=clock)
-    return Pipeline(committer, stages, post, stale, policy, folder_for, outages, s3=s3, clock=clock, events=events)
+    return Pipeline(committer, stages, post, stale, policy, folder_for, outages, s3=s3, clock=clock, events=events,
+                    rng=rng)

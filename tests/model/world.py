@@ -700,9 +700,8 @@ class World:
             host.settings, host.journal, functools.partial(self._folder_for, host),  # type: ignore[arg-type]
             clock=self.clock, sleep=self.clock.sleep,
             transport=transport, upload_transport=OnLoop(transport, self.loop),
-            on_displaced=host.displaced.append, readiness=host.intake,
+            on_displaced=host.displaced.append, readiness=host.intake, rng=random.Random(0),
         )
-        host.pipeline._rng = random.Random(0)  # deterministic jitter: build_pipeline takes no rng (yet)
         client = host.pipeline.stages.vault
         client._senders = self.loop.turns.wrap(client._senders)  # type: ignore[attr-defined]
         host.max_wait = max_delay(host.settings) + 1.0  # no job may rest longer than this from now
