@@ -339,6 +339,30 @@ def test_a_used_key_met_after_a_crash_is_not_taken_for_this_files_upload(make_wo
     assert world.services.live_count(sha(b"take two" * 4)) == 1
 
 
+
+def test_a_used_key_of_a_forgotten_job_is_not_taken_for_the_next_takes_upload(make_world: Callable[..., World]) -> None:
+    """Found by the long exploration: the operator forgets a's finished job, and the next
+    take at its path (same size, other bytes) is handed a's completed key. Its POST goes
+    unanswered and a reload forgets that it ever sent, so on the pickup the key's progress
+    shows a whole upload of the right size. The journal still knows the key was spent by
+    a forgotten job: the take gets a new key, is uploaded, and a's video stays."""
+    world = make_world()
+    first, second = b"take one" * 2, b"take two" * 2
+    drop_file(world, "a.mp4", first)
+    world.quiesce()
+    [a] = world.all_jobs()
+    world.operator("forget", a.id)
+    drop_file(world, "a.mp4", second)
+    world.services.script("new_upload_key", "used")
+    world.services.script("upload", "refused")
+    world.run_due(1)
+    world.reload(drop_configured=True)
+    world.quiesce()
+    [b] = world.all_jobs()
+    assert b.state is JobState.DONE and b.video_id != a.video_id
+    assert world.services.live_count(sha(first)) == 1
+    assert world.services.live_count(sha(second)) == 1
+
 # -- complete means complete: a file open for writing is never sent -----------------------
 
 

@@ -59,5 +59,13 @@ def test_a_discard_of_a_video_another_job_sent_keeps_it_and_says_so(tmp_path: Pa
     committer.commit(other, Transition(JobState.QUEUED, "sizes differ: starting over", {"upload_key": None},
                                        discard="V"))
     assert journal.stale_videos(now=9e9) == []
-    assert journal.history(other.id)[-1]["detail"] == f"sizes differ: starting over; video V is job {owner.id}'s: kept"
+    assert journal.history(other.id)[-1]["detail"] == (f"sizes differ: starting over; video V is job {owner.id}'s"
+                                                       " (a.mov): kept")
+    journal.forget(owner.id)  # forgotten, its video is still not another job's to delete
+    again = journal.enqueue(FileIdentity(str(tmp_path), "c.mov", 3, 1, 3))
+    again = journal.transition(journal.transition(again, JobState.UPLOADING, upload_key="V"), JobState.CONFIRMING)
+    committer.commit(again, Transition(JobState.QUEUED, "sizes differ: starting over", {"upload_key": None},
+                                       discard="V"))
+    assert journal.stale_videos(now=9e9) == []
+    assert journal.history(again.id)[-1]["detail"].endswith(f"video V is job {owner.id}'s (forgotten since): kept")
     journal.close()

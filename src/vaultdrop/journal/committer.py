@@ -28,9 +28,9 @@ class Committer:
         """A stage's decision: journal first, then its log line and observers."""
         previous = job.state
         if decision.discard is not None:  # whatever the stage concluded, another job's video stays
-            owner = self.journal.owner_of(decision.discard, job.id)
-            decision = replace(decision, discard=None if owner else decision.discard, detail=(
-                f"{decision.detail}; video {decision.discard} is job {owner.id}'s: kept" if owner
+            whose = self.journal.whose(decision.discard, job.id)
+            decision = replace(decision, discard=None if whose else decision.discard, detail=(
+                f"{decision.detail}; video {decision.discard} is {whose}: kept" if whose
                 else f"{decision.detail}; video {decision.discard} will be deleted"))
         changes = dict(decision.changes)
         if job.waiting_for and "waiting_for" not in changes:

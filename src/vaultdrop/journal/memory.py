@@ -26,6 +26,7 @@ class Tables:
     history: list[dict[str, Any]] = field(default_factory=list)
     stale: dict[str, dict[str, Any]] = field(default_factory=dict)
     outbox: list[dict[str, Any]] = field(default_factory=list)
+    spent: dict[str, tuple[str | None, int]] = field(default_factory=dict)  # key -> (video, forgotten job)
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))  # never reused
     journal_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
@@ -81,6 +82,10 @@ class MemoryJournal(JournalRules):
 
     def _with_content(self, sha256: str) -> list[Job]:
         return [self._job(row) for row in self._rows() if row["sha256"] == sha256]
+
+    def _forgotten_sender(self, video_id: str) -> int | None:
+        return min((job_id for key, (video, job_id) in self.tables.spent.items() if video_id in (key, video)),
+                   default=None)
 
     def known_versions(self, folder: str) -> set[int]:
         return {version_print(row["relpath"], row["size"], row["mtime_ns"], row["inode"], row["ctime_ns"])
@@ -161,7 +166,9 @@ class MemoryJournal(JournalRules):
         return self._saved(self._job(row))
 
     def _delete(self, job_id: int) -> None:
-        del self.tables.jobs[job_id]
+        row = self.tables.jobs.pop(job_id)
+        if row["upload_key"] is not None:
+            self.tables.spent.setdefault(row["upload_key"], (row["video_id"], job_id))
         self.tables.history = [line for line in self.tables.history if line["job_id"] != job_id]
 
     def claim(self, job: Job) -> Job | None:

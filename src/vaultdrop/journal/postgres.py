@@ -114,6 +114,16 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # The scheduler's index, as SQLite has it (sqlite.MIGRATIONS says why).
     f"CREATE INDEX jobs_due ON jobs (not_before, id) WHERE {DUE_CONDITION}",
+    # A forgotten job's spent upload key and video (sqlite.MIGRATIONS says why).
+    """
+    CREATE TABLE spent_keys (
+        upload_key TEXT PRIMARY KEY,
+        video_id TEXT,
+        job_id BIGINT NOT NULL,
+        forgotten_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX spent_keys_video ON spent_keys (video_id);
+    """,
 )
 
 _MIGRATION_LOCK = 0x7661756C  # any constant: pg_advisory_xact_lock key for migrations

@@ -74,6 +74,11 @@ class JournalRules(ABC):
         """Every job with this content, oldest first."""
 
     @abstractmethod
+    def _forgotten_sender(self, video_id: str) -> int | None:
+        """The forgotten job that sent this video (its upload key or its video id), if any:
+        `_delete` keeps that much of a job, so its key is never taken for another's upload."""
+
+    @abstractmethod
     def known_versions(self, folder: str) -> set[int]:
         """The version_print of every file a job still owns (relpath, size, mtime, inode and
         the change time the job last saw, None where not recorded), for fast rescans."""
@@ -115,7 +120,8 @@ class JournalRules(ABC):
         (on a state change), the stale video and the outbox event (entering notify_states)."""
 
     @abstractmethod
-    def _delete(self, job_id: int) -> None: ...
+    def _delete(self, job_id: int) -> None:
+        """Drop the job and its history; remember its upload key and video as spent."""
 
     @abstractmethod
     def claim(self, job: Job) -> Job | None:
@@ -202,7 +208,7 @@ class JournalRules(ABC):
         another job accounts for is never recorded: whatever the reason, it is that job's."""
         if state not in ALLOWED[job.state]:
             raise IllegalTransition(f"job {job.id}: {job.state} -> {state} is not allowed")
-        theirs = self.owner_of(stale, job.id) is not None
+        theirs = self.whose(stale, job.id) is not None
         return self._save(job, state, detail, self._changes(state, changes), None if theirs else (stale, detail))
 
     def owner_of(self, video_id: str, other_than: int | None = None) -> Job | None:
@@ -212,6 +218,16 @@ class JournalRules(ABC):
         return next((job for job in self.by_video(video_id)
                      if job.id != other_than and job.upload_key is not None and job.state is not JobState.SKIPPED),
                     None)
+
+    def whose(self, video_id: str, other_than: int | None = None) -> str | None:
+        """Which other job sent this video, in words ("job 4's (a.mp4)"), a forgotten one
+        included: a vault that hands out a completed key must never make that video pass
+        for this job's upload, nor be deleted as this job's stale copy."""
+        owner = self.owner_of(video_id, other_than)
+        if owner is not None:
+            return f"job {owner.id}'s ({owner.relpath})"
+        forgotten = self._forgotten_sender(video_id)
+        return None if forgotten is None or forgotten == other_than else f"job {forgotten}'s (forgotten since)"
 
     def video_deleted(self, video_id: str, detail: str) -> list[Job]:
         """The operator deleted this video from the vault: every finished job that named it

@@ -144,7 +144,12 @@ class SqlJournal(JournalRules):
         return self._saved(job_from(row))
 
     def _delete(self, job_id: int) -> None:
-        self._write(sql.DELETE, (job_id,))
+        with self._writing() as db:
+            db.execute(self._sql(sql.SPEND), (self._clock(), job_id))
+            db.execute(self._sql(sql.DELETE), (job_id,))
+
+    def _forgotten_sender(self, video_id: str) -> int | None:
+        return next((row["job_id"] for row in self._read(sql.FORGOTTEN_SENDER, (video_id, video_id))), None)
 
     # -- videos to delete --------------------------------------------------------------
 

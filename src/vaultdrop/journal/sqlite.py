@@ -209,6 +209,17 @@ MIGRATIONS: tuple[str, ...] = (
         moved_to = CAST(moved_to AS BLOB);
     UPDATE outbox SET folder = CAST(folder AS BLOB), relpath = CAST(relpath AS BLOB)
     """,
+    # What a forgotten job leaves behind: the upload key it spent and its video. A vault
+    # that hands that key out again must not make the video pass for another's upload.
+    """
+    CREATE TABLE spent_keys (
+        upload_key TEXT PRIMARY KEY,
+        video_id TEXT,
+        job_id INTEGER NOT NULL,
+        forgotten_at REAL NOT NULL
+    );
+    CREATE INDEX spent_keys_video ON spent_keys (video_id)
+    """,
 )
 
 
@@ -421,7 +432,7 @@ class Journal(SqlJournal):
         """Every row of every table, for `vaultdrop journal copy` (file names decoded)."""
         tables = {"meta": "key, value", "jobs": JOB_COLUMNS, "history": "id, job_id, at, from_state, to_state, detail",
                   "stale_videos": "video_id, job_id, reason, attempts, not_before, last_error, created_at",
-                  "outbox": NOTIFICATION_COLUMNS}
+                  "outbox": NOTIFICATION_COLUMNS, "spent_keys": "upload_key, video_id, job_id, forgotten_at"}
         dumped = {table: [{key: from_stored(value) for key, value in dict(row).items()}
                           for row in self._read(f"SELECT {columns} FROM {table} ORDER BY rowid")]
                   for table, columns in tables.items()}

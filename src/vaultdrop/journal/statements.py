@@ -52,6 +52,9 @@ NOTIFICATION = ("INSERT INTO outbox (event_id, event, job_id, folder, relpath, s
                 " s3_request_id, created_at, next_at) SELECT ?, ?, id, folder, relpath, size, state, last_error,"
                 " video_id, s3_request_id, ?, ? FROM jobs WHERE id=?")
 DELETE = "DELETE FROM jobs WHERE id=?"
+SPEND = ("INSERT INTO spent_keys (upload_key, video_id, job_id, forgotten_at) SELECT upload_key, video_id, id, ?"
+         " FROM jobs WHERE id=? AND upload_key IS NOT NULL ON CONFLICT DO NOTHING")
+FORGOTTEN_SENDER = "SELECT job_id FROM spent_keys WHERE video_id=? OR upload_key=? ORDER BY job_id LIMIT 1"
 WAKE = "UPDATE jobs SET not_before=0, waiting_for=NULL WHERE waiting_for=?"
 
 

@@ -247,10 +247,10 @@ class VaultStages:
                 return Transition(JobState.UPLOADING, "no video id after the upload: sending again on the same key",
                                   level=logging.WARNING, retry=RetryLater(f"no video id {timeout:g} s after the upload"))
             await self._sleep(self._settings.vault.poll_interval)
-        owner = self._journal.owner_of(progress.video_id, job.id)
-        if owner is not None:  # the vault handed out a key that had completed for another job
-            return self._not_ours(job.upload_key or "", f"its video {progress.video_id} is job {owner.id}'s "
-                                  f"({owner.relpath})", RetryLater("the vault handed out a used upload key"))
+        whose = self._journal.whose(progress.video_id, job.id)
+        if whose is not None:  # the vault handed out a key that had completed for another job
+            return self._not_ours(job.upload_key or "", f"its video {progress.video_id} is {whose}",
+                                  RetryLater("the vault handed out a used upload key"))
         if progress.size != job.size or progress.received != job.size:
             return self._discard(job, progress.video_id, f"vault holds {progress.size} bytes, the file has {job.size}")
         info = stat_or_none(job.path)
