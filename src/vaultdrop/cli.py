@@ -136,16 +136,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         _port_free(args.port)
         sandbox = spawn_sandbox(args.demo_dir.resolve() / "sandbox", port=args.port)
         settings = demo_settings(args.demo_dir, sandbox.url, environ)
-        print(
-            f"vaultdrop demo: sandbox vault at {sandbox.url}\n"
-            f"  drop files into   {settings.folders[0].path}\n"
-            f"  uploaded videos:  {sandbox.root}/storage\n"
-            f"  archived files:   {settings.folders[0].archive_dir}\n"
-            f"  watch progress:   .venv/bin/vaultdrop status {_demo_hints(args)}\n"
-            f"  upload a file:    .venv/bin/vaultdrop upload {_demo_hints(args)} FILE\n"
-            f"  stop with Ctrl-C (in-flight uploads drain first)",
-            flush=True,
-        )
+        print("\n".join(map(printable, (
+            f"vaultdrop demo: sandbox vault at {sandbox.url}",
+            f"  drop files into   {settings.folders[0].path}",
+            f"  uploaded videos:  {sandbox.root}/storage",
+            f"  archived files:   {settings.folders[0].archive_dir}",
+            f"  watch progress:   .venv/bin/vaultdrop status {_demo_hints(args)}",
+            f"  upload a file:    .venv/bin/vaultdrop upload {_demo_hints(args)} FILE",
+            "  stop with Ctrl-C (in-flight uploads drain first)"))), flush=True)
         reload_settings = None
     else:
         settings = load_config(args.config, environ)
@@ -202,7 +200,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"daemon: running since {daemon['since']} (pid {daemon['pid']})" if daemon["running"]
           else "daemon: not running")
     if daemon["last_error"]:
-        print(f"last error: {daemon['last_error_at']} {daemon['last_error']}")
+        print(printable(f"last error: {daemon['last_error_at']} {daemon['last_error']}"))
     if daemon["waiting"] and any(daemon["waiting"].values()):
         waiting = daemon["waiting"]
         print(f"not complete yet: {waiting.get('settling', 0)} settling, {waiting.get('open', 0)} open for writing"
@@ -212,7 +210,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     for job in active:
         percent = 100 * job.bytes_sent / job.size if job.size else 100
         extra = f" s3 request {job.s3_request_id} {job.s3_status or ''}" if job.s3_request_id else ""
-        print(f"  #{job.id} {job.state.value:<11} {percent:5.1f}%  {job.relpath}{extra}{_holder(job)}")
+        print(printable(f"  #{job.id} {job.state.value:<11} {percent:5.1f}%  {job.relpath}{extra}{_holder(job)}"))
     return 0
 
 
@@ -243,8 +241,8 @@ def _list_jobs(args: argparse.Namespace) -> int:
     for job in jobs:
         error = f"  ({job.last_error})" if job.last_error and job.state is not JobState.DONE else ""
         changed = datetime.fromtimestamp(job.updated_at).strftime("%Y-%m-%d %H:%M:%S")
-        print(f"#{job.id:<6} {changed}  {job.state.value:<11} {logs.human_size(job.size):>9}  "
-              f"{Path(job.folder).name}/{job.relpath}{error}{_holder(job)}")
+        print(printable(f"#{job.id:<6} {changed}  {job.state.value:<11} {logs.human_size(job.size):>9}  "
+                        f"{Path(job.folder).name}/{job.relpath}{error}{_holder(job)}"))
     total = journal.count_jobs(state, folder=args.folder, since=args.since)
     if total > len(jobs):
         print(f"{len(jobs)} of {total} shown, --limit {total} shows all", file=sys.stderr)
@@ -446,7 +444,7 @@ def cmd_journal_reset(args: argparse.Namespace) -> int:
     try:
         used = journal_was_used(state_dir)
         if used is None:
-            print(f"nothing to reset: no journal was set up in {state_dir} yet")
+            print(printable(f"nothing to reset: no journal was set up in {state_dir} yet"))
             return 0
         path = state_dir / "vaultdrop.db"
         if path.exists():
@@ -479,7 +477,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
     settings = load_config(args.config)
     check_directories(settings)
-    print(f"{args.config}: OK ({len(settings.folders)} folder(s), vault {settings.vault.base_url})")
+    print(printable(f"{args.config}: OK ({len(settings.folders)} folder(s), vault {settings.vault.base_url})"))
     if args.online:
         try:
             for line in asyncio.run(check_online(settings)):
@@ -594,6 +592,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _error_text(exc: VaultdropError) -> str:
+    """The message, with any file name in it escaped; only a configuration error spans
+    lines (one per problem), every other message is one line whatever a name holds."""
+    if isinstance(exc, ConfigError):
+        return "\n".join(map(printable, str(exc).split("\n")))
+    return printable(str(exc))
+
+
 def main(argv: list[str] | None = None) -> int:
     ignore_lease_breaks()
     args = build_parser().parse_args(argv)
@@ -602,13 +608,13 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
         return status
     except ConfigError as exc:
-        print(f"vaultdrop: configuration error: {exc}", file=sys.stderr)
+        print(f"vaultdrop: configuration error: {_error_text(exc)}", file=sys.stderr)
         return exc.exit_status
     except JournalUnavailable as exc:  # the PostgreSQL journal is down: try again later
-        print(f"vaultdrop: {exc}", file=sys.stderr)
+        print(f"vaultdrop: {_error_text(exc)}", file=sys.stderr)
         return TEMPFAIL_EXIT_STATUS
     except VaultdropError as exc:
-        print(f"vaultdrop: {exc}", file=sys.stderr)
+        print(f"vaultdrop: {_error_text(exc)}", file=sys.stderr)
         return exc.exit_status
     except KeyboardInterrupt:
         print("\nvaultdrop: interrupted (work in the journal resumes next time)", file=sys.stderr)

@@ -94,11 +94,14 @@ class _Redact(logging.Filter):
         return True
 
 
-_CONTROL_CHARACTERS = {**{i: f"\\x{i:02x}" for i in (*range(32), 127)}, 10: "\\n", 13: "\\r", 9: "\\t"}
+# C0, DEL and C1 (a lone 0x9b starts an escape sequence on some terminals), and a byte
+# that is not UTF-8 (os.fsdecode's surrogate escape, which a UTF-8 stdout cannot print).
+_CONTROL_CHARACTERS = {**{i: f"\\x{i:02x}" for i in (*range(32), *range(0x7F, 0xA0))},
+                       10: "\\n", 13: "\\r", 9: "\\t", **{0xDC00 + b: f"\\x{b:02x}" for b in range(0x80, 0x100)}}
 
 
 def printable(text: str) -> str:
-    """A file name as data on a terminal: control characters shown escaped."""
+    """A file name as data on a terminal: control characters and undecodable bytes shown escaped."""
     return text.translate(_CONTROL_CHARACTERS)
 
 

@@ -203,3 +203,29 @@ def test_run_verbose_says_why_a_file_was_ignored(runner: DaemonRunner) -> None:
         run.terminate()
         run.communicate(timeout=30)
     assert "DEBUG" in ignored and "clip.mov.partial: temporary name (temp_suffixes)" in ignored
+
+
+RAW_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")  # any control character but the newline ending a line
+
+
+def test_a_file_name_with_escapes_and_a_newline_is_data(runner: DaemonRunner) -> None:
+    """A name that would clear the screen and break the line, with a byte that is not
+    UTF-8: uploaded once (its name safely encoded), and printed escaped, one line per job."""
+    name = os.fsdecode(b"evil\x1b[2J\x1b[31m\nline\xff.mov")
+    runner.start()
+    digest = write(runner.drop / name, 5000)
+    job = runner.wait_state(name, JobState.DONE)
+    assert [video["sha256"] for video in runner.sandbox.videos()] == [digest] and job.attempts == 0, "once, first try"
+    listing = vaultdrop(runner, "jobs")
+    assert listing.returncode == 0 and not RAW_CONTROL.search(listing.stdout), listing.stdout
+    assert len(listing.stdout.splitlines()) == 1 and "drop/evil\\x1b[2J\\x1b[31m\\nline\\xff.mov" in listing.stdout
+    assert json.loads(vaultdrop(runner, "jobs", "--json").stdout)[0]["relpath"] == name
+    elsewhere = runner.base / "elsewhere"
+    write(elsewhere / name, 3000)
+    once = vaultdrop(runner, "upload", "--progress", str(elsewhere / name))
+    assert once.returncode == 0, once.stderr
+    assert not RAW_CONTROL.search(once.stdout) and len(once.stdout.splitlines()) == 1 and "done, video" in once.stdout
+    assert "line\\xff.mov" in once.stderr.split("\r")[-1], "the progress bar names it escaped too"
+    missing = vaultdrop(runner, "upload", str(elsewhere / (name + ".gone")))
+    assert missing.returncode == 1 and not RAW_CONTROL.search(missing.stderr)
+    no_traceback(missing)
