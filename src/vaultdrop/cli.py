@@ -477,13 +477,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
     settings = load_config(args.config)
     check_directories(settings)
-    print(printable(f"{args.config}: OK ({len(settings.folders)} folder(s), vault {settings.vault.base_url})"))
-    if args.online:
+    if args.online:  # OK comes last, once every check passed
         try:
             for line in asyncio.run(check_online(settings)):
                 print(line)
         except RetryLater as exc:
             raise OperatorError(f"not reachable: {exc}") from None
+    print(printable(f"{args.config}: OK ({len(settings.folders)} folder(s), vault {settings.vault.base_url})"))
     return 0
 
 

@@ -108,18 +108,36 @@ def test_check_config_refuses_directories_it_cannot_write(runner: DaemonRunner) 
 def test_check_online_refuses_wrong_credentials(runner: DaemonRunner) -> None:
     good = vaultdrop(runner, "check-config", "--online")
     assert good.returncode == 0 and "credentials accepted" in good.stdout, good.stderr
+    assert good.stdout.splitlines()[-1].endswith(f"{runner.config_path}: OK (1 folder(s), vault {runner.sandbox.url})")
     runner.vault["password"] = "wrong"
     bad = vaultdrop(runner, "check-config", "--online")
     assert bad.returncode == 78 and "check vault.user and vault.password" in bad.stderr
+    assert "OK" not in bad.stdout, "OK only once every check passed"
     no_traceback(bad)
 
 
 def test_check_online_with_the_vault_down_is_one_line(runner: DaemonRunner) -> None:
     runner.vault["base_url"] = "http://127.0.0.1:9"
     result = vaultdrop(runner, "check-config", "--online")
-    assert result.returncode == 1 and "not reachable" in result.stderr
+    assert result.returncode == 1 and "not reachable" in result.stderr and "OK" not in result.stdout
     runner.start()  # a vault that is down at start is waited out, not a reason to refuse
     assert runner.saw("start-up check failed, files wait in the journal")
+
+
+def test_a_config_that_is_not_utf8_is_one_line_naming_the_file(runner: DaemonRunner) -> None:
+    runner.write_config()
+    runner.config_path.write_bytes(runner.config_path.read_bytes() + "# caf\xe9 in Latin-1\n".encode("latin-1"))
+    result = cli("check-config", "--config", str(runner.config_path))
+    assert result.returncode == 78 and f"{runner.config_path}: line " in result.stderr and "not UTF-8" in result.stderr
+    no_traceback(result)
+
+
+def test_a_password_in_a_config_others_can_read_draws_the_secret_file_warning(runner: DaemonRunner) -> None:
+    runner.write_config().chmod(0o644)
+    loose = cli("check-config", "--config", str(runner.config_path))
+    assert loose.returncode == 0 and "holds vault.password and is readable by group or others" in loose.stderr
+    assert runner.sandbox.password not in loose.stderr
+    assert "readable by" not in vaultdrop(runner, "check-config").stderr  # 0600
 
 
 def test_environment_override_errors_name_the_variable(runner: DaemonRunner) -> None:
