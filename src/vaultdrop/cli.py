@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import errno
 import json
 import os
@@ -129,33 +130,35 @@ def cmd_run(args: argparse.Namespace) -> int:
     environ = dict(os.environ)
     if args.metrics_addr is not None:
         environ["VAULTDROP_METRICS__LISTEN"] = args.metrics_addr
-    sandbox = None
-    if args.sandbox:
-        from .sandbox.launcher import spawn_sandbox
-
-        _port_free(args.port)
-        sandbox = spawn_sandbox(args.demo_dir.resolve() / "sandbox", port=args.port)
-        settings = demo_settings(args.demo_dir, sandbox.url, environ)
-        print("\n".join(map(printable, (
-            f"vaultdrop demo: sandbox vault at {sandbox.url}",
-            f"  drop files into   {settings.folders[0].path}",
-            f"  uploaded videos:  {sandbox.root}/storage",
-            f"  archived files:   {settings.folders[0].archive_dir}",
-            f"  watch progress:   .venv/bin/vaultdrop status {_demo_hints(args)}",
-            f"  upload a file:    .venv/bin/vaultdrop upload {_demo_hints(args)} FILE",
-            "  stop with Ctrl-C (in-flight uploads drain first)"))), flush=True)
-        reload_settings = None
-    else:
-        settings = load_config(args.config, environ)
-        def reload_settings() -> Settings:
-            return load_config(args.config, environ)
-    _setup_logs(args, settings)
-    try:
+    with contextlib.ExitStack() as stack:  # the demo's sandbox stops however the run ends
+        if args.sandbox:
+            settings = _demo_run(args, environ, stack)
+            reload_settings = None
+        else:
+            settings = load_config(args.config, environ)
+            def reload_settings() -> Settings:
+                return load_config(args.config, environ)
+        _setup_logs(args, settings)
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:  # its loop costs less CPU per file
             return runner.run(Daemon(settings, reload_settings).run())
-    finally:
-        if sandbox is not None:
-            sandbox.stop()
+
+
+def _demo_run(args: argparse.Namespace, environ: dict[str, str], stack: contextlib.ExitStack) -> Settings:
+    """`make run`: a sandbox of its own (stopped by `stack`), the demo's settings, the banner."""
+    from .sandbox.launcher import spawn_sandbox
+
+    _port_free(args.port)
+    sandbox = stack.enter_context(spawn_sandbox(args.demo_dir.resolve() / "sandbox", port=args.port))
+    settings = demo_settings(args.demo_dir, sandbox.url, environ)
+    print("\n".join(map(printable, (
+        f"vaultdrop demo: sandbox vault at {sandbox.url}",
+        f"  drop files into   {settings.folders[0].path}",
+        f"  uploaded videos:  {sandbox.root}/storage",
+        f"  archived files:   {settings.folders[0].archive_dir}",
+        f"  watch progress:   .venv/bin/vaultdrop status {_demo_hints(args)}",
+        f"  upload a file:    .venv/bin/vaultdrop upload {_demo_hints(args)} FILE",
+        "  stop with Ctrl-C (in-flight uploads drain first)"))), flush=True)
+    return settings
 
 
 # -- status and jobs --------------------------------------------------------------------
@@ -343,7 +346,11 @@ def _settings_or_demo(args: argparse.Namespace) -> tuple[Settings, Any]:
     if url and _answers(url):
         return demo_settings(args.demo_dir, url), None
     sandbox = spawn_sandbox(root)
-    return demo_settings(args.demo_dir, sandbox.url), sandbox
+    try:
+        return demo_settings(args.demo_dir, sandbox.url), sandbox
+    except BaseException:  # a bad VAULTDROP_… variable: the sandbox must not outlive us
+        sandbox.stop()
+        raise
 
 
 def _answers(url: str) -> bool:
