@@ -420,6 +420,7 @@ def cmd_journal_copy(args: argparse.Namespace) -> int:
     from .daemon import lock_state_dir
     from .journal.postgres import PgJournal, without_password
 
+    _setup_logs(args)
     state_dir = args.state_dir or load_config(args.config).daemon.state_dir
     lock = lock_state_dir(state_dir)
     try:
@@ -446,6 +447,7 @@ def cmd_journal_reset(args: argparse.Namespace) -> int:
     folders are then uploaded again. A journal that holds jobs is never thrown away here."""
     from .daemon import lock_state_dir
 
+    _setup_logs(args)
     state_dir = args.state_dir or load_config(args.config).daemon.state_dir
     lock = lock_state_dir(state_dir)  # the daemon must be stopped
     try:
@@ -509,14 +511,11 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vaultdrop", description="Folders in, videos in the vault, exactly once.")
+    parser = argparse.ArgumentParser(prog="vaultdrop", description="Folders in, videos in the vault, exactly once.",
+                                     parents=[logs.verbosity_options()])
     parser.add_argument("--version", action="version", version=f"vaultdrop {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    verbosity = argparse.ArgumentParser(add_help=False)
-    loudness = verbosity.add_mutually_exclusive_group()
-    loudness.add_argument("-v", "--verbose", action="count", default=0,
-                          help="debug lines (-vv: also httpx and watchdog); wins over log_level")
-    loudness.add_argument("-q", "--quiet", action="store_true", help="errors only; wins over log_level")
+    verbosity = logs.verbosity_options(keep_earlier=True)  # -v/-q before the command, or after it
 
     def command(name: str, help: str, demo: bool = False, journal: bool = False,
                 config: bool = True) -> argparse.ArgumentParser:
@@ -543,7 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .sandbox.cli import add_sandbox_arguments, run_sandbox
 
-    sandbox = sub.add_parser("sandbox", help="serve the local SesameVault + ScaleEngine sandbox")
+    sandbox = sub.add_parser("sandbox", help="serve the local SesameVault + ScaleEngine sandbox", parents=[verbosity])
     add_sandbox_arguments(sandbox)
     sandbox.set_defaults(func=run_sandbox)
 
@@ -575,7 +574,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     journal = sub.add_parser("journal", help="manage the journal")
     journal_sub = journal.add_subparsers(dest="journal_command", required=True)
-    copy = journal_sub.add_parser("copy", help="copy the SQLite journal into a new PostgreSQL journal")
+    copy = journal_sub.add_parser("copy", help="copy the SQLite journal into a new PostgreSQL journal",
+                                  parents=[verbosity])
     copy.add_argument("--to", required=True, metavar="postgresql://…", help="the new (empty) PostgreSQL database")
     copy.add_argument("--password-file", type=Path, help="its password (else libpq's: ~/.pgpass, PGPASSWORD)")
     copy.add_argument("--config", type=Path, default=Path(os.environ.get("VAULTDROP_CONFIG", DEFAULT_CONFIG_PATH)),
@@ -583,7 +583,8 @@ def build_parser() -> argparse.ArgumentParser:
     copy.add_argument("--state-dir", type=Path, help="the SQLite journal's directory, without loading the config")
     copy.set_defaults(func=cmd_journal_copy)
     reset = journal_sub.add_parser(
-        "reset", help="start over with an empty journal (only when it is empty or gone; the daemon stopped)")
+        "reset", help="start over with an empty journal (only when it is empty or gone; the daemon stopped)",
+        parents=[verbosity])
     reset.add_argument("--config", type=Path, default=Path(os.environ.get("VAULTDROP_CONFIG", DEFAULT_CONFIG_PATH)),
                        help="whose state_dir to reset (default %(default)s)")
     reset.add_argument("--state-dir", type=Path, help="the state directory, without loading the config")

@@ -14,7 +14,7 @@ from pathlib import Path
 from vaultdrop.job import FileIdentity, JobState
 from vaultdrop.journal import Journal
 
-from .harness import DaemonRunner, read_until
+from .harness import DaemonRunner, read_until, wait_for
 from .test_cli import vaultdrop
 from .test_daemon import write
 
@@ -247,3 +247,25 @@ def test_a_file_name_with_escapes_and_a_newline_is_data(runner: DaemonRunner) ->
     missing = vaultdrop(runner, "upload", str(elsewhere / (name + ".gone")))
     assert missing.returncode == 1 and not RAW_CONTROL.search(missing.stderr)
     no_traceback(missing)
+
+
+def test_verbosity_goes_before_the_command_too_and_on_sandbox_and_journal(runner: DaemonRunner) -> None:
+    write(runner.base / "loud.mov", 2000)
+    runner.write_config()
+    before = cli("-vv", "upload", "--config", str(runner.config_path), str(runner.base / "loud.mov"))
+    assert before.returncode == 0 and "HTTP Request:" in before.stderr, "-vv before the command: httpx's lines"
+    quiet = cli("-q", "upload", "--force", "--config", str(runner.config_path), str(runner.base / "loud.mov"))
+    assert quiet.returncode == 0 and quiet.stderr == "", "-q before the command wins over log_level too"
+    assert cli("-v", "status", "--state-dir", str(runner.state)).returncode == 0
+    for place in (["-q", "sandbox"], ["sandbox", "-q"]):
+        ready = runner.base / f"ready-{len(place[0])}"
+        serving = subprocess.Popen([str(SCRIPT), *place, "--port", "0", "--root", str(runner.base / "sb"),
+                                    "--ready-file", str(ready)], stderr=subprocess.PIPE, text=True)
+        wait_for(ready.exists, what="sandbox ready")
+        serving.terminate()
+        _, errors = serving.communicate(timeout=30)
+        assert " INFO " not in errors, errors
+    for place in (["-q", "journal", "copy"], ["journal", "copy", "-q"], ["journal", "reset", "-v"]):
+        answer = cli(*place, "--to", "postgresql://nowhere.invalid/db", "--state-dir", str(runner.base / "none")) \
+            if "copy" in place else cli(*place, "--state-dir", str(runner.base / "none"))
+        assert answer.returncode != 2 and "usage:" not in answer.stderr, answer.stderr
