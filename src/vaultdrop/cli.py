@@ -28,22 +28,22 @@ import uvloop
 from pydantic import TypeAdapter, ValidationError
 
 from . import __version__, logs
-from .config import DEFAULT_CONFIG_PATH, Duration, Settings, load_config, settings_from_dict
-from .errors import ConfigError, LocalFileError, OperatorError, RetryLater, VaultdropError
+from .config import DEFAULT_CONFIG_PATH, Duration, ListenAddress, Settings, load_config, settings_from_dict
+from .errors import CONFIG_EXIT_STATUS, ConfigError, LocalFileError, OperatorError, RetryLater, VaultdropError
 from .files import ignore_lease_breaks
 from .job import TERMINAL, Job, JobState
-from .journal import USED_MARK, Journal, JournalStore, JournalUnavailable, journal_was_used
+from .journal import USED_MARK, Journal, JournalStore, journal_was_used
 from .journal.committer import Committer
 from .logs import printable
 from .runstate import daemon_running, read_run_state
 from .stages import postaction
 
 DEMO_DIR = Path("vaultdrop-demo")
-TEMPFAIL_EXIT_STATUS = 75  # EX_TEMPFAIL
 DEMO_PORT = 8765
 DEPENDENCIES = ("watchdog", "httpx", "lxml", "pydantic", "pydantic-settings", "systemd-python", "aiohttp",
                 "httpx-aiohttp", "uvloop")
 _DURATION = TypeAdapter(Duration)
+_LISTEN_ADDRESS = TypeAdapter(ListenAddress)
 VIDEO_ID = re.compile(r"[A-Za-z0-9_-]+")
 
 
@@ -126,7 +126,7 @@ def _demo_hints(args: argparse.Namespace) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     from .daemon import Daemon
 
-    # --metrics-addr is validated (and kept across reloads) like [metrics] listen itself.
+    # --metrics-addr (checked by the parser) overrides [metrics] listen, across reloads too.
     environ = dict(os.environ)
     if args.metrics_addr is not None:
         environ["VAULTDROP_METRICS__LISTEN"] = args.metrics_addr
@@ -220,6 +220,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 def _holder(job: Job) -> str:
     """Which host works on the job (a shared PostgreSQL journal has several)."""
     return f"  [on {job.owner}]" if job.owner and job.state not in TERMINAL else ""
+
+
+def _metrics_addr(value: str) -> str:
+    """A bad --metrics-addr is a usage mistake naming the flag, not an environment variable's."""
+    try:
+        return str(_LISTEN_ADDRESS.validate_python(value))
+    except ValidationError as exc:
+        raise argparse.ArgumentTypeError(exc.errors(include_url=False)[0]["msg"]) from None
 
 
 def _since(value: str) -> float:
@@ -536,7 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = command("run", "run the daemon", demo=True)
     run.add_argument("--port", type=int, default=DEMO_PORT, help="sandbox port with --sandbox (0 = any free)")
-    run.add_argument("--metrics-addr", metavar="HOST:PORT",
+    run.add_argument("--metrics-addr", metavar="HOST:PORT", type=_metrics_addr,
                      help="serve Prometheus metrics at http://HOST:PORT/metrics (overrides [metrics] listen)")
     run.set_defaults(func=cmd_run)
 
@@ -615,14 +623,11 @@ def main(argv: list[str] | None = None) -> int:
         status = int(args.func(args))
         sys.stdout.flush()
         return status
-    except ConfigError as exc:
-        print(f"vaultdrop: configuration error: {_error_text(exc)}", file=sys.stderr)
-        return exc.exit_status
-    except JournalUnavailable as exc:  # the PostgreSQL journal is down: try again later
-        print(f"vaultdrop: {_error_text(exc)}", file=sys.stderr)
-        return TEMPFAIL_EXIT_STATUS
     except VaultdropError as exc:
-        print(f"vaultdrop: {_error_text(exc)}", file=sys.stderr)
+        # Only what exits 78 is a configuration error: a journal's full disk or a database
+        # that is down (75), a daemon already running (75) are not.
+        label = "configuration error: " if exc.exit_status == CONFIG_EXIT_STATUS else ""
+        print(f"vaultdrop: {label}{_error_text(exc)}", file=sys.stderr)
         return exc.exit_status
     except KeyboardInterrupt:
         print("\nvaultdrop: interrupted (work in the journal resumes next time)", file=sys.stderr)

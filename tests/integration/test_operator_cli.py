@@ -269,3 +269,22 @@ def test_verbosity_goes_before_the_command_too_and_on_sandbox_and_journal(runner
         answer = cli(*place, "--to", "postgresql://nowhere.invalid/db", "--state-dir", str(runner.base / "none")) \
             if "copy" in place else cli(*place, "--state-dir", str(runner.base / "none"))
         assert answer.returncode != 2 and "usage:" not in answer.stderr, answer.stderr
+
+
+def test_labels_tell_the_truth(runner: DaemonRunner) -> None:
+    """A bad flag is a usage mistake naming the flag; a second daemon and a journal database
+    that is down are "try again later" (75), not configuration errors (78)."""
+    flag = vaultdrop(runner, "run", "--metrics-addr", "nowhere")
+    assert flag.returncode == 2 and "--metrics-addr: expected host:port" in flag.stderr
+    assert "environment variable" not in flag.stderr
+    runner.start()
+    second = vaultdrop(runner, "run")
+    assert second.returncode == 75 and f"another vaultdrop is already running on {runner.state}" in second.stderr
+    assert "configuration error" not in second.stderr
+    no_traceback(second)
+    runner.stop()
+    runner.journal = {"url": "postgresql://vaultdrop@127.0.0.1:9/vaultdrop"}
+    down = vaultdrop(runner, "jobs")
+    assert down.returncode == 75 and "is unreachable" in down.stderr and "configuration error" not in down.stderr
+    no_traceback(down)
+
