@@ -16,6 +16,7 @@ import os
 import re
 import socket
 import sys
+import textwrap
 import time
 import traceback
 from dataclasses import asdict
@@ -45,6 +46,20 @@ DEPENDENCIES = ("watchdog", "httpx", "lxml", "pydantic", "pydantic-settings", "s
 _DURATION = TypeAdapter(Duration)
 _LISTEN_ADDRESS = TypeAdapter(ListenAddress)
 VIDEO_ID = re.compile(r"[A-Za-z0-9_-]+")
+# What main() returns, for `--help` (the README's table says the same): a script or a unit
+# decides on these.
+EXIT_STATUSES = (
+    (0, "done"),
+    (1, "the command could not do what it was asked (one line says why), or a one-shot upload failed"),
+    (2, "a usage mistake (with the usage text)"),
+    (70, "a bug: an internal error with a traceback; please report it"),
+    (75, "try again later: another vaultdrop holds the state_dir, the journal's database is unreachable "
+         "or its disk cannot be written (systemd restarts the daemon)"),
+    (78, "the configuration: invalid, credentials rejected, or a journal gone after use (systemd does not "
+         "restart the daemon)"),
+    (130, "interrupted (Ctrl-C): work in the journal resumes next time"),
+    (141, "stdout was closed by its reader (vaultdrop jobs | head)"),
+)
 
 
 def demo_settings(base: Path, url: str, environ: dict[str, str] | None = None) -> Settings:
@@ -520,7 +535,8 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vaultdrop", description="Folders in, videos in the vault, exactly once.",
-                                     parents=[logs.verbosity_options()])
+                                     parents=[logs.verbosity_options()], epilog=_exit_table(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"vaultdrop {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     verbosity = logs.verbosity_options(keep_earlier=True)  # -v/-q before the command, or after it
@@ -614,6 +630,12 @@ def _error_text(exc: VaultdropError) -> str:
     if isinstance(exc, ConfigError):
         return "\n".join(map(printable, str(exc).split("\n")))
     return printable(str(exc))
+
+
+def _exit_table() -> str:
+    return "exit statuses:\n" + "\n".join(textwrap.fill(meaning, 88, initial_indent=f"  {status:<5}",
+                                                          subsequent_indent=" " * 7)
+                                            for status, meaning in EXIT_STATUSES)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -288,3 +288,12 @@ def test_labels_tell_the_truth(runner: DaemonRunner) -> None:
     assert down.returncode == 75 and "is unreachable" in down.stderr and "configuration error" not in down.stderr
     no_traceback(down)
 
+
+def test_the_exit_status_table_in_help_is_the_readme_s() -> None:
+    """`--help` ends with the exit statuses main() returns, and the README lists the same."""
+    shown = cli("--help")
+    assert shown.returncode == 0 and "exit statuses:" in shown.stdout
+    in_help = [int(code) for code in re.findall(r"^  (\d+) ", shown.stdout.split("exit statuses:")[1], re.M)]
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    in_readme = [int(code) for code in re.findall(r"^\| (\d+) \| ", readme.split("Exit statuses")[1].split("\n\n")[1], re.M)]
+    assert in_help == in_readme == [0, 1, 2, 70, 75, 78, 130, 141]
