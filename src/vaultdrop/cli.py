@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import errno
 import json
 import os
 import re
 import socket
 import sys
+import textwrap
 import time
 import traceback
 from dataclasses import asdict
@@ -27,23 +29,37 @@ import uvloop
 from pydantic import TypeAdapter, ValidationError
 
 from . import __version__, logs
-from .config import DEFAULT_CONFIG_PATH, Duration, Settings, load_config, settings_from_dict
-from .errors import ConfigError, LocalFileError, OperatorError, RetryLater, VaultdropError
+from .config import DEFAULT_CONFIG_PATH, Duration, ListenAddress, Settings, load_config, settings_from_dict
+from .errors import CONFIG_EXIT_STATUS, ConfigError, LocalFileError, OperatorError, RetryLater, VaultdropError
 from .files import ignore_lease_breaks
 from .job import TERMINAL, Job, JobState
-from .journal import USED_MARK, Journal, JournalStore, JournalUnavailable, journal_was_used
+from .journal import USED_MARK, Journal, JournalStore, journal_was_used
 from .journal.committer import Committer
 from .logs import printable
 from .runstate import daemon_running, read_run_state
 from .stages import postaction
 
 DEMO_DIR = Path("vaultdrop-demo")
-TEMPFAIL_EXIT_STATUS = 75  # EX_TEMPFAIL
 DEMO_PORT = 8765
 DEPENDENCIES = ("watchdog", "httpx", "lxml", "pydantic", "pydantic-settings", "systemd-python", "aiohttp",
                 "httpx-aiohttp", "uvloop")
 _DURATION = TypeAdapter(Duration)
+_LISTEN_ADDRESS = TypeAdapter(ListenAddress)
 VIDEO_ID = re.compile(r"[A-Za-z0-9_-]+")
+# What main() returns, for `--help` (the README's table says the same): a script or a unit
+# decides on these.
+EXIT_STATUSES = (
+    (0, "done"),
+    (1, "the command could not do what it was asked (one line says why), or a one-shot upload failed"),
+    (2, "a usage mistake (with the usage text)"),
+    (70, "a bug: an internal error with a traceback; please report it"),
+    (75, "try again later: another vaultdrop holds the state_dir, the journal's database is unreachable "
+         "or its disk cannot be written (systemd restarts the daemon)"),
+    (78, "the configuration: invalid, credentials rejected, or a journal gone after use (systemd does not "
+         "restart the daemon)"),
+    (130, "interrupted (Ctrl-C): work in the journal resumes next time"),
+    (141, "stdout was closed by its reader (vaultdrop jobs | head)"),
+)
 
 
 def demo_settings(base: Path, url: str, environ: dict[str, str] | None = None) -> Settings:
@@ -125,39 +141,39 @@ def _demo_hints(args: argparse.Namespace) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     from .daemon import Daemon
 
-    # --metrics-addr is validated (and kept across reloads) like [metrics] listen itself.
+    # --metrics-addr (checked by the parser) overrides [metrics] listen, across reloads too.
     environ = dict(os.environ)
     if args.metrics_addr is not None:
         environ["VAULTDROP_METRICS__LISTEN"] = args.metrics_addr
-    sandbox = None
-    if args.sandbox:
-        from .sandbox.launcher import spawn_sandbox
-
-        _port_free(args.port)
-        sandbox = spawn_sandbox(args.demo_dir.resolve() / "sandbox", port=args.port)
-        settings = demo_settings(args.demo_dir, sandbox.url, environ)
-        print(
-            f"vaultdrop demo: sandbox vault at {sandbox.url}\n"
-            f"  drop files into   {settings.folders[0].path}\n"
-            f"  uploaded videos:  {sandbox.root}/storage\n"
-            f"  archived files:   {settings.folders[0].archive_dir}\n"
-            f"  watch progress:   .venv/bin/vaultdrop status {_demo_hints(args)}\n"
-            f"  upload a file:    .venv/bin/vaultdrop upload {_demo_hints(args)} FILE\n"
-            f"  stop with Ctrl-C (in-flight uploads drain first)",
-            flush=True,
-        )
-        reload_settings = None
-    else:
-        settings = load_config(args.config, environ)
-        def reload_settings() -> Settings:
-            return load_config(args.config, environ)
-    _setup_logs(args, settings)
-    try:
+    with contextlib.ExitStack() as stack:  # the demo's sandbox stops however the run ends
+        if args.sandbox:
+            settings = _demo_run(args, environ, stack)
+            reload_settings = None
+        else:
+            settings = load_config(args.config, environ)
+            def reload_settings() -> Settings:
+                return load_config(args.config, environ)
+        _setup_logs(args, settings)
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:  # its loop costs less CPU per file
             return runner.run(Daemon(settings, reload_settings).run())
-    finally:
-        if sandbox is not None:
-            sandbox.stop()
+
+
+def _demo_run(args: argparse.Namespace, environ: dict[str, str], stack: contextlib.ExitStack) -> Settings:
+    """`make run`: a sandbox of its own (stopped by `stack`), the demo's settings, the banner."""
+    from .sandbox.launcher import spawn_sandbox
+
+    _port_free(args.port)
+    sandbox = stack.enter_context(spawn_sandbox(args.demo_dir.resolve() / "sandbox", port=args.port))
+    settings = demo_settings(args.demo_dir, sandbox.url, environ)
+    print("\n".join(map(printable, (
+        f"vaultdrop demo: sandbox vault at {sandbox.url}",
+        f"  drop files into   {settings.folders[0].path}",
+        f"  uploaded videos:  {sandbox.root}/storage",
+        f"  archived files:   {settings.folders[0].archive_dir}",
+        f"  watch progress:   .venv/bin/vaultdrop status {_demo_hints(args)}",
+        f"  upload a file:    .venv/bin/vaultdrop upload {_demo_hints(args)} FILE",
+        "  stop with Ctrl-C (in-flight uploads drain first)"))), flush=True)
+    return settings
 
 
 # -- status and jobs --------------------------------------------------------------------
@@ -202,7 +218,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"daemon: running since {daemon['since']} (pid {daemon['pid']})" if daemon["running"]
           else "daemon: not running")
     if daemon["last_error"]:
-        print(f"last error: {daemon['last_error_at']} {daemon['last_error']}")
+        print(printable(f"last error: {daemon['last_error_at']} {daemon['last_error']}"))
     if daemon["waiting"] and any(daemon["waiting"].values()):
         waiting = daemon["waiting"]
         print(f"not complete yet: {waiting.get('settling', 0)} settling, {waiting.get('open', 0)} open for writing"
@@ -212,13 +228,21 @@ def cmd_status(args: argparse.Namespace) -> int:
     for job in active:
         percent = 100 * job.bytes_sent / job.size if job.size else 100
         extra = f" s3 request {job.s3_request_id} {job.s3_status or ''}" if job.s3_request_id else ""
-        print(f"  #{job.id} {job.state.value:<11} {percent:5.1f}%  {job.relpath}{extra}{_holder(job)}")
+        print(printable(f"  #{job.id} {job.state.value:<11} {percent:5.1f}%  {job.relpath}{extra}{_holder(job)}"))
     return 0
 
 
 def _holder(job: Job) -> str:
     """Which host works on the job (a shared PostgreSQL journal has several)."""
     return f"  [on {job.owner}]" if job.owner and job.state not in TERMINAL else ""
+
+
+def _metrics_addr(value: str) -> str:
+    """A bad --metrics-addr is a usage mistake naming the flag, not an environment variable's."""
+    try:
+        return str(_LISTEN_ADDRESS.validate_python(value))
+    except ValidationError as exc:
+        raise argparse.ArgumentTypeError(exc.errors(include_url=False)[0]["msg"]) from None
 
 
 def _since(value: str) -> float:
@@ -243,8 +267,8 @@ def _list_jobs(args: argparse.Namespace) -> int:
     for job in jobs:
         error = f"  ({job.last_error})" if job.last_error and job.state is not JobState.DONE else ""
         changed = datetime.fromtimestamp(job.updated_at).strftime("%Y-%m-%d %H:%M:%S")
-        print(f"#{job.id:<6} {changed}  {job.state.value:<11} {logs.human_size(job.size):>9}  "
-              f"{Path(job.folder).name}/{job.relpath}{error}{_holder(job)}")
+        print(printable(f"#{job.id:<6} {changed}  {job.state.value:<11} {logs.human_size(job.size):>9}  "
+                        f"{Path(job.folder).name}/{job.relpath}{error}{_holder(job)}"))
     total = journal.count_jobs(state, folder=args.folder, since=args.since)
     if total > len(jobs):
         print(f"{len(jobs)} of {total} shown, --limit {total} shows all", file=sys.stderr)
@@ -345,7 +369,11 @@ def _settings_or_demo(args: argparse.Namespace) -> tuple[Settings, Any]:
     if url and _answers(url):
         return demo_settings(args.demo_dir, url), None
     sandbox = spawn_sandbox(root)
-    return demo_settings(args.demo_dir, sandbox.url), sandbox
+    try:
+        return demo_settings(args.demo_dir, sandbox.url), sandbox
+    except BaseException:  # a bad VAULTDROP_… variable: the sandbox must not outlive us
+        sandbox.stop()
+        raise
 
 
 def _answers(url: str) -> bool:
@@ -415,6 +443,7 @@ def cmd_journal_copy(args: argparse.Namespace) -> int:
     from .daemon import lock_state_dir
     from .journal.postgres import PgJournal, without_password
 
+    _setup_logs(args)
     state_dir = args.state_dir or load_config(args.config).daemon.state_dir
     lock = lock_state_dir(state_dir)
     try:
@@ -441,12 +470,13 @@ def cmd_journal_reset(args: argparse.Namespace) -> int:
     folders are then uploaded again. A journal that holds jobs is never thrown away here."""
     from .daemon import lock_state_dir
 
+    _setup_logs(args)
     state_dir = args.state_dir or load_config(args.config).daemon.state_dir
     lock = lock_state_dir(state_dir)  # the daemon must be stopped
     try:
         used = journal_was_used(state_dir)
         if used is None:
-            print(f"nothing to reset: no journal was set up in {state_dir} yet")
+            print(printable(f"nothing to reset: no journal was set up in {state_dir} yet"))
             return 0
         path = state_dir / "vaultdrop.db"
         if path.exists():
@@ -479,13 +509,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
     settings = load_config(args.config)
     check_directories(settings)
-    print(f"{args.config}: OK ({len(settings.folders)} folder(s), vault {settings.vault.base_url})")
-    if args.online:
+    if args.online:  # OK comes last, once every check passed
         try:
             for line in asyncio.run(check_online(settings)):
                 print(line)
         except RetryLater as exc:
             raise OperatorError(f"not reachable: {exc}") from None
+    print(printable(f"{args.config}: OK ({len(settings.folders)} folder(s), vault {settings.vault.base_url})"))
     return 0
 
 
@@ -504,14 +534,12 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vaultdrop", description="Folders in, videos in the vault, exactly once.")
+    parser = argparse.ArgumentParser(prog="vaultdrop", description="Folders in, videos in the vault, exactly once.",
+                                     parents=[logs.verbosity_options()], epilog=_exit_table(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"vaultdrop {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    verbosity = argparse.ArgumentParser(add_help=False)
-    loudness = verbosity.add_mutually_exclusive_group()
-    loudness.add_argument("-v", "--verbose", action="count", default=0,
-                          help="debug lines (-vv: also httpx and watchdog); wins over log_level")
-    loudness.add_argument("-q", "--quiet", action="store_true", help="errors only; wins over log_level")
+    verbosity = logs.verbosity_options(keep_earlier=True)  # -v/-q before the command, or after it
 
     def command(name: str, help: str, demo: bool = False, journal: bool = False,
                 config: bool = True) -> argparse.ArgumentParser:
@@ -532,13 +560,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = command("run", "run the daemon", demo=True)
     run.add_argument("--port", type=int, default=DEMO_PORT, help="sandbox port with --sandbox (0 = any free)")
-    run.add_argument("--metrics-addr", metavar="HOST:PORT",
+    run.add_argument("--metrics-addr", metavar="HOST:PORT", type=_metrics_addr,
                      help="serve Prometheus metrics at http://HOST:PORT/metrics (overrides [metrics] listen)")
     run.set_defaults(func=cmd_run)
 
     from .sandbox.cli import add_sandbox_arguments, run_sandbox
 
-    sandbox = sub.add_parser("sandbox", help="serve the local SesameVault + ScaleEngine sandbox")
+    sandbox = sub.add_parser("sandbox", help="serve the local SesameVault + ScaleEngine sandbox", parents=[verbosity])
     add_sandbox_arguments(sandbox)
     sandbox.set_defaults(func=run_sandbox)
 
@@ -570,7 +598,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     journal = sub.add_parser("journal", help="manage the journal")
     journal_sub = journal.add_subparsers(dest="journal_command", required=True)
-    copy = journal_sub.add_parser("copy", help="copy the SQLite journal into a new PostgreSQL journal")
+    copy = journal_sub.add_parser("copy", help="copy the SQLite journal into a new PostgreSQL journal",
+                                  parents=[verbosity])
     copy.add_argument("--to", required=True, metavar="postgresql://…", help="the new (empty) PostgreSQL database")
     copy.add_argument("--password-file", type=Path, help="its password (else libpq's: ~/.pgpass, PGPASSWORD)")
     copy.add_argument("--config", type=Path, default=Path(os.environ.get("VAULTDROP_CONFIG", DEFAULT_CONFIG_PATH)),
@@ -578,7 +607,8 @@ def build_parser() -> argparse.ArgumentParser:
     copy.add_argument("--state-dir", type=Path, help="the SQLite journal's directory, without loading the config")
     copy.set_defaults(func=cmd_journal_copy)
     reset = journal_sub.add_parser(
-        "reset", help="start over with an empty journal (only when it is empty or gone; the daemon stopped)")
+        "reset", help="start over with an empty journal (only when it is empty or gone; the daemon stopped)",
+        parents=[verbosity])
     reset.add_argument("--config", type=Path, default=Path(os.environ.get("VAULTDROP_CONFIG", DEFAULT_CONFIG_PATH)),
                        help="whose state_dir to reset (default %(default)s)")
     reset.add_argument("--state-dir", type=Path, help="the state directory, without loading the config")
@@ -594,6 +624,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _error_text(exc: VaultdropError) -> str:
+    """The message, with any file name in it escaped; only a configuration error spans
+    lines (one per problem), every other message is one line whatever a name holds."""
+    if isinstance(exc, ConfigError):
+        return "\n".join(map(printable, str(exc).split("\n")))
+    return printable(str(exc))
+
+
+def _exit_table() -> str:
+    return "exit statuses:\n" + "\n".join(textwrap.fill(meaning, 88, initial_indent=f"  {status:<5}",
+                                                          subsequent_indent=" " * 7)
+                                            for status, meaning in EXIT_STATUSES)
+
+
 def main(argv: list[str] | None = None) -> int:
     ignore_lease_breaks()
     args = build_parser().parse_args(argv)
@@ -601,14 +645,11 @@ def main(argv: list[str] | None = None) -> int:
         status = int(args.func(args))
         sys.stdout.flush()
         return status
-    except ConfigError as exc:
-        print(f"vaultdrop: configuration error: {exc}", file=sys.stderr)
-        return exc.exit_status
-    except JournalUnavailable as exc:  # the PostgreSQL journal is down: try again later
-        print(f"vaultdrop: {exc}", file=sys.stderr)
-        return TEMPFAIL_EXIT_STATUS
     except VaultdropError as exc:
-        print(f"vaultdrop: {exc}", file=sys.stderr)
+        # Only what exits 78 is a configuration error: a journal's full disk or a database
+        # that is down (75), a daemon already running (75) are not.
+        label = "configuration error: " if exc.exit_status == CONFIG_EXIT_STATUS else ""
+        print(f"vaultdrop: {label}{_error_text(exc)}", file=sys.stderr)
         return exc.exit_status
     except KeyboardInterrupt:
         print("\nvaultdrop: interrupted (work in the journal resumes next time)", file=sys.stderr)

@@ -14,11 +14,11 @@ import socket
 import stat
 import string
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, NoReturn
+from typing import Annotated, Any, Literal, NoReturn, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -235,6 +235,26 @@ def _read_secret(path: Path) -> str:
     if path.stat().st_mode & (stat.S_IRGRP | stat.S_IROTH):
         logger.warning("secret file %s is readable by group or others; chmod 600 it", path)
     return secret
+
+
+def _warn_if_inline_secrets_are_readable(path: Path, tables: Mapping[str, Any]) -> None:
+    """A secret written in the config file is as exposed as a loose secret file: the same warning."""
+    if not path.stat().st_mode & (stat.S_IRGRP | stat.S_IROTH):
+        return
+    written = [(table, key) for table, key in _credential_keys()
+               if isinstance(tables.get(table), dict) and key in tables[table]]
+    if written:
+        logger.warning("config file %s holds %s and is readable by group or others; chmod 600 it", path,
+                       ", ".join(".".join(key) for key in written))
+
+
+def _credential_keys() -> Iterator[tuple[str, str]]:
+    """(table, key) of every secret the settings declare (a `Credential` marker)."""
+    for table, field in Settings.model_fields.items():
+        for model in (field.annotation, *get_args(field.annotation)):
+            if isinstance(model, type) and issubclass(model, _Section):
+                yield from ((table, name) for name, inner in model.model_fields.items()
+                            if any(isinstance(marker, Credential) for marker in inner.metadata))
 
 
 def _resolve_secret(data: dict[str, Any], name: str, credential: str, required: bool) -> None:
@@ -470,7 +490,9 @@ class Settings(BaseSettings):
         origin = _origin()
         sources: list[PydanticBaseSettingsSource] = [_EnvironSource(settings_cls, origin.environ), init_settings]
         if origin.toml_file is not None:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=origin.toml_file))
+            toml = TomlConfigSettingsSource(settings_cls, toml_file=origin.toml_file)
+            _warn_if_inline_secrets_are_readable(origin.toml_file, toml.toml_data)
+            sources.append(toml)
         return tuple(sources)
 
     @property
@@ -554,6 +576,9 @@ def _build(origin: _Origin, source: str, data: dict[str, Any]) -> Settings:
         raise _config_error(exc, source, origin.environ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: TOML syntax error: {exc}") from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8 by definition; say where it is not
+        line = exc.object[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"{source}: line {line}: not UTF-8 text (save the file as UTF-8)") from None
     except SettingsError as exc:
         raise ConfigError(f"{source}: environment override: {exc}") from None
     except OSError as exc:

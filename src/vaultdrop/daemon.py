@@ -25,7 +25,7 @@ from typing import IO, Any
 
 from . import logs
 from .config import Settings
-from .errors import ConfigError, RetryLater
+from .errors import Busy, ConfigError, RetryLater
 from .events import Fanout
 from .intake.folders import WatchedFolders
 from .job import Job, JobState
@@ -64,7 +64,7 @@ def lock_state_dir(state_dir: Path) -> IO[str]:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.close()
-        raise ConfigError(f"another vaultdrop is already running on {state_dir}") from None
+        raise Busy(f"another vaultdrop is already running on {state_dir}") from None
     handle.write(f"{os.getpid()}\n")
     handle.flush()
     return handle

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 CONFIG_EXIT_STATUS = 78  # EX_CONFIG: systemd's RestartPreventExitStatus= keys on it
+TEMPFAIL_EXIT_STATUS = 75  # EX_TEMPFAIL: nothing to fix, try again later (systemd restarts it)
 
 
 class VaultdropError(Exception):
@@ -67,6 +68,13 @@ class ConfigError(VaultdropError):
     """The daemon cannot work as configured: stop with exit status 78, do not restart."""
 
     exit_status = CONFIG_EXIT_STATUS
+
+
+class Busy(VaultdropError):
+    """Another vaultdrop holds the state_dir's lock: nothing is wrong with the configuration,
+    so not 78; 75, so systemd tries again and takes over once the other one stopped."""
+
+    exit_status = TEMPFAIL_EXIT_STATUS
 
 
 class OperatorError(VaultdropError):

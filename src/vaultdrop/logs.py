@@ -7,6 +7,7 @@ key=value. A redaction filter is the safety net that keeps secrets out of every 
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
@@ -41,6 +42,19 @@ def human_size(size: float) -> str:
         size /= 1000
         power += 1
     return f"{size:.0f} B" if power == 0 else f"{size:.1f} {units[power]}"
+
+
+def verbosity_options(keep_earlier: bool = False) -> argparse.ArgumentParser:
+    """-v/-vv/-q as a parent parser. A command's copy must `keep_earlier`: argparse copies
+    every value a subcommand's parser has over the main parser's, so with a default there
+    `vaultdrop -v status` would lose its -v."""
+    options = argparse.ArgumentParser(add_help=False)
+    loudness = options.add_mutually_exclusive_group()
+    loudness.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS if keep_earlier else 0,
+                          help="debug lines (-vv: also httpx and watchdog); wins over log_level")
+    loudness.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS if keep_earlier else False,
+                          help="errors only; wins over log_level")
+    return options
 
 
 def log(level: int, message: str, *, event: str | None = None, exc_info: bool = False, **fields: Any) -> None:
@@ -94,11 +108,14 @@ class _Redact(logging.Filter):
         return True
 
 
-_CONTROL_CHARACTERS = {**{i: f"\\x{i:02x}" for i in (*range(32), 127)}, 10: "\\n", 13: "\\r", 9: "\\t"}
+# C0, DEL and C1 (a lone 0x9b starts an escape sequence on some terminals), and a byte
+# that is not UTF-8 (os.fsdecode's surrogate escape, which a UTF-8 stdout cannot print).
+_CONTROL_CHARACTERS = {**{i: f"\\x{i:02x}" for i in (*range(32), *range(0x7F, 0xA0))},
+                       10: "\\n", 13: "\\r", 9: "\\t", **{0xDC00 + b: f"\\x{b:02x}" for b in range(0x80, 0x100)}}
 
 
 def printable(text: str) -> str:
-    """A file name as data on a terminal: control characters shown escaped."""
+    """A file name as data on a terminal: control characters and undecodable bytes shown escaped."""
     return text.translate(_CONTROL_CHARACTERS)
 
 

@@ -23,7 +23,7 @@ from .errors import OperatorError
 from .job import TERMINAL, FileIdentity, Job, JobState
 from .journal import Journal
 from .journal.committer import Committer
-from .logs import human_size, logger
+from .logs import human_size, logger, printable
 from .stages import postaction
 from .wiring import build_pipeline, open_journal
 
@@ -67,7 +67,7 @@ async def upload_files(settings: Settings, files: list[tuple[Path, os.stat_resul
             folder = folders.setdefault(str(path.parent), FolderSettings(path=path.parent, settle=0))
             job = _job_for(pipeline.committer, FileIdentity.of(str(folder.path), path.name, info), force)
             if job.state in (JobState.DONE, JobState.SKIPPED):
-                print(f"{path}: already uploaded ({_outcome(job)}, job {job.id}); --force uploads it again")
+                print(printable(f"{path}: already uploaded ({_outcome(job)}, job {job.id}); --force uploads it again"))
                 continue
             bar = ProgressBar(journal, job, sys.stderr) if progress else None
             try:
@@ -79,7 +79,7 @@ async def upload_files(settings: Settings, files: list[tuple[Path, os.stat_resul
                 if bar is not None:
                     bar.close()
             failures += job.state is JobState.FAILED
-            print(f"{path}: {job.state.value}, {_outcome(job)}")
+            print(printable(f"{path}: {job.state.value}, {_outcome(job)}"))
     finally:
         await pipeline.aclose()
         journal.close()
@@ -103,10 +103,10 @@ def _job_for(committer: Committer, identity: FileIdentity, force: bool) -> Job:
                                 "(see `vaultdrop jobs`)")
         return job
     if job.state is JobState.FAILED:
-        print(f"{identity.path}: job {job.id} had failed ({job.last_error}): trying again", file=sys.stderr)
+        print(printable(f"{identity.path}: job {job.id} had failed ({job.last_error}): trying again"), file=sys.stderr)
         return committer.retry(job.id, bring_back=postaction.restore)[0]
     if job.state not in TERMINAL:
-        print(f"{identity.path}: resuming job {job.id} ({job.state.value})", file=sys.stderr)
+        print(printable(f"{identity.path}: resuming job {job.id} ({job.state.value})"), file=sys.stderr)
     return job
 
 
@@ -150,7 +150,7 @@ class ProgressBar(logging.Filter):
         filled = int(BAR_WIDTH * fraction)
         self._out.write(f"\r[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {fraction:6.1%} "
                         f"{human_size(sent)} of {human_size(job.size)}  {human_size(rate)}/s {eta}  "
-                        f"{job.relpath}\x1b[K")
+                        f"{printable(job.relpath)}\x1b[K")
         self._out.flush()
         self._shown = True
 

@@ -103,6 +103,7 @@ class DaemonRunner:
         for name, table in self.tables.items():
             text += _table(name, table)
         self.config_path.write_text(text)
+        self.config_path.chmod(0o600)  # it holds the vault password, as an operator's would
         return self.config_path
 
     def start(self, wait_ready: bool = True) -> None:

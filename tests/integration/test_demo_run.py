@@ -88,3 +88,18 @@ def test_the_banner_carries_the_flags_its_hints_need(tmp_path: Path) -> None:
     hint = banner.split("watch progress:")[1].split("\n")[0].strip().split()
     status = subprocess.run([str(SCRIPT), *hint[1:]], capture_output=True, text=True, timeout=60)
     assert status.returncode == 0 and "jobs:" in status.stdout, status
+
+
+def test_a_failed_demo_run_leaves_no_sandbox_behind(tmp_path: Path) -> None:
+    """A bad flag (refused before anything starts) or VAULTDROP_… variable (refused once
+    the sandbox runs): the sandbox stops too, and the next `make run` finds the port free."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for flags, env, status in ((["--metrics-addr", "nowhere"], {}, 2), ([], {"VAULTDROP_VAULT__TIMEOUT": "soon"}, 78)):
+        result = subprocess.run([str(SCRIPT), "run", "--sandbox", "--port", str(port), "--demo-dir",
+                                 str(tmp_path / "demo"), *flags], capture_output=True, text=True, timeout=60,
+                                env={**os.environ, **env})
+        assert result.returncode == status and "Traceback" not in result.stderr, result.stderr
+        with socket.socket() as again:
+            again.bind(("127.0.0.1", port))  # EADDRINUSE if the sandbox were still listening

@@ -14,7 +14,7 @@ from pathlib import Path
 from vaultdrop.job import FileIdentity, JobState
 from vaultdrop.journal import Journal
 
-from .harness import DaemonRunner, read_until
+from .harness import DaemonRunner, read_until, wait_for
 from .test_cli import vaultdrop
 from .test_daemon import write
 
@@ -108,18 +108,36 @@ def test_check_config_refuses_directories_it_cannot_write(runner: DaemonRunner) 
 def test_check_online_refuses_wrong_credentials(runner: DaemonRunner) -> None:
     good = vaultdrop(runner, "check-config", "--online")
     assert good.returncode == 0 and "credentials accepted" in good.stdout, good.stderr
+    assert good.stdout.splitlines()[-1].endswith(f"{runner.config_path}: OK (1 folder(s), vault {runner.sandbox.url})")
     runner.vault["password"] = "wrong"
     bad = vaultdrop(runner, "check-config", "--online")
     assert bad.returncode == 78 and "check vault.user and vault.password" in bad.stderr
+    assert "OK" not in bad.stdout, "OK only once every check passed"
     no_traceback(bad)
 
 
 def test_check_online_with_the_vault_down_is_one_line(runner: DaemonRunner) -> None:
     runner.vault["base_url"] = "http://127.0.0.1:9"
     result = vaultdrop(runner, "check-config", "--online")
-    assert result.returncode == 1 and "not reachable" in result.stderr
+    assert result.returncode == 1 and "not reachable" in result.stderr and "OK" not in result.stdout
     runner.start()  # a vault that is down at start is waited out, not a reason to refuse
     assert runner.saw("start-up check failed, files wait in the journal")
+
+
+def test_a_config_that_is_not_utf8_is_one_line_naming_the_file(runner: DaemonRunner) -> None:
+    runner.write_config()
+    runner.config_path.write_bytes(runner.config_path.read_bytes() + "# caf\xe9 in Latin-1\n".encode("latin-1"))
+    result = cli("check-config", "--config", str(runner.config_path))
+    assert result.returncode == 78 and f"{runner.config_path}: line " in result.stderr and "not UTF-8" in result.stderr
+    no_traceback(result)
+
+
+def test_a_password_in_a_config_others_can_read_draws_the_secret_file_warning(runner: DaemonRunner) -> None:
+    runner.write_config().chmod(0o644)
+    loose = cli("check-config", "--config", str(runner.config_path))
+    assert loose.returncode == 0 and "holds vault.password and is readable by group or others" in loose.stderr
+    assert runner.sandbox.password not in loose.stderr
+    assert "readable by" not in vaultdrop(runner, "check-config").stderr  # 0600
 
 
 def test_environment_override_errors_name_the_variable(runner: DaemonRunner) -> None:
@@ -203,3 +221,79 @@ def test_run_verbose_says_why_a_file_was_ignored(runner: DaemonRunner) -> None:
         run.terminate()
         run.communicate(timeout=30)
     assert "DEBUG" in ignored and "clip.mov.partial: temporary name (temp_suffixes)" in ignored
+
+
+RAW_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")  # any control character but the newline ending a line
+
+
+def test_a_file_name_with_escapes_and_a_newline_is_data(runner: DaemonRunner) -> None:
+    """A name that would clear the screen and break the line, with a byte that is not
+    UTF-8: uploaded once (its name safely encoded), and printed escaped, one line per job."""
+    name = os.fsdecode(b"evil\x1b[2J\x1b[31m\nline\xff.mov")
+    runner.start()
+    digest = write(runner.drop / name, 5000)
+    job = runner.wait_state(name, JobState.DONE)
+    assert [video["sha256"] for video in runner.sandbox.videos()] == [digest] and job.attempts == 0, "once, first try"
+    listing = vaultdrop(runner, "jobs")
+    assert listing.returncode == 0 and not RAW_CONTROL.search(listing.stdout), listing.stdout
+    assert len(listing.stdout.splitlines()) == 1 and "drop/evil\\x1b[2J\\x1b[31m\\nline\\xff.mov" in listing.stdout
+    assert json.loads(vaultdrop(runner, "jobs", "--json").stdout)[0]["relpath"] == name
+    elsewhere = runner.base / "elsewhere"
+    write(elsewhere / name, 3000)
+    once = vaultdrop(runner, "upload", "--progress", str(elsewhere / name))
+    assert once.returncode == 0, once.stderr
+    assert not RAW_CONTROL.search(once.stdout) and len(once.stdout.splitlines()) == 1 and "done, video" in once.stdout
+    assert "line\\xff.mov" in once.stderr.split("\r")[-1], "the progress bar names it escaped too"
+    missing = vaultdrop(runner, "upload", str(elsewhere / (name + ".gone")))
+    assert missing.returncode == 1 and not RAW_CONTROL.search(missing.stderr)
+    no_traceback(missing)
+
+
+def test_verbosity_goes_before_the_command_too_and_on_sandbox_and_journal(runner: DaemonRunner) -> None:
+    write(runner.base / "loud.mov", 2000)
+    runner.write_config()
+    before = cli("-vv", "upload", "--config", str(runner.config_path), str(runner.base / "loud.mov"))
+    assert before.returncode == 0 and "HTTP Request:" in before.stderr, "-vv before the command: httpx's lines"
+    quiet = cli("-q", "upload", "--force", "--config", str(runner.config_path), str(runner.base / "loud.mov"))
+    assert quiet.returncode == 0 and quiet.stderr == "", "-q before the command wins over log_level too"
+    assert cli("-v", "status", "--state-dir", str(runner.state)).returncode == 0
+    for place in (["-q", "sandbox"], ["sandbox", "-q"]):
+        ready = runner.base / f"ready-{len(place[0])}"
+        serving = subprocess.Popen([str(SCRIPT), *place, "--port", "0", "--root", str(runner.base / "sb"),
+                                    "--ready-file", str(ready)], stderr=subprocess.PIPE, text=True)
+        wait_for(ready.exists, what="sandbox ready")
+        serving.terminate()
+        _, errors = serving.communicate(timeout=30)
+        assert " INFO " not in errors, errors
+    for place in (["-q", "journal", "copy"], ["journal", "copy", "-q"], ["journal", "reset", "-v"]):
+        answer = cli(*place, "--to", "postgresql://nowhere.invalid/db", "--state-dir", str(runner.base / "none")) \
+            if "copy" in place else cli(*place, "--state-dir", str(runner.base / "none"))
+        assert answer.returncode != 2 and "usage:" not in answer.stderr, answer.stderr
+
+
+def test_labels_tell_the_truth(runner: DaemonRunner) -> None:
+    """A bad flag is a usage mistake naming the flag; a second daemon and a journal database
+    that is down are "try again later" (75), not configuration errors (78)."""
+    flag = vaultdrop(runner, "run", "--metrics-addr", "nowhere")
+    assert flag.returncode == 2 and "--metrics-addr: expected host:port" in flag.stderr
+    assert "environment variable" not in flag.stderr
+    runner.start()
+    second = vaultdrop(runner, "run")
+    assert second.returncode == 75 and f"another vaultdrop is already running on {runner.state}" in second.stderr
+    assert "configuration error" not in second.stderr
+    no_traceback(second)
+    runner.stop()
+    runner.journal = {"url": "postgresql://vaultdrop@127.0.0.1:9/vaultdrop"}
+    down = vaultdrop(runner, "jobs")
+    assert down.returncode == 75 and "is unreachable" in down.stderr and "configuration error" not in down.stderr
+    no_traceback(down)
+
+
+def test_the_exit_status_table_in_help_is_the_readme_s() -> None:
+    """`--help` ends with the exit statuses main() returns, and the README lists the same."""
+    shown = cli("--help")
+    assert shown.returncode == 0 and "exit statuses:" in shown.stdout
+    in_help = [int(code) for code in re.findall(r"^  (\d+) ", shown.stdout.split("exit statuses:")[1], re.M)]
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    in_readme = [int(code) for code in re.findall(r"^\| (\d+) \| ", readme.split("Exit statuses")[1].split("\n\n")[1], re.M)]
+    assert in_help == in_readme == [0, 1, 2, 70, 75, 78, 130, 141]

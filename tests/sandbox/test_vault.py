@@ -64,6 +64,32 @@ def test_filename_is_reduced_to_a_safe_basename(sandbox: SandboxProcess, client:
     assert Path(video["path"]).parent == sandbox.root / "storage" / "sestore3" / "demo" / key
 
 
+def post_raw_disposition(client: VaultClient, key: str, parameters: bytes) -> httpx.Response:
+    """An upload whose part header carries `parameters` byte for byte, as a careless client sends them."""
+    body = (b'--b0\r\nContent-Disposition: form-data; name="upload_file"; ' + parameters
+            + b"\r\nContent-Type: video/mp4\r\n\r\nxyz\r\n--b0--\r\n")
+    return client.http.post(client.upload_url(key), content=body,
+                            headers={"Content-Type": "multipart/form-data; boundary=b0"})
+
+
+@pytest.mark.parametrize("raw", [b"a\x1b[2J.mp4", b"a\nb.mp4", b"a\tb.mp4", b"caf\xe9.mp4"])
+def test_a_raw_file_name_that_is_not_text_is_refused_with_400(sandbox: SandboxProcess, client: VaultClient,
+                                                             raw: bytes) -> None:
+    """A strict server's answer to a control character or a byte that is not UTF-8 in the
+    header: 400 at once (it was a 500 on every attempt), and nothing stored."""
+    response = post_raw_disposition(client, client.new_key(), b'filename="' + raw + b'"')
+    assert response.status_code == 400 and error_code(response) == "invalid_request", response.text
+    assert sandbox.videos() == []
+
+
+def test_a_percent_encoded_file_name_wins_over_its_stand_in(sandbox: SandboxProcess, client: VaultClient) -> None:
+    """RFC 5987's filename*: the name itself, safely encoded; its control characters are dropped."""
+    response = post_raw_disposition(client, client.new_key(),
+                                    b"filename=\"a__b_.mp4\"; filename*=UTF-8''a%1B%0Ab%C3%A9.mp4")
+    assert response.status_code == 200, response.text
+    assert [video["filename"] for video in sandbox.videos()] == ["abé.mp4"]
+
+
 def test_every_request_is_logged_in_order_without_secrets(sandbox: SandboxProcess, client: VaultClient) -> None:
     key = client.new_key()
     client.upload(key, b"abc")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import queue
 import threading
 import uuid
@@ -22,6 +23,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
+from urllib.parse import quote
 
 from ..errors import RetryLater
 from .throttle import Throttle
@@ -33,6 +35,8 @@ HASH_AHEAD = 2  # chunks queued for an upload's hashing task
 # Control characters (C0, DEL, C1), a quote and a backslash become "_" in the multipart
 # filename: a header line may carry none of them (aiohttp refuses an ESC there).
 _UNSAFE_IN_FILENAME = {code: "_" for code in (*range(0x20), *range(0x7F, 0xA0), ord("\\"), ord('"'))}
+# A byte of the name that is not UTF-8 (os.fsdecode's surrogate escape) is not text at all.
+_UNDECODABLE = {code: "_" for code in range(0xDC80, 0xDD00)}
 
 
 class FileChanged(RetryLater):
@@ -50,18 +54,30 @@ class Multipart:
     @classmethod
     def for_file(cls, name: str) -> Multipart:
         boundary = uuid.uuid4().hex
-        filename = name.translate(_UNSAFE_IN_FILENAME)
         preamble = (
             f"--{boundary}\r\n"
-            f'Content-Disposition: form-data; name="upload_file"; filename="{filename}"\r\n'
+            f'Content-Disposition: form-data; name="upload_file"; {_filename_parameters(name)}\r\n'
             "Content-Type: application/octet-stream\r\n\r\n"
-        ).encode("utf-8", "surrogateescape")
+        ).encode("utf-8")
         return cls(boundary, preamble, f"\r\n--{boundary}--\r\n".encode())
 
     def headers(self, size: int) -> dict[str, str]:
         """The request headers for a file of `size` bytes: the length is known before a byte is read."""
         return {"Content-Type": f"multipart/form-data; boundary={self.boundary}",
                 "Content-Length": str(len(self.preamble) + size + len(self.epilogue))}
+
+
+def _filename_parameters(name: str) -> str:
+    """`filename="NAME"`, as it always was, for a name a header line can carry as it is.
+    Any other name (a control character, a quote, bytes that are not UTF-8) gets an ASCII
+    stand-in there, and travels itself percent-encoded in `filename*` (RFC 5987): the
+    vault keys the video by its id, so the name is only ever shown, never trusted."""
+    safe = name.translate(_UNSAFE_IN_FILENAME).translate(_UNDECODABLE)
+    if safe == name:
+        return f'filename="{name}"'
+    stand_in = "".join(ch if ch.isascii() else "_" for ch in safe)
+    text = os.fsencode(name).decode("utf-8", "replace")  # an undecodable byte becomes U+FFFD
+    return f"filename=\"{stand_in}\"; filename*=UTF-8''{quote(text, safe='')}"
 
 
 def is_small(size: int) -> bool:

@@ -13,7 +13,7 @@ from collections.abc import Collection
 from dataclasses import fields
 from typing import Any, Protocol
 
-from ..errors import ConfigError, VaultdropError
+from ..errors import TEMPFAIL_EXIT_STATUS, ConfigError, VaultdropError
 from ..job import FileIdentity, Job, JobState, JobSummary, Notification
 
 
@@ -30,6 +30,8 @@ class JournalUnavailable(VaultdropError):
     """The journal's database cannot be reached (PostgreSQL down, the network cut): nothing
     is lost. Not a vault outage and not the job's fault: the work in hand stops, the daemon
     waits for the database, and the job resumes from its last commit."""
+
+    exit_status = TEMPFAIL_EXIT_STATUS  # a command that needs it now: try again later
 
 
 class JournalUnwritable(ConfigError):

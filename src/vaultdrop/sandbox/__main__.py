@@ -3,11 +3,13 @@
 import argparse
 import sys
 
+from ..logs import verbosity_options
 from .cli import add_sandbox_arguments, run_sandbox
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m vaultdrop.sandbox", description="SesameVault + ScaleEngine sandbox")
+    parser = argparse.ArgumentParser(prog="python -m vaultdrop.sandbox", description="SesameVault + ScaleEngine sandbox",
+                                     parents=[verbosity_options()])
     add_sandbox_arguments(parser)
     return run_sandbox(parser.parse_args())
 

@@ -52,7 +52,8 @@ def add_sandbox_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_sandbox(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s sandbox %(levelname)s %(message)s")
+    level = logging.ERROR if args.quiet else logging.DEBUG if args.verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s sandbox %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the callback outcome is logged by s3.py
     settings = SandboxSettings(
         root=args.root, host=args.host, port=args.port, user=args.user, password=args.password,

@@ -7,8 +7,10 @@ stays flat for any file size and progress.xml sees `received` grow while bytes a
 from __future__ import annotations
 
 import hashlib
+import re
 
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, hdrs, web
+from aiohttp.http_exceptions import BadHttpMessage
 
 from .requestctx import fault_of, note
 from .settings import SandboxSettings
@@ -19,6 +21,9 @@ from .vaultxml import VaultError, deleted_document, progress_document, upload_ke
 CHUNK = 256 * 1024
 UPLOAD_PATH = "/upload/new/file"
 FILE_FIELD = "upload_file"
+# In a part's Content-Disposition: a control character, or a byte that is not UTF-8
+# (aiohttp keeps one as a surrogate escape).
+_BAD_IN_DISPOSITION = re.compile("[\x00-\x1f\x7f\udc80-\udcff]")
 
 
 class ConnectionDropped(Exception):
@@ -109,13 +114,16 @@ class VaultApi:
                     stored = await self._store_part(attempt, part)
                 else:
                     await part.release()
-        except ValueError as exc:  # aiohttp's word for a malformed multipart stream
+        except (ValueError, BadHttpMessage) as exc:  # aiohttp's words for a malformed multipart stream
             raise VaultError(400, "invalid_request", f"bad multipart body: {exc}") from None
         if stored is None:
             raise VaultError(400, "invalid_request", f"no {FILE_FIELD} part")
         return stored
 
     async def _store_part(self, attempt: Attempt, part: BodyPartReader) -> tuple[str, int, str]:
+        if _BAD_IN_DISPOSITION.search(part.headers.get(hdrs.CONTENT_DISPOSITION, "")):
+            # A strict server's answer: a raw name that is not text is refused, not guessed at.
+            raise VaultError(400, "invalid_request", "file name with control characters or bytes that are not UTF-8")
         max_size = self._settings.max_size
         digest = hashlib.sha256()
         size = 0
