@@ -253,6 +253,41 @@ def _list_jobs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _job_view(job: Job, history: list[dict[str, Any]]) -> list[str]:
+    """`jobs show`: what an operator asks of a job, in words; the lease, the fencing epoch
+    and the other bookkeeping columns are for `--json`. Attempts are counted as the log
+    counts them (`attempt=1` is the first), not as the journal's retry counter."""
+    rows = [("file", f"{printable(job.relpath)} in {printable(job.folder)}"),
+            ("state", f"{job.state.value} since {_local_time(job.updated_at)}"),
+            ("size", logs.human_size(job.size) + (f", {logs.human_size(job.bytes_sent)} sent"
+                                                  if job.state is JobState.UPLOADING else ""))]
+    if job.state is JobState.FAILED:
+        rows.append(("attempts", str(max(job.attempts, 1))))
+    elif job.state not in TERMINAL:
+        rows.append(("attempt", f"{job.attempts + 1}" + (f", next at {_local_time(job.not_before)}"
+                                                          if job.not_before > time.time() else "")))
+        if job.waiting_for:
+            rows.append(("waiting for", f"{job.waiting_for} to answer again"))
+    if job.last_error and job.state is not JobState.DONE:
+        rows.append(("error", printable(job.last_error)))
+    rows += [(name, str(value)) for name, value in (("video", job.video_id), ("upload key", job.upload_key),
+                                                     ("sha256", job.sha256)) if value]
+    if job.s3_request_id:
+        rows.append(("s3 request", f"{job.s3_request_id} {job.s3_status or ''}".rstrip()))
+    if job.moved_to:
+        rows.append(("file now at", printable(job.moved_to)))
+    elif job.released:
+        rows.append(("file now", "deleted after the upload"))
+    if job.owner and job.state not in TERMINAL:
+        rows.append(("on host", job.owner))
+    lines = [f"job {job.id}"] + [f"  {name + ':':<12} {value}" for name, value in rows] + ["history:"]
+    for line in history:
+        move = f"{line['from_state'] or 'new'} -> {line['to_state']}" if line["from_state"] != line["to_state"] \
+            else line["to_state"]
+        lines.append(f"  {line['at']}  {move:<26} {printable(line['detail'] or '')}".rstrip())
+    return lines
+
+
 def _known_job(journal: JournalStore, job_id: int) -> Job:
     job = journal.get(job_id)
     if job is None:
@@ -272,7 +307,10 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         journal = _open_journal(args)
         job = _known_job(journal, args.id)
         history = [{**h, "at": _local_time(h["at"])} for h in journal.history(job.id)]
-        print(json.dumps({**_job_dict(job), "history": history}, indent=2))
+        if args.json:
+            print(json.dumps({**_job_dict(job), "history": history}, indent=2))
+        else:
+            print("\n".join(_job_view(job, history)))
         return 0
     journal = _open_journal(args, readonly=False)
     try:
@@ -554,7 +592,7 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_argument("--since", type=_since, help="only jobs changed since: a duration ago (2h) or a local date")
     jobs.add_argument("--limit", type=int, default=50, help="newest jobs shown (default %(default)s)")
     jobs.add_argument("--all-failed", action="store_true", help="with retry: every failed job")
-    jobs.add_argument("--json", action="store_true")
+    jobs.add_argument("--json", action="store_true", help="list, show: the raw journal records as JSON")
     jobs.set_defaults(func=cmd_jobs)
 
     upload = command("upload", "upload files once, now, with a progress bar", demo=True)
