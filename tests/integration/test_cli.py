@@ -53,6 +53,7 @@ def test_retry_brings_a_failed_file_back_and_status_shows_the_error(runner: Daem
     assert vaultdrop(runner, "jobs", "retry", str(job.id)).returncode == 0
     runner.wait_state("f.mov", JobState.DONE)
     assert len(runner.uploads_of("f.mov")) == 1
+    assert "last error:" not in vaultdrop(runner, "status").stdout, "the retry that went through resolved it"
 
 
 def test_one_shot_upload_and_delete(runner: DaemonRunner) -> None:
