@@ -135,10 +135,13 @@ class Daemon:
         logs.attach(run_state, settings.secrets())
         journal = open_journal(settings)
         stack.callback(journal.close)
-        metrics = MetricsServer(settings.metrics.listen, open_reader(settings)) if settings.metrics.listen else None
+        metrics = MetricsServer(settings.metrics.listen, open_reader(settings),
+                                watched=lambda: [str(folder.path) for folder in self.settings.folders]
+                                ) if settings.metrics.listen else None
         if metrics is not None:
             stack.callback(metrics.close)
-        sender = NotificationSender(journal, lambda: self.settings.notify)
+        sender = NotificationSender(journal, lambda: self.settings.notify,
+                                    on_outcome=metrics.recorder.notification if metrics else lambda outcome: None)
         stack.push_async_callback(sender.aclose)
         events = Fanout(sender, run_state, *([metrics.recorder] if metrics else []))
         intake = WatchedFolders(Committer(journal, events), spawn=self._spawn, wake=self._wake.set,
