@@ -32,11 +32,11 @@ from . import __version__, logs
 from .config import DEFAULT_CONFIG_PATH, Duration, ListenAddress, Settings, load_config, settings_from_dict
 from .errors import CONFIG_EXIT_STATUS, ConfigError, LocalFileError, OperatorError, RetryLater, VaultdropError
 from .files import ignore_lease_breaks
-from .job import TERMINAL, Job, JobState
+from .job import STARTED, TERMINAL, Job, JobState
 from .journal import USED_MARK, Journal, JournalStore, journal_was_used
 from .journal.committer import Committer
 from .logs import printable
-from .runstate import daemon_running, read_run_state
+from .runstate import RunState, daemon_running, read_run_state
 from .stages import postaction
 
 DEMO_DIR = Path("vaultdrop-demo")
@@ -194,29 +194,67 @@ def _job_dict(job: Job) -> dict[str, Any]:
     return values
 
 
-def _daemon_line(state_dir: Path) -> dict[str, Any]:
-    """Whether a daemon holds this journal's lock, since when, and its last error."""
-    record = read_run_state(state_dir)
-    running = daemon_running(state_dir)
-    return {"running": running, "pid": record.pid if record and running else None,
-            "since": _local_time(record.started_at) if record and running else None,
-            "last_error": record.last_error if record else None,
-            "last_error_at": _local_time(record.last_error_at) if record else None,
-            "waiting": record.waiting if record and running else None}
+def _daemon_line(record: RunState | None, running: bool, journal: JournalStore) -> dict[str, Any]:
+    """Whether a daemon holds this journal's lock, in which phase since when, and its last
+    error, unless a later change of the job it was about (a retry that went through) has
+    resolved it."""
+    live = record if record is not None and running else None
+    error_job = journal.get(record.last_error_job) if record and record.last_error_job is not None else None
+    resolved = record is not None and record.last_error_job is not None and (
+        error_job is None or (error_job.state is not JobState.FAILED
+                              and error_job.updated_at > (record.last_error_at or 0)))
+    phase = live.phase if live else "stopped" if record and record.phase == "stopped" else None
+    return {"running": running, "pid": live.pid if live else None,
+            "since": _local_time(live.started_at) if live else None,
+            "phase": phase, "phase_since": _local_time(record.phase_at) if record and phase else None,
+            "drain_deadline": _local_time(live.drain_deadline) if live else None,
+            "last_error": record.last_error if record and not resolved else None,
+            "last_error_at": _local_time(record.last_error_at) if record and not resolved else None,
+            "waiting": live.waiting if live else None}
+
+
+def _job_progress(job: Job, record: RunState | None, running: bool, now: float) -> tuple[str, dict[str, Any]]:
+    """What is happening to a job part way, in the status's words and as JSON: in flight
+    (here, with its upload's rate and ETA, or on another host that holds its lease), waiting
+    for its next try, or left by a stopped daemon for the next start."""
+    rate = (record.upload_rates or {}).get(str(job.id)) if record and running else None
+    elsewhere = job.owner not in (None, record.host if record else None) and job.lease_expiry > now
+    if elsewhere or (running and job.not_before <= now):
+        eta = (job.size - job.bytes_sent) / rate if rate and job.state is JobState.UPLOADING else None
+        speed = f"  {logs.human_size(rate)}/s, ETA {logs.human_clock(eta)}" if eta is not None else ""
+        return speed, {"status": "in flight", "rate": rate if eta is not None else None, "eta_seconds": eta}
+    if running:
+        error = f" ({printable(job.last_error)})" if job.last_error else ""
+        return f"  waiting: next try {_local_time(job.not_before)}{error}", {"status": "waiting"}
+    return "  left part way: resumes when the daemon starts", {"status": "left part way"}
+
+
+def _daemon_words(daemon: dict[str, Any]) -> str:
+    if not daemon["running"]:
+        return "daemon: not running" + (f" (stopped {daemon['phase_since']})" if daemon["phase"] == "stopped" else "")
+    if daemon["phase"] == "draining":
+        return (f"daemon: draining since {daemon['phase_since']} (pid {daemon['pid']}): nothing new starts; uploads "
+                f"in flight have until {daemon['drain_deadline']}, the rest resume at the next start")
+    if daemon["phase"] == "starting":
+        return f"daemon: starting since {daemon['since']} (pid {daemon['pid']})"
+    return f"daemon: running since {daemon['since']} (pid {daemon['pid']})"
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     journal = _open_journal(args)
-    daemon = _daemon_line(_state_dir(args))
+    state_dir = _state_dir(args)
+    record, running = read_run_state(state_dir), daemon_running(state_dir)
+    daemon = _daemon_line(record, running, journal)
     counts = journal.counts()
-    active = [j for s in (JobState.UPLOADING, JobState.CONFIRMING, JobState.S3_QUEUEING, JobState.S3_WAITING)
-              for j in journal.jobs(s, limit=1000)]
+    now = time.time()
+    started = [(job, *_job_progress(job, record, running, now)) for s in STARTED for job in journal.jobs(s, limit=1000)]
     if args.json:
-        print(json.dumps({"daemon": daemon, "counts": {s.value: n for s, n in counts.items()},
-                          "in_flight": [_job_dict(j) for j in active]}, indent=2))
+        print(json.dumps({"daemon": daemon, "counts": {s.value: n for s, n in counts.items()}, **{
+            key: [{**_job_dict(job), **facts} for job, _, facts in started if facts["status"] == status]
+            for key, status in (("in_flight", "in flight"), ("waiting", "waiting"), ("left", "left part way"))}},
+            indent=2))
         return 0
-    print(f"daemon: running since {daemon['since']} (pid {daemon['pid']})" if daemon["running"]
-          else "daemon: not running")
+    print(_daemon_words(daemon))
     if daemon["last_error"]:
         print(printable(f"last error: {daemon['last_error_at']} {daemon['last_error']}"))
     if daemon["waiting"] and any(daemon["waiting"].values()):
@@ -225,10 +263,10 @@ def cmd_status(args: argparse.Namespace) -> int:
               f" ({waiting.get('open_too_long', 0)} past incomplete_timeout), {waiting.get('incomplete', 0)} "
               "with an incomplete container")
     print("jobs: " + ("  ".join(f"{state.value} {count}" for state, count in counts.items() if count) or "none yet"))
-    for job in active:
+    for job, words, _ in started:
         percent = 100 * job.bytes_sent / job.size if job.size else 100
         extra = f" s3 request {job.s3_request_id} {job.s3_status or ''}" if job.s3_request_id else ""
-        print(printable(f"  #{job.id} {job.state.value:<11} {percent:5.1f}%  {job.relpath}{extra}{_holder(job)}"))
+        print(printable(f"  #{job.id} {job.state.value:<11} {percent:5.1f}%  {job.relpath}{extra}{_holder(job)}{words}"))
     return 0
 
 
@@ -277,6 +315,41 @@ def _list_jobs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _job_view(job: Job, history: list[dict[str, Any]]) -> list[str]:
+    """`jobs show`: what an operator asks of a job, in words; the lease, the fencing epoch
+    and the other bookkeeping columns are for `--json`. Attempts are counted as the log
+    counts them (`attempt=1` is the first), not as the journal's retry counter."""
+    rows = [("file", f"{printable(job.relpath)} in {printable(job.folder)}"),
+            ("state", f"{job.state.value} since {_local_time(job.updated_at)}"),
+            ("size", logs.human_size(job.size) + (f", {logs.human_size(job.bytes_sent)} sent"
+                                                  if job.state is JobState.UPLOADING else ""))]
+    if job.state is JobState.FAILED:
+        rows.append(("attempts", str(max(job.attempts, 1))))
+    elif job.state not in TERMINAL:
+        rows.append(("attempt", f"{job.attempts + 1}" + (f", next at {_local_time(job.not_before)}"
+                                                          if job.not_before > time.time() else "")))
+        if job.waiting_for:
+            rows.append(("waiting for", f"{job.waiting_for} to answer again"))
+    if job.last_error and job.state is not JobState.DONE:
+        rows.append(("error", printable(job.last_error)))
+    rows += [(name, str(value)) for name, value in (("video", job.video_id), ("upload key", job.upload_key),
+                                                     ("sha256", job.sha256)) if value]
+    if job.s3_request_id:
+        rows.append(("s3 request", f"{job.s3_request_id} {job.s3_status or ''}".rstrip()))
+    if job.moved_to:
+        rows.append(("file now at", printable(job.moved_to)))
+    elif job.released:
+        rows.append(("file now", "deleted after the upload"))
+    if job.owner and job.state not in TERMINAL:
+        rows.append(("on host", job.owner))
+    lines = [f"job {job.id}"] + [f"  {name + ':':<12} {value}" for name, value in rows] + ["history:"]
+    for line in history:
+        move = f"{line['from_state'] or 'new'} -> {line['to_state']}" if line["from_state"] != line["to_state"] \
+            else line["to_state"]
+        lines.append(f"  {line['at']}  {move:<26} {printable(line['detail'] or '')}".rstrip())
+    return lines
+
+
 def _known_job(journal: JournalStore, job_id: int) -> Job:
     job = journal.get(job_id)
     if job is None:
@@ -296,7 +369,10 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         journal = _open_journal(args)
         job = _known_job(journal, args.id)
         history = [{**h, "at": _local_time(h["at"])} for h in journal.history(job.id)]
-        print(json.dumps({**_job_dict(job), "history": history}, indent=2))
+        if args.json:
+            print(json.dumps({**_job_dict(job), "history": history}, indent=2))
+        else:
+            print("\n".join(_job_view(job, history)))
         return 0
     journal = _open_journal(args, readonly=False)
     try:
@@ -582,7 +658,7 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_argument("--since", type=_since, help="only jobs changed since: a duration ago (2h) or a local date")
     jobs.add_argument("--limit", type=int, default=50, help="newest jobs shown (default %(default)s)")
     jobs.add_argument("--all-failed", action="store_true", help="with retry: every failed job")
-    jobs.add_argument("--json", action="store_true")
+    jobs.add_argument("--json", action="store_true", help="list, show: the raw journal records as JSON")
     jobs.set_defaults(func=cmd_jobs)
 
     upload = command("upload", "upload files once, now, with a progress bar", demo=True)

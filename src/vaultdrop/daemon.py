@@ -28,10 +28,10 @@ from .config import Settings
 from .errors import Busy, ConfigError, RetryLater
 from .events import Fanout
 from .intake.folders import WatchedFolders
-from .job import Job, JobState
+from .job import STARTED, Job, JobState
 from .journal import JournalStore, JournalUnavailable
 from .journal.committer import Committer
-from .logs import log
+from .logs import job_fields, log
 from .metrics import MetricsServer
 from .notify import NotificationSender, notify_states
 from .preflight import check_online
@@ -42,6 +42,7 @@ from .service import Notifier
 from .wiring import build_pipeline, open_journal, open_reader
 
 STATUS_INTERVAL = 5.0
+RESUMING_LINES = 20  # jobs named one by one at a start; a few thousand S3 requests followed are not
 # Test hook: with this set to 1, SIGUSR2 blocks the event loop for good, so a test can
 # prove that systemd's watchdog kills and restarts a hung daemon. Never set it in production.
 HANG_HOOK_ENV = "VAULTDROP_TEST_HANG_ON_SIGUSR2"
@@ -130,16 +131,19 @@ class Daemon:
         loop = asyncio.get_running_loop()
         settings = self.settings
         stack.callback(lock_state_dir(settings.daemon.state_dir).close)
-        run_state = RunStateRecorder(settings.daemon.state_dir)
+        run_state = RunStateRecorder(settings.daemon.state_dir, settings.journal.host_id)
         logs.attach(run_state, settings.secrets())
         journal = open_journal(settings)
         stack.callback(journal.close)
-        metrics = MetricsServer(settings.metrics.listen, open_reader(settings)) if settings.metrics.listen else None
+        metrics = MetricsServer(settings.metrics.listen, open_reader(settings),
+                                watched=lambda: [str(folder.path) for folder in self.settings.folders]
+                                ) if settings.metrics.listen else None
         if metrics is not None:
             stack.callback(metrics.close)
-        sender = NotificationSender(journal, lambda: self.settings.notify)
+        sender = NotificationSender(journal, lambda: self.settings.notify,
+                                    on_outcome=metrics.recorder.notification if metrics else lambda outcome: None)
         stack.push_async_callback(sender.aclose)
-        events = Fanout(sender, *([metrics.recorder] if metrics else []))
+        events = Fanout(sender, run_state, *([metrics.recorder] if metrics else []))
         intake = WatchedFolders(Committer(journal, events), spawn=self._spawn, wake=self._wake.set,
                                 on_watching=metrics.recorder.watching if metrics else lambda folder: None)
         jobs = JobLoop(journal, self._build_pipeline(settings, journal, intake, events),
@@ -165,7 +169,9 @@ class Daemon:
         run.intake.apply(self.settings)
         log(logging.INFO, f"ready: watching {len(run.intake.folders)} folder(s), journal "
             f"{run.journal.location}", event="daemon_ready")
+        run.run_state.phase("running")
         self._notifier.ready(self._status_line(run.journal))
+        self._say_resuming(run)
         self._spawn(self._pinger(run))
         self._spawn(run.intake.rescan_periodically())
         self._spawn(run.jobs.delete_stale_videos())
@@ -179,7 +185,25 @@ class Daemon:
                 self._reload_requested = False
                 await self._reload(run)
             await run.jobs.turn()
-        await self._drain(run.jobs)
+        await self._drain(run)
+        run.run_state.phase("stopped")
+
+    def _say_resuming(self, run: _Run) -> None:
+        """A drain (or a crash) leaves jobs part way, resumable in the journal: say which
+        this start picks up, rather than nothing until their next state change."""
+        now = time.time()
+        try:
+            left = [job for state in STARTED for job in run.journal.jobs(state, RESUMING_LINES + 1)
+                    if job.folder in run.intake.folders
+                    and (job.owner in (None, self.settings.journal.host_id) or job.lease_expiry < now)]
+        except JournalUnavailable:  # the scheduler waits for it, and says so
+            return
+        for job in left[:RESUMING_LINES]:
+            sent = f", {100 * job.bytes_sent / job.size:.0f}% sent" if job.state is JobState.UPLOADING and job.size \
+                else ""
+            log(logging.INFO, f"resuming: {job.relpath} ({job.state.value}{sent})", **job_fields(job))
+        if len(left) > RESUMING_LINES:
+            log(logging.INFO, "resuming more jobs left part way (`vaultdrop status` lists them)")
 
     def _build_pipeline(self, settings: Settings, journal: JournalStore, intake: WatchedFolders,
                         events: Fanout) -> Pipeline:
@@ -262,17 +286,18 @@ class Daemon:
             self._notifier.watchdog()
             self._notifier.status(self._status_line(run.journal))
             waiting = dict(run.intake.completeness.waiting())
-            run.run_state.waiting(waiting)
+            run.run_state.tick(waiting)
             if run.metrics is not None:
                 run.metrics.recorder.files_waiting(waiting)
             await asyncio.sleep(min(interval, STATUS_INTERVAL))
 
-    async def _drain(self, jobs: JobLoop) -> None:
-        tasks = jobs.tasks()
+    async def _drain(self, run: _Run) -> None:
+        tasks = run.jobs.tasks()
+        deadline = self.settings.daemon.drain_timeout
+        run.run_state.phase("draining", drain_deadline=time.time() + deadline)
         self._notifier.stopping(f"draining {len(tasks)} upload(s)")
         if not tasks:
             return
-        deadline = self.settings.daemon.drain_timeout
         log(logging.INFO, f"stopping: waiting up to {deadline:g} s for {len(tasks)} job(s)")
         _, pending = await asyncio.wait(tasks, timeout=deadline)
         if pending:

@@ -32,6 +32,7 @@ class JobState(StrEnum):
 
 TERMINAL = frozenset({JobState.DONE, JobState.FAILED, JobState.SKIPPED})
 ACTIVE = tuple(s for s in JobState if s not in TERMINAL)
+STARTED = tuple(s for s in ACTIVE if s is not JobState.QUEUED)  # part way: something was sent or asked
 UNCONFIRMED = (JobState.QUEUED, JobState.UPLOADING, JobState.CONFIRMING)
 CONFIRMED = frozenset({JobState.S3_QUEUEING, JobState.S3_WAITING, JobState.FINISHING, JobState.DONE,
                        JobState.SKIPPED})

@@ -57,6 +57,13 @@ def verbosity_options(keep_earlier: bool = False) -> argparse.ArgumentParser:
     return options
 
 
+def human_clock(seconds: float) -> str:
+    """A time left as a clock shows it (`2:05`, `1:02:05`): the ETA of an upload."""
+    minutes, whole = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{whole:02d}" if hours else f"{minutes}:{whole:02d}"
+
+
 def log(level: int, message: str, *, event: str | None = None, exc_info: bool = False, **fields: Any) -> None:
     """Log with structured fields (upper-cased for journald); `event` adds its MESSAGE_ID."""
     structured = {key.upper(): value for key, value in fields.items() if value is not None}

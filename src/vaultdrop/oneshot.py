@@ -23,7 +23,7 @@ from .errors import OperatorError
 from .job import TERMINAL, FileIdentity, Job, JobState
 from .journal import Journal
 from .journal.committer import Committer
-from .logs import human_size, logger, printable
+from .logs import human_clock, human_size, logger, printable
 from .stages import postaction
 from .wiring import build_pipeline, open_journal
 
@@ -146,7 +146,7 @@ class ProgressBar(logging.Filter):
         sent = job.size if job.state not in (JobState.QUEUED, JobState.UPLOADING) else job.bytes_sent
         fraction = sent / job.size if job.size else 1.0
         rate = max(sent - self._start_bytes, 0) / max(time.monotonic() - self._started, 1e-3)
-        eta = f"ETA {_clock(int((job.size - sent) / rate))}" if rate > 0 and sent < job.size else ""
+        eta = f"ETA {human_clock((job.size - sent) / rate)}" if rate > 0 and sent < job.size else ""
         filled = int(BAR_WIDTH * fraction)
         self._out.write(f"\r[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {fraction:6.1%} "
                         f"{human_size(sent)} of {human_size(job.size)}  {human_size(rate)}/s {eta}  "
@@ -161,9 +161,3 @@ class ProgressBar(logging.Filter):
         self._draw()
         self._out.write("\n")
         self._out.flush()
-
-
-def _clock(seconds: int) -> str:
-    minutes, seconds = divmod(seconds, 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"

@@ -33,7 +33,7 @@ def test_status_and_jobs_show_what_happened(runner: DaemonRunner) -> None:
     job = runner.wait_state("s.mov", JobState.DONE)
     status = json.loads(vaultdrop(runner, "status", "--json").stdout)
     assert status["counts"]["done"] == 1 and status["in_flight"] == [] and status["daemon"]["running"]
-    shown = json.loads(vaultdrop(runner, "jobs", "show", str(job.id)).stdout)
+    shown = json.loads(vaultdrop(runner, "jobs", "show", str(job.id), "--json").stdout)
     assert shown["video_id"] == job.video_id
     assert [h["to_state"] for h in shown["history"]] == ["queued", "uploading", "confirming", "finishing", "done"]
     assert "s.mov" in vaultdrop(runner, "jobs", "list").stdout
@@ -53,6 +53,7 @@ def test_retry_brings_a_failed_file_back_and_status_shows_the_error(runner: Daem
     assert vaultdrop(runner, "jobs", "retry", str(job.id)).returncode == 0
     runner.wait_state("f.mov", JobState.DONE)
     assert len(runner.uploads_of("f.mov")) == 1
+    assert "last error:" not in vaultdrop(runner, "status").stdout, "the retry that went through resolved it"
 
 
 def test_one_shot_upload_and_delete(runner: DaemonRunner) -> None:

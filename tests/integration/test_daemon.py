@@ -122,6 +122,8 @@ def test_permanent_failure_goes_to_failed_dir_and_does_not_block_others(runner: 
     runner.wait_state("next.mov", JobState.DONE)
     report = json.loads((runner.failed / "big.mov.error.json").read_text())
     assert "too_large" in report["error"] and report["job_id"] == job.id
+    assert (report["state"], report["failed_while"], report["attempts"]) == ("failed", "uploading", 1), \
+        "the report names the state the job ended in, and the stage it failed at"
     assert (runner.failed / "big.mov").exists() and not (runner.drop / "big.mov").exists()
 
 

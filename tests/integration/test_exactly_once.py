@@ -292,7 +292,7 @@ def test_deleting_a_video_a_job_accounts_for_is_recorded_and_it_can_be_uploaded_
     assert deleted.returncode == 0, deleted.stderr
     assert f"job {job.id}" in deleted.stdout
     assert runner.sandbox.videos() == []
-    shown = cli(runner, "jobs", "show", str(job.id))
+    shown = cli(runner, "jobs", "show", str(job.id), "--json")
     assert '"state": "failed"' in shown.stdout and f"video {job.video_id} deleted" in shown.stdout
     retried = cli(runner, "jobs", "retry", str(job.id))
     assert retried.returncode == 0, retried.stderr

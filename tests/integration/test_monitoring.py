@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import socket
 import sqlite3
 import time
 from typing import Any
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from vaultdrop.job import JobState
 
 from ..receiver import closed_port_url, free_port, receiver
 from .harness import DaemonRunner, wait_for
+from .test_cli import vaultdrop
 from .test_daemon import write
 
 SECRET = "hook-secret"
@@ -79,6 +82,7 @@ def test_metrics_and_notifications_follow_uploads_a_failure_and_an_outage(runner
         wait_for(lambda: failed_hook.delivered(), what="the failed notification")
         wait_for(lambda: all(row["next_at"] is None for row in outbox(runner)), what="every event settled")
         samples = scrape(port)
+        first_run = runner.output()
         runner.stop()
 
         runner.run_args = ["--metrics-addr", f"127.0.0.1:{port}"]
@@ -98,6 +102,13 @@ def test_metrics_and_notifications_follow_uploads_a_failure_and_an_outage(runner
     assert sample(samples, "vaultdrop_oldest_pending_seconds", folder=folder) == 0
     assert sample(samples, "vaultdrop_vault_up") == 1, "the vault answered again"
     assert sample(samples, "vaultdrop_last_success_timestamp_seconds") > started
+    assert sample(after_restart, "vaultdrop_last_success_timestamp_seconds") == pytest.approx(
+        sample(samples, "vaultdrop_last_success_timestamp_seconds"), abs=0.5), "the last success survives a restart"
+    assert sample(samples, "vaultdrop_notifications_sent_total") == 1
+    assert sample(samples, "vaultdrop_notifications_failed_total") == 1 + 3 * 3, "the 500, then 3 tries of 3 events"
+    assert sample(samples, "vaultdrop_notifications_given_up_total") == 3
+    assert sample(samples, "vaultdrop_notifications_pending") == 0
+    assert sample(samples, "vaultdrop_notifications_oldest_pending_seconds") == 0
     assert sample(samples, "vaultdrop_build_info", version="0.1.0") == 1
 
     assert [p.status for p in failed_hook.posts] == [500, 200], "retried once, then never sent again"
@@ -107,8 +118,35 @@ def test_metrics_and_notifications_follow_uploads_a_failure_and_an_outage(runner
     assert (event["event"], event["job_id"], event["file"], event["folder"]) == ("failed", failed.id, "bad.mov", folder)
     assert "too_large" in event["error"] and event["size"] == 20_000
     signature = "sha256=" + hmac.new(SECRET.encode(), second.body, hashlib.sha256).hexdigest()
-    assert second.headers["x-vaultdrop-signature"] == signature
+    assert second.headers["x-vaultdrop-signature"] == signature, "the first signature still works"
+    assert event["host"] == socket.gethostname()
+    # The README's verification, as a receiver runs it: the timestamp is signed, and fresh.
+    timestamp = second.headers["x-vaultdrop-timestamp"]
+    expected = "sha256=" + hmac.new(SECRET.encode(), timestamp.encode() + b"." + second.body,
+                                    hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(expected, second.headers["x-vaultdrop-signature-v2"])
+    assert abs(time.time() - int(timestamp)) < 300
+    assert first.headers["x-vaultdrop-timestamp"] <= timestamp
+    assert f"notification {event['event_id']} (failed: bad.mov) delivered to http://127.0.0.1:" in first_run, \
+        "a late delivery is logged"
     done_events = [row for row in outbox(runner) if row["event"] == "done"]
     assert len(done_events) == 3 and all(row["attempts"] == 3 and row["delivered_at"] is None
                                          for row in done_events), "a receiver that is down: bounded retries"
     assert SECRET not in runner.output()
+
+
+def test_one_shot_uploads_share_one_folder_series(runner: DaemonRunner) -> None:
+    """Issue 23: every directory a `vaultdrop upload` ran on became a metric series of its
+    own; jobs outside the watched folders now count under folder="(other)"."""
+    port = free_port()
+    runner.run_args = ["--metrics-addr", f"127.0.0.1:{port}"]
+    runner.start()
+    for place in ("a", "b"):
+        write(runner.base / place / "one.mov", 3000 + len(place))
+        uploaded = vaultdrop(runner, "upload", str(runner.base / place / "one.mov"))
+        assert uploaded.returncode == 0, uploaded.stderr
+    samples = scrape(port)
+    runner.stop()
+    folders = {dict(labels).get("folder") for (name, labels) in samples if name == "vaultdrop_jobs"}
+    assert folders == {"(other)"}, folders
+    assert sample(samples, "vaultdrop_jobs", folder="(other)", state="done") == 2

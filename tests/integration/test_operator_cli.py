@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -75,7 +76,7 @@ def test_jobs_says_what_it_left_out_and_filters(tmp_path: Path) -> None:
 
 def test_jobs_show_retry_and_forget_speak_in_words(tmp_path: Path) -> None:
     journal_with(tmp_path, 4, failed=2)
-    shown = json.loads(cli("jobs", "show", "1", "--state-dir", str(tmp_path)).stdout)
+    shown = json.loads(cli("jobs", "show", "1", "--json", "--state-dir", str(tmp_path)).stdout)
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d", shown["created_at"])
     assert all(re.match(r"\d{4}-", h["at"]) for h in shown["history"])
     missing = cli("jobs", "show", "99", "--state-dir", str(tmp_path))
@@ -89,6 +90,57 @@ def test_jobs_show_retry_and_forget_speak_in_words(tmp_path: Path) -> None:
     assert "no failed jobs" in cli("jobs", "retry", "--all-failed", "--state-dir", str(tmp_path)).stdout
     forget = cli("jobs", "forget", "3", "--state-dir", str(tmp_path))
     assert forget.returncode == 1 and "only a finished job can be forgotten" in forget.stderr
+
+
+def test_jobs_show_reads_as_words_and_json_keeps_the_raw_record(runner: DaemonRunner) -> None:
+    """Issue 23: `jobs show` was a dump of internal columns, with `attempts: 0` for a job the
+    log had called attempt=1; the record as stored is there with --json."""
+    runner.sandbox.add_fault(endpoint="upload", action="status", status=500, code="server_error", count=1)
+    runner.start()
+    write(runner.drop / "w.mov", 5000)
+    job = runner.wait_state("w.mov", JobState.DONE)
+    shown = vaultdrop(runner, "jobs", "show", str(job.id))
+    assert shown.returncode == 0, shown.stderr
+    for internal in ("lease_epoch", "key_unknown", "released", "attempts: 0", "{", "null"):
+        assert internal not in shown.stdout, (internal, shown.stdout)
+    assert re.search(r"state: +done since \d{4}-\d\d-\d\dT", shown.stdout), shown.stdout
+    assert f"video:       {job.video_id}" in shown.stdout and "w.mov in " in shown.stdout
+    assert "uploading -> confirming" in shown.stdout, "the history"
+    raw = json.loads(vaultdrop(runner, "jobs", "show", str(job.id), "--json").stdout)
+    assert raw["lease_epoch"] == job.lease_epoch and raw["key_unknown"] == 0 and raw["history"]
+
+
+def test_status_tells_the_truth_through_an_upload_a_drain_and_a_restart(runner: DaemonRunner) -> None:
+    """Issue 23: an upload in flight has a rate and an ETA; a stopping daemon says it is
+    draining; after the stop nothing is "in flight" and the job the drain left part way
+    says it resumes at the next start, which says "resuming" for it."""
+    runner.daemon.update(bandwidth_limit=300_000, drain_timeout=3)
+    runner.start()
+    write(runner.drop / "long.mov", 4_000_000)
+
+    def rate_and_eta() -> str | None:
+        out = vaultdrop(runner, "status").stdout
+        return out if re.search(r"#1 uploading .*long\.mov  \d+\.\d kB/s, ETA 0:\d\d\n", out) else None
+
+    wait_for(rate_and_eta, timeout=20, what="rate and ETA in the status")
+    [flying] = json.loads(vaultdrop(runner, "status", "--json").stdout)["in_flight"]
+    assert 100_000 < flying["rate"] < 600_000 and flying["eta_seconds"] > 0, flying
+    assert runner.process is not None
+    runner.process.send_signal(signal.SIGTERM)
+    draining = vaultdrop(runner, "status").stdout
+    assert re.search(r"daemon: draining since .*: nothing new starts; uploads in flight have until", draining), \
+        draining
+    assert runner.wait_exit() == 0
+    stopped = vaultdrop(runner, "status")
+    assert "daemon: not running (stopped " in stopped.stdout, stopped.stdout
+    assert "long.mov  left part way: resumes when the daemon starts" in stopped.stdout, stopped.stdout
+    stopped_json = json.loads(vaultdrop(runner, "status", "--json").stdout)
+    assert stopped_json["in_flight"] == [] and [j["relpath"] for j in stopped_json["left"]] == ["long.mov"]
+    runner.daemon["bandwidth_limit"] = 0
+    runner.start()
+    wait_for(lambda: runner.saw("resuming: long.mov (uploading, "), what="the restart says it resumes the job")
+    runner.wait_state("long.mov", JobState.DONE)
+    assert "left part way" not in vaultdrop(runner, "status").stdout
 
 
 def test_jobs_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:

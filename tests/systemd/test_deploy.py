@@ -67,7 +67,7 @@ def test_alert_rules_pass_promtool_check_and_their_tests() -> None:
     rules = DEPLOY / "prometheus"
     check = subprocess.run(["promtool", "check", "rules", "vaultdrop-alerts.yml"], cwd=rules,
                            capture_output=True, text=True)
-    assert check.returncode == 0 and "SUCCESS: 7 rules found" in check.stdout, check.stdout + check.stderr
+    assert check.returncode == 0 and "SUCCESS: 8 rules found" in check.stdout, check.stdout + check.stderr
     tested = subprocess.run(["promtool", "test", "rules", "vaultdrop-alerts.test.yml"], cwd=rules,
                             capture_output=True, text=True)
     assert tested.returncode == 0 and "SUCCESS" in tested.stdout, tested.stdout + tested.stderr

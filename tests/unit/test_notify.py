@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import socket
 from pathlib import Path
 
 import pytest
@@ -58,12 +59,17 @@ async def test_failed_job_is_posted_once_signed_with_every_field(journal: Journa
         await restarted.aclose()
     [post] = hook.posts
     assert post.json == {
-        "event_id": post.json["event_id"], "event": "failed", "job_id": job.id, "folder": "/srv/drop",
+        "event_id": post.json["event_id"], "event": "failed", "host": socket.gethostname(), "job_id": job.id,
+        "folder": "/srv/drop",
         "file": "day1/clip.mov", "size": 1234, "state": "failed", "error": "HTTP 413 too_large",
         "video_id": None, "s3_request_id": None, "time": 1_000.0,
     }
     expected = "sha256=" + hmac.new(b"s3cret", post.body, hashlib.sha256).hexdigest()
     assert post.headers[SIGNATURE_HEADER.lower()] == expected
+    timestamp = post.headers["x-vaultdrop-timestamp"]
+    assert int(timestamp) == int(clock.now) - 3600, "the time of the attempt"
+    timed = "sha256=" + hmac.new(b"s3cret", f"{timestamp}.".encode() + post.body, hashlib.sha256).hexdigest()
+    assert post.headers["x-vaultdrop-signature-v2"] == timed
     assert post.headers["x-vaultdrop-event-id"] == post.json["event_id"]
 
 

@@ -228,6 +228,10 @@ class MemoryJournal(JournalRules):
         row = self._outbox_row(notification_id)
         row.update(next_at=next_at, last_error=error, attempts=row["attempts"] + 1)
 
+    def outbox_pending(self) -> tuple[int, float | None]:
+        pending = [row["created_at"] for row in self.tables.outbox if row["next_at"] is not None]
+        return len(pending), min(pending, default=None)
+
     def _listed(self, state: JobState | None, folder: str | None, since: float | None) -> list[dict[str, Any]]:
         return [row for row in reversed(self._rows())
                 if (state is None or row["state"] == state.value)

@@ -170,6 +170,11 @@ class SqlJournal(JournalRules):
     def notification_deferred(self, notification_id: int, next_at: float | None, error: str) -> None:
         self._write(sql.DEFERRED, (next_at, free_text(error), notification_id))
 
+    def outbox_pending(self) -> tuple[int, float | None]:
+        """Events neither delivered nor given up: how many, and when the oldest was written."""
+        row = self._read(sql.PENDING)[0]
+        return int(row["n"]), row["oldest"]
+
     # -- reporting ---------------------------------------------------------------------
 
     def jobs(self, state: JobState | None = None, limit: int = 50, *, folder: str | None = None,

@@ -74,6 +74,7 @@ NOTIFICATIONS_DUE = (f"SELECT {NOTIFICATION_COLUMNS} FROM outbox WHERE next_at <
                      " ORDER BY next_at, id LIMIT ?")
 DELIVERED = "UPDATE outbox SET next_at=NULL, delivered_at=?, attempts=attempts+1 WHERE id=?"
 DEFERRED = "UPDATE outbox SET next_at=?, last_error=?, attempts=attempts+1 WHERE id=?"
+PENDING = "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox WHERE next_at IS NOT NULL"
 
 
 def job_filter(state: JobState | None, folder: str | None, since: float | None,

@@ -164,9 +164,8 @@ class Pipeline:
         error = decision.retry
         assert error is not None
         if isinstance(verdict, GiveUp):
-            failure = await self.post.fail(job, folder, f"gave up after {verdict.attempts} attempts: {error}")
-            return Transition(failure.state, failure.detail, {**decision.changes, **failure.changes,
-                                                               "attempts": verdict.attempts}, level=logging.ERROR)
+            return await self.post.fail(job, folder, f"gave up after {verdict.attempts} attempts: {error}",
+                                        {**decision.changes, "attempts": verdict.attempts})
         self._events.retry_scheduled(job, retry_reason(error))
         changes = {**decision.changes, "attempts": verdict.attempts, "not_before": self._clock() + verdict.delay,
                    "last_error": str(error)}

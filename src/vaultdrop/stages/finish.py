@@ -60,8 +60,12 @@ class PostActions:
                    changes: dict[str, Any] | None = None) -> Transition:
         """The job ends FAILED for `error`; its file goes to failed_dir where it can. A file
         that cannot be moved stays in place: the failure is the news, not the move."""
-        report = {"job_id": job.id, "file": job.relpath, "error": error, "attempts": job.attempts,
-                  "upload_key": job.upload_key, "video_id": job.video_id, "state": job.state.value}
+        changes = changes or {}
+        # The state the job ends in and the stage it failed at ("uploading" alone read as if
+        # the upload were still going on); attempts counted as its last log line counts them.
+        report = {"job_id": job.id, "file": job.relpath, "error": error, "state": JobState.FAILED.value,
+                  "failed_while": job.state.value, "attempts": max(changes.get("attempts", job.attempts), 1),
+                  "upload_key": job.upload_key, "video_id": job.video_id}
         await self._journal.durable()
         self._journal.hold(job)
         try:
@@ -73,7 +77,7 @@ class PostActions:
             outcome = postaction.Outcome(f"left in place: {exc}")
         self._look_again(outcome)
         return Transition(JobState.FAILED, f"{error} ({outcome.text})", {
-            **(changes or {}), "last_error": error, "released": int(outcome.released), "moved_to": outcome.moved_to},
+            **changes, "last_error": error, "released": int(outcome.released), "moved_to": outcome.moved_to},
             level=logging.ERROR)
 
     def _look_again(self, outcome: postaction.Outcome) -> None:
