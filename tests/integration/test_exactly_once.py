@@ -95,10 +95,11 @@ def test_hard_link_and_symlink_inside_the_folder_are_one_upload(runner: DaemonRu
     os.rename(runner.base / "clip.mov", runner.drop / "clip.mov")
     os.link(runner.drop / "clip.mov", runner.drop / "clip-link.mov")
     (runner.drop / "clip-sym.mov").symlink_to("clip.mov")
+    later = write(runner.drop / "later.mov", 5000)  # settled after every path above
     runner.wait_state("clip.mov", JobState.DONE)
-    time.sleep(1.5)  # every path has settled by now
-    assert [v["sha256"] for v in runner.sandbox.videos()] == [digest]
-    assert [j.relpath for j in runner.jobs()] == ["clip.mov"]
+    runner.wait_state("later.mov", JobState.DONE)
+    assert sorted(v["sha256"] for v in runner.sandbox.videos()) == sorted([digest, later])
+    assert sorted(j.relpath for j in runner.jobs()) == ["clip.mov", "later.mov"]
 
 
 def test_new_content_is_uploaded_while_the_stale_copy_delete_keeps_failing(runner: DaemonRunner) -> None:
