@@ -22,6 +22,7 @@ def write(path: Path, size: int) -> str:
 
 
 def test_slow_writer_is_uploaded_once_and_complete(runner: DaemonRunner) -> None:
+    runner.folder["settle"] = 0.5
     runner.start()
     target = runner.drop / "slow.mov"
     digest = hashlib.sha256()
