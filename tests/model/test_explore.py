@@ -16,9 +16,10 @@ from .world import PgDatabase, World
 
 # The same sequences every run, so `make test` stays deterministic: about 20 s on each
 # backend, a smoke run that must still reach uploads, deletes, S3 copies, crashes and (on
-# PostgreSQL) a job taken over by the other host (Reached below); PostgreSQL is slower per step (a round trip per journal call, a fresh schema per
-# example, two hosts), so it gets fewer examples. `make explore` is the search: new
-# sequences each time, longer ones, about 40 minutes on this 2-core machine.
+# PostgreSQL) a job taken over by the other host (Reached below). PostgreSQL is slower per
+# step (a round trip per journal call, a fresh schema per example, two hosts), so it gets
+# fewer examples. `make explore` is the search: new sequences each time, longer ones,
+# about 40 minutes on this 2-core machine.
 # Each example runs the daemon's scheduler (scheduler.Scheduler, 1-3 slots and the
 # small-file lane) with its jobs as concurrent tasks, streams the larger files through the
 # vault client's sending thread, and may kill the daemon mid-request or mid-post-action;
