@@ -13,13 +13,20 @@ APT_RUN  := libsystemd-dev pkg-config gcc python3-dev
 # leave alone.
 APT_TEST := $(APT_RUN) curl php-cli systemd prometheus postgresql
 
-.PHONY: run test campaign explore bench bench-outage bench-hosts lowest install apt-run apt-test clean
+.PHONY: run test test-fast campaign explore bench bench-outage bench-hosts lowest install apt-run apt-test clean
 
 run: $(BIN)/.installed-run
 	$(BIN)/vaultdrop run --sandbox --port $(PORT)
 
 test: $(BIN)/.installed-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The edit-test loop, under a minute: the unit tests and the model's regression scenarios,
+# which drive the code in-process (no daemon or sandbox process, no exploration; the
+# journal's PostgreSQL tests do start the throwaway cluster). `make test` is the whole
+# suite, and what CI runs.
+test-fast: $(BIN)/.installed-test
+	$(BIN)/python -m pytest tests/unit tests/model/test_exactly_once_regressions.py $(PYTEST_ARGS)
 
 campaign: $(BIN)/.installed-test
 	$(BIN)/python -m pytest -m campaign tests/reliability $(PYTEST_ARGS)

@@ -22,6 +22,7 @@ def write(path: Path, size: int) -> str:
 
 
 def test_slow_writer_is_uploaded_once_and_complete(runner: DaemonRunner) -> None:
+    runner.folder["settle"] = 0.5
     runner.start()
     target = runner.drop / "slow.mov"
     digest = hashlib.sha256()
@@ -39,6 +40,7 @@ def test_slow_writer_is_uploaded_once_and_complete(runner: DaemonRunner) -> None
 
 
 def test_rename_into_folder_and_temp_names(runner: DaemonRunner) -> None:
+    runner.run_args = ["-v"]  # says when it ignores a path
     runner.start()
     outside = runner.base / "outside.mov"
     digest = write(outside, 100_000)
@@ -46,7 +48,7 @@ def test_rename_into_folder_and_temp_names(runner: DaemonRunner) -> None:
     partial = runner.drop / "clip.mov.part"
     part_digest = write(partial, 50_000)
     runner.wait_state("moved.mov", JobState.DONE)
-    time.sleep(1.0)
+    wait_for(lambda: runner.saw(f"ignored {partial}: temporary name"), what="the .part file seen and ignored")
     assert "clip.mov.part" not in runner.job_states()
     os.rename(partial, runner.drop / "clip.mov")
     runner.wait_state("clip.mov", JobState.DONE)
@@ -58,8 +60,10 @@ def test_marker_mode_waits_for_the_marker(runner: DaemonRunner) -> None:
     runner.folder["ready_marker"] = ".done"
     runner.start()
     write(runner.drop / "a.mov", 10_000)
-    time.sleep(1.5)
-    assert runner.jobs() == []
+    write(runner.drop / "b.mov", 10_000)  # settled after a.mov: once its job is done, a.mov was looked at
+    (runner.drop / "b.mov.done").touch()
+    runner.wait_state("b.mov", JobState.DONE)
+    assert [j.relpath for j in runner.jobs()] == ["b.mov"]
     (runner.drop / "a.mov.done").touch()
     runner.wait_state("a.mov", JobState.DONE)
     assert (runner.archive / "a.mov.done").exists(), "the marker follows its file"
@@ -83,9 +87,10 @@ def test_keep_leaves_the_file_and_never_uploads_it_again(runner: DaemonRunner) -
     runner.wait_state("k.mov", JobState.DONE)
     assert runner.stop() == 0
     runner.start()  # the startup scan sees the kept file again
-    time.sleep(1.5)
+    write(runner.drop / "later.mov", 5000)  # settled after k.mov: once its job is done, k.mov was looked at
+    runner.wait_state("later.mov", JobState.DONE)
     assert (runner.drop / "k.mov").exists()
-    assert len(runner.uploads_of("k.mov")) == 1 and len(runner.jobs()) == 1
+    assert len(runner.uploads_of("k.mov")) == 1 and sorted(j.relpath for j in runner.jobs()) == ["k.mov", "later.mov"]
 
 
 def test_delete_removes_the_local_file_after_confirmation(runner: DaemonRunner) -> None:

@@ -124,12 +124,12 @@ def test_hosts_wait_out_a_database_restart(hosts: list[DaemonRunner], pg_cluster
     sizes = drop_files(hosts[0].drop, 20, seed=7)
     wait_for(lambda: any(j.state is JobState.DONE for j in hosts[0].jobs()), timeout=60, what="first file done")
     pg_cluster.stop()
-    time.sleep(3)
+    wait_for(lambda: all(runner.saw("is unreachable") for runner in hosts[:2]), timeout=30,
+             what="both hosts meeting the database down")
     pg_cluster.start()
     wait_for(lambda: all_done(hosts[0], 20), timeout=120, interval=0.5, what="all 20 done after the restart")
     assert_each_stored_and_archived_once(hosts[0], sizes)
     for runner in hosts[:2]:
         assert runner.process is not None and runner.process.poll() is None
-    assert any(runner.saw("is unreachable") for runner in hosts[:2])
     assert not any(runner.saw("Traceback") for runner in hosts[:2])
 

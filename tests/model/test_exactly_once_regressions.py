@@ -315,7 +315,13 @@ def test_clock_stepped_back_after_a_crash_in_the_s3_request_does_not_park_the_jo
     world.run_due(1)
     for _ in range(3):
         world.clock.advance(-3600.0)
+    job = only_job(world)
+    assert job.id in world.due_within(world.max_wait), (
+        f"{job.state.value} rests {job.not_before - world.clock():.0f} s, past the policy's {world.max_wait:.0f} s")
     world.quiesce()
+    job = only_job(world)
+    assert (job.state, job.s3_status) == (JobState.DONE, "complete")
+    assert world.services.live_count(sha(b"take one" * 2)) == 1 and len(world.services.s3_requests) == 1
 
 
 def test_a_used_key_met_after_a_crash_is_not_taken_for_this_files_upload(make_world: Callable[..., World]) -> None:

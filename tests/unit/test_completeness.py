@@ -78,7 +78,9 @@ async def test_readers_do_not_hold_a_file_back(make_intake: Callable[..., Intake
     intake.completeness.touch(intake.folder, "take.bin")
     with (tmp_path / "take.bin").open("rb") as reader:
         reader.read()
-        await intake.until(lambda: intake.names() == ["take.bin"])
+        assert not intake.completeness.writing(tmp_path / "take.bin"), "a reader is no writer"
+        await intake.until(lambda: intake.names() == ["take.bin"])  # admitted while the reader holds it
+        assert intake.completeness.waiting_reason(tmp_path / "take.bin") is None
 
 
 async def test_a_whole_container_closed_after_writing_needs_no_settle_time(make_intake: Callable[..., Intake],

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from vaultdrop.errors import ConfigError
-from vaultdrop.netfs import filesystem_type, refuse_network_state_dir
+from vaultdrop.netfs import filesystem_type, is_network, refuse_network_state_dir
 
 MOUNTINFO = """\
 22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
@@ -35,5 +35,10 @@ def test_sqlite_state_dir_on_a_network_filesystem_is_refused(state_dir: str) -> 
 
 
 def test_local_state_dir_is_accepted(tmp_path: Path) -> None:
-    refuse_network_state_dir(tmp_path / "not" / "made" / "yet", MOUNTINFO)
-    refuse_network_state_dir(tmp_path)  # this machine's own mount table: tmp is local
+    """Accepted because its mount was found and is local, not because none was found."""
+    not_made_yet = tmp_path / "not" / "made" / "yet"
+    assert filesystem_type(not_made_yet, MOUNTINFO) == "ext4"  # judged where it will be: the root mount
+    refuse_network_state_dir(not_made_yet, MOUNTINFO)
+    kind = filesystem_type(tmp_path)  # this machine's own mount table: tmp is local
+    assert kind is not None and not is_network(kind), kind
+    refuse_network_state_dir(tmp_path)
