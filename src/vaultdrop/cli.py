@@ -27,7 +27,7 @@ import uvloop
 from pydantic import TypeAdapter, ValidationError
 
 from . import __version__, logs
-from .config import DEFAULT_CONFIG_PATH, Duration, Settings, load_config, settings_from_dict
+from .config import DEFAULT_CONFIG_PATH, Duration, Settings, load_config, load_local_config, settings_from_dict
 from .errors import ConfigError, LocalFileError, OperatorError, RetryLater, VaultdropError
 from .files import ignore_lease_breaks
 from .job import TERMINAL, Job, JobState
@@ -63,12 +63,13 @@ def demo_settings(base: Path, url: str, environ: dict[str, str] | None = None) -
 
 
 def _open_journal(args: argparse.Namespace, readonly: bool = True) -> JournalStore:
-    """The journal the daemon uses; --state-dir needs no config (and so no secrets) at all."""
+    """The journal the daemon uses, found with [daemon] and [journal] only: no vault secret;
+    --state-dir needs no config at all."""
     if args.state_dir is not None:
         return _sqlite(args.state_dir / "vaultdrop.db", readonly)
     if args.sandbox:
         return _sqlite(args.demo_dir.resolve() / "state" / "vaultdrop.db", readonly)
-    settings = load_config(args.config)
+    settings = load_local_config(args.config)
     if settings.journal.url is None:
         return _sqlite(settings.daemon.journal_path, readonly)
     from .wiring import open_journal
@@ -82,7 +83,7 @@ def _state_dir(args: argparse.Namespace) -> Path:
         return Path(args.state_dir)
     if args.sandbox:
         return args.demo_dir.resolve() / "state"
-    return load_config(args.config).daemon.state_dir
+    return load_local_config(args.config).daemon.state_dir
 
 
 def _setup_logs(args: argparse.Namespace, settings: Settings | None = None) -> None:
@@ -415,7 +416,7 @@ def cmd_journal_copy(args: argparse.Namespace) -> int:
     from .daemon import lock_state_dir
     from .journal.postgres import PgJournal, without_password
 
-    state_dir = args.state_dir or load_config(args.config).daemon.state_dir
+    state_dir = args.state_dir or load_local_config(args.config).daemon.state_dir
     lock = lock_state_dir(state_dir)
     try:
         source = _sqlite(state_dir / "vaultdrop.db", readonly=True)
@@ -441,7 +442,7 @@ def cmd_journal_reset(args: argparse.Namespace) -> int:
     folders are then uploaded again. A journal that holds jobs is never thrown away here."""
     from .daemon import lock_state_dir
 
-    state_dir = args.state_dir or load_config(args.config).daemon.state_dir
+    state_dir = args.state_dir or load_local_config(args.config).daemon.state_dir
     lock = lock_state_dir(state_dir)  # the daemon must be stopped
     try:
         used = journal_was_used(state_dir)
