@@ -187,7 +187,8 @@ def _daemon_line(state_dir: Path) -> dict[str, Any]:
             "since": _local_time(record.started_at) if record and running else None,
             "last_error": record.last_error if record else None,
             "last_error_at": _local_time(record.last_error_at) if record else None,
-            "waiting": record.waiting if record and running else None}
+            "waiting": record.waiting if record and running else None,
+            "missing_folders": record.missing_folders if record and running else None}
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -204,6 +205,8 @@ def cmd_status(args: argparse.Namespace) -> int:
           else "daemon: not running")
     if daemon["last_error"]:
         print(f"last error: {daemon['last_error_at']} {daemon['last_error']}")
+    for folder in daemon["missing_folders"] or ():
+        print(f"folder missing: {printable(folder)} (watched once it exists: a mount not up yet?)")
     if daemon["waiting"] and any(daemon["waiting"].values()):
         waiting = daemon["waiting"]
         print(f"not complete yet: {waiting.get('settling', 0)} settling, {waiting.get('open', 0)} open for writing"
@@ -480,6 +483,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
     settings = load_config(args.config)
     check_directories(settings)
+    for index, folder in enumerate(settings.folders):
+        if not folder.path.exists():
+            print(f"vaultdrop: warning: {settings.source}: folders[{index}].path: {folder.path} does not exist yet: "
+                  "the daemon watches it once it does", file=sys.stderr)
     print(f"{args.config}: OK ({len(settings.folders)} folder(s), vault {settings.vault.base_url})")
     if args.online:
         try:

@@ -184,10 +184,10 @@ def _resolved(path: Path) -> Path:
     return path.resolve()
 
 
-def _existing_directory(path: Path) -> Path:
-    if not path.exists():
-        raise _invalid("path", f"folder does not exist: {path}")
-    if not path.is_dir():
+def _not_a_file(path: Path) -> Path:
+    """A folder that does not exist yet (a mount that comes up after the daemon) is
+    watched once it does (intake/folders.py); one that can never be a folder is refused."""
+    if path.exists() and not path.is_dir():
         raise _invalid("path", f"not a directory: {path}")
     return path
 
@@ -355,7 +355,7 @@ class S3Settings(_Section):
 
 
 class FolderSettings(_Section):
-    path: Annotated[ResolvedPath, AfterValidator(_existing_directory)]
+    path: Annotated[ResolvedPath, AfterValidator(_not_a_file)]
     include: list[str] = ["*"]
     exclude: list[str] = []
     case_sensitive_globs: bool = False

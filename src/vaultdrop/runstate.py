@@ -28,6 +28,7 @@ class RunState:
     last_error: str | None = None
     last_error_at: float | None = None
     waiting: dict[str, int] | None = None  # files not complete yet, by reason (intake/completeness.py)
+    missing_folders: list[str] | None = None  # configured folders that do not exist (intake/folders.py)
 
 
 def daemon_running(state_dir: Path) -> bool:
@@ -66,9 +67,17 @@ class RunStateRecorder(logging.Handler):
             self._write()
 
     def waiting(self, counts: dict[str, int]) -> None:
-        """Why files are not complete yet; written only when that changed."""
-        if counts != self._state.waiting:
-            self._state = replace(self._state, waiting=counts)
+        """Why files are not complete yet."""
+        self._update(replace(self._state, waiting=counts))
+
+    def missing_folders(self, folders: list[str]) -> None:
+        """Which watched folders do not exist now (a mount not up yet)."""
+        self._update(replace(self._state, missing_folders=folders))
+
+    def _update(self, state: RunState) -> None:
+        """Written only when something changed: the daemon reports every few seconds."""
+        if state != self._state:
+            self._state = state
             with suppress(OSError):
                 self._write()
 

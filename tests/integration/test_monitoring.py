@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import sqlite3
 import time
 from typing import Any
@@ -16,6 +17,7 @@ from vaultdrop.job import JobState
 
 from ..receiver import closed_port_url, free_port, receiver
 from .harness import DaemonRunner, wait_for
+from .test_cli import vaultdrop
 from .test_daemon import write
 
 SECRET = "hook-secret"
@@ -112,3 +114,39 @@ def test_metrics_and_notifications_follow_uploads_a_failure_and_an_outage(runner
     assert len(done_events) == 3 and all(row["attempts"] == 3 and row["delivered_at"] is None
                                          for row in done_events), "a receiver that is down: bounded retries"
     assert SECRET not in runner.output()
+
+
+def test_a_folder_missing_at_start_is_a_warning_and_watched_once_it_exists(runner: DaemonRunner) -> None:
+    """A late mount (NFS/SMB after the service) must not stop the daemon (exit 78 would
+    end it for good under systemd): it says so once, in status and as a metric, and
+    uploads the folder's files once it is there."""
+    port = free_port()
+    runner.run_args = ["--metrics-addr", f"127.0.0.1:{port}"]
+    late = runner.base / "mnt" / "ingest"
+    runner.folder["path"] = str(late)
+    checked = vaultdrop(runner, "check-config")
+    assert checked.returncode == 0 and f"folders[0].path: {late} does not exist yet" in checked.stderr
+    runner.start()
+    assert runner.output().count(f"folder {late} does not exist") == 1
+    status = wait_for(lambda: (lambda out: "folder missing" in out and out)(vaultdrop(runner, "status").stdout),
+                      what="status names the missing folder")
+    assert f"folder missing: {late} (watched once it exists" in status
+    assert json.loads(vaultdrop(runner, "status", "--json").stdout)["daemon"]["missing_folders"] == [str(late)]
+    assert sample(scrape(port), "vaultdrop_folder_missing", folder=str(late)) == 1
+
+    late.mkdir(parents=True)
+    digest = write(late / "clip.mov", 20_000)
+    runner.wait_state("clip.mov", JobState.DONE)
+    assert [v["sha256"] for v in runner.uploads_of("clip.mov")] == [digest]
+    assert (runner.archive / "clip.mov").exists()
+    assert runner.saw(f"watching {late}: the folder is there now")
+    wait_for(lambda: sample(scrape(port), "vaultdrop_folder_missing", folder=str(late)) == 0, what="metric cleared")
+    assert "folder missing" not in vaultdrop(runner, "status").stdout
+    assert runner.output().count("does not exist") == 1, "said once"
+    assert runner.stop() == 0
+
+
+def test_a_folder_path_that_is_a_file_is_still_a_configuration_error(runner: DaemonRunner) -> None:
+    runner.folder["path"] = str(runner.base / "vaultdrop.toml")
+    result = vaultdrop(runner, "check-config")
+    assert result.returncode == 78 and "folders[0].path: not a directory" in result.stderr
