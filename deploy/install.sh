@@ -26,6 +26,9 @@ if [ "${1:-}" != "--no-venv" ]; then
     "$PREFIX/bin/pip" install -q "$SRC"
     install -m 0644 "$SRC/README.md" "$PREFIX/README.md"
 fi
+# On the PATH, for root and for the members of the vaultdrop group, who may read the
+# journal (`vaultdrop status`, `vaultdrop jobs`) without root and without the password.
+ln -sfn "$PREFIX/bin/vaultdrop" /usr/local/bin/vaultdrop
 
 echo "== user vaultdrop, folders under /srv/vaultdrop"
 install -D -m 0644 "$SRC/deploy/vaultdrop.sysusers" /etc/sysusers.d/vaultdrop.conf
@@ -57,8 +60,8 @@ vaultdrop is installed. Next:
   2. store the vault password (read by the unit as the credential vault-password):
        install -m 0600 /dev/stdin /etc/vaultdrop/vault-password   (type it, then Ctrl-D)
   3. check and start:
-       CREDENTIALS_DIRECTORY=/etc/vaultdrop /opt/vaultdrop/bin/vaultdrop check-config
+       CREDENTIALS_DIRECTORY=/etc/vaultdrop vaultdrop check-config
        systemctl enable --now vaultdrop
        journalctl -u vaultdrop -f
-  Operators who drop files: usermod -aG vaultdrop NAME
+  Operators who drop files and read `vaultdrop status` / `vaultdrop jobs`: usermod -aG vaultdrop NAME
 NEXT

@@ -3,6 +3,8 @@
 initdb in a temporary directory, run as an unprivileged user (PostgreSQL refuses root),
 listening on a free loopback port with password (scram) authentication, so the journal's
 password handling is exercised for real. Nothing here touches Debian's own `main` cluster.
+With `tls`, it accepts TCP connections only over TLS, with a certificate for 127.0.0.1
+signed by a throwaway CA (openssl), whose certificate is `ca_file`.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class Cluster:
     root: Path
     port: int
     password: str
+    ca_file: Path | None = None  # with tls: the CA that signed the server's certificate
     _server: subprocess.Popen[bytes] | None = None
 
     @property
@@ -86,7 +89,9 @@ class Cluster:
         log = open(self.root / "log", "ab")  # noqa: SIM115 - the child keeps it
         self._server = subprocess.Popen(
             self._command("postgres", "-D", str(self.data), "-p", str(self.port), "-k", str(self.root),
-                          "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=200"),
+                          "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=200",
+                          *(("-c", "ssl=on", "-c", f"ssl_cert_file={self.root / 'server.crt'}",
+                             "-c", f"ssl_key_file={self.root / 'server.key'}") if self.ca_file else ())),
             stdout=log, stderr=log, start_new_session=True, preexec_fn=_die_with_parent, **_as_unprivileged(),
         )
         log.close()
@@ -130,20 +135,40 @@ class Cluster:
             self.sql(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
+def _make_certificates(root: Path) -> Path:
+    """A CA and the server's key and certificate for 127.0.0.1 (as libpq's verify-full
+    checks it: an IP subjectAltName); the CA certificate's path."""
+    def openssl(*argv: str) -> None:
+        subprocess.run(["openssl", *argv], cwd=root, check=True, capture_output=True, timeout=60)
+
+    curve = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    openssl("req", "-x509", *curve, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=vaultdrop test CA")
+    openssl("req", "-new", *curve, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+    (root / "san.cnf").write_text("subjectAltName = IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "server.crt", "-days", "2", "-extfile", "san.cnf")
+    (root / "server.key").chmod(0o600)  # PostgreSQL refuses a key others may read
+    return root / "ca.crt"
+
+
 @contextmanager
-def running_cluster() -> Iterator[Cluster]:
+def running_cluster(tls: bool = False) -> Iterator[Cluster]:
     """initdb + start; stop and remove on exit, and fail loudly if the server outlived stop."""
     root = Path(tempfile.mkdtemp(prefix="vaultdrop-pg-"))
-    cluster = Cluster(root, free_port(), secrets.token_hex(12))
+    cluster = Cluster(root, free_port(), secrets.token_hex(12), _make_certificates(root) if tls else None)
     pwfile = root / "pw"
     pwfile.write_text(cluster.password)
     if os.geteuid() == 0:
         user = pwd.getpwnam(UNPRIVILEGED)
-        for path in (root, pwfile):
+        for path in (root, pwfile, *(root / name for name in ("server.key", "server.crt") if tls)):
             os.chown(path, user.pw_uid, user.pw_gid)
     try:
         cluster._run("initdb", "-D", str(cluster.data), "-U", SUPERUSER, f"--pwfile={pwfile}", "-E", "UTF8",
                      "--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync")
+        if tls:  # TCP only over TLS: a connection that succeeds was encrypted
+            hba = cluster.data / "pg_hba.conf"
+            hba.write_text("".join(f"hostssl{line[4:]}" if line.startswith("host ") else line
+                                   for line in hba.read_text().splitlines(keepends=True)))
         cluster.start()
         try:
             yield cluster

@@ -29,7 +29,8 @@ import uvloop
 from pydantic import TypeAdapter, ValidationError
 
 from . import __version__, logs
-from .config import DEFAULT_CONFIG_PATH, Duration, ListenAddress, Settings, load_config, settings_from_dict
+from .config import (DEFAULT_CONFIG_PATH, Duration, ListenAddress, Settings, load_config, load_local_config,
+                     settings_from_dict)
 from .errors import CONFIG_EXIT_STATUS, ConfigError, LocalFileError, OperatorError, RetryLater, VaultdropError
 from .files import ignore_lease_breaks
 from .job import STARTED, TERMINAL, Job, JobState
@@ -79,12 +80,13 @@ def demo_settings(base: Path, url: str, environ: dict[str, str] | None = None) -
 
 
 def _open_journal(args: argparse.Namespace, readonly: bool = True) -> JournalStore:
-    """The journal the daemon uses; --state-dir needs no config (and so no secrets) at all."""
+    """The journal the daemon uses, found with [daemon] and [journal] only: no vault secret;
+    --state-dir needs no config at all."""
     if args.state_dir is not None:
         return _sqlite(args.state_dir / "vaultdrop.db", readonly)
     if args.sandbox:
         return _sqlite(args.demo_dir.resolve() / "state" / "vaultdrop.db", readonly)
-    settings = load_config(args.config)
+    settings = load_local_config(args.config)
     if settings.journal.url is None:
         return _sqlite(settings.daemon.journal_path, readonly)
     from .wiring import open_journal
@@ -98,7 +100,7 @@ def _state_dir(args: argparse.Namespace) -> Path:
         return Path(args.state_dir)
     if args.sandbox:
         return args.demo_dir.resolve() / "state"
-    return load_config(args.config).daemon.state_dir
+    return load_local_config(args.config).daemon.state_dir
 
 
 def _setup_logs(args: argparse.Namespace, settings: Settings | None = None) -> None:
@@ -210,7 +212,8 @@ def _daemon_line(record: RunState | None, running: bool, journal: JournalStore) 
             "drain_deadline": _local_time(live.drain_deadline) if live else None,
             "last_error": record.last_error if record and not resolved else None,
             "last_error_at": _local_time(record.last_error_at) if record and not resolved else None,
-            "waiting": live.waiting if live else None}
+            "waiting": live.waiting if live else None,
+            "missing_folders": live.missing_folders if live else None}
 
 
 def _job_progress(job: Job, record: RunState | None, running: bool, now: float) -> tuple[str, dict[str, Any]]:
@@ -257,6 +260,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(_daemon_words(daemon))
     if daemon["last_error"]:
         print(printable(f"last error: {daemon['last_error_at']} {daemon['last_error']}"))
+    for folder in daemon["missing_folders"] or ():
+        print(f"folder missing: {printable(folder)} (watched once it exists: a mount not up yet?)")
     if daemon["waiting"] and any(daemon["waiting"].values()):
         waiting = daemon["waiting"]
         print(f"not complete yet: {waiting.get('settling', 0)} settling, {waiting.get('open', 0)} open for writing"
@@ -520,7 +525,7 @@ def cmd_journal_copy(args: argparse.Namespace) -> int:
     from .journal.postgres import PgJournal, without_password
 
     _setup_logs(args)
-    state_dir = args.state_dir or load_config(args.config).daemon.state_dir
+    state_dir = args.state_dir or load_local_config(args.config).daemon.state_dir
     lock = lock_state_dir(state_dir)
     try:
         source = _sqlite(state_dir / "vaultdrop.db", readonly=True)
@@ -547,7 +552,7 @@ def cmd_journal_reset(args: argparse.Namespace) -> int:
     from .daemon import lock_state_dir
 
     _setup_logs(args)
-    state_dir = args.state_dir or load_config(args.config).daemon.state_dir
+    state_dir = args.state_dir or load_local_config(args.config).daemon.state_dir
     lock = lock_state_dir(state_dir)  # the daemon must be stopped
     try:
         used = journal_was_used(state_dir)
@@ -585,6 +590,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
     settings = load_config(args.config)
     check_directories(settings)
+    for index, folder in enumerate(settings.folders):
+        if not folder.path.exists():
+            print(printable(f"vaultdrop: warning: {settings.source}: folders[{index}].path: {folder.path} does not exist yet: "
+                            "the daemon watches it once it does"), file=sys.stderr)
     if args.online:  # OK comes last, once every check passed
         try:
             for line in asyncio.run(check_online(settings)):

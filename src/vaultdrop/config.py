@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, NoReturn, get_args
+from typing import Annotated, Any, Literal, NoReturn, TypeVar, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -57,12 +57,14 @@ __all__ = [
     "MetricsSettings",
     "NotifySettings",
     "JournalSettings",
+    "LocalSettings",
     "S3Settings",
     "ScaleEngineSettings",
     "Settings",
     "Size",
     "VaultSettings",
     "load_config",
+    "load_local_config",
     "settings_from_dict",
 ]
 
@@ -182,10 +184,10 @@ def _resolved(path: Path) -> Path:
     return path.resolve()
 
 
-def _existing_directory(path: Path) -> Path:
-    if not path.exists():
-        raise _invalid("path", f"folder does not exist: {path}")
-    if not path.is_dir():
+def _not_a_file(path: Path) -> Path:
+    """A folder that does not exist yet (a mount that comes up after the daemon) is
+    watched once it does (intake/folders.py); one that can never be a folder is refused."""
+    if path.exists() and not path.is_dir():
         raise _invalid("path", f"not a directory: {path}")
     return path
 
@@ -373,7 +375,7 @@ class S3Settings(_Section):
 
 
 class FolderSettings(_Section):
-    path: Annotated[ResolvedPath, AfterValidator(_existing_directory)]
+    path: Annotated[ResolvedPath, AfterValidator(_not_a_file)]
     include: list[str] = ["*"]
     exclude: list[str] = []
     case_sensitive_globs: bool = False
@@ -463,16 +465,15 @@ class _EnvironSource(EnvSettingsSource):
         return parse_env_vars(self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="VAULTDROP_", env_nested_delimiter="__", extra="forbid")
+class LocalSettings(BaseSettings):
+    """What reading the journal needs (`status`, `jobs`, `journal copy`): state_dir and
+    [journal]. The other tables are left unread, so their secrets, which the unit keeps
+    as systemd credentials, are not asked for by a command that never talks to the vault."""
+
+    model_config = SettingsConfigDict(env_prefix="VAULTDROP_", env_nested_delimiter="__", extra="ignore")
 
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
     journal: JournalSettings = Field(default_factory=JournalSettings)
-    vault: VaultSettings
-    folders: list[FolderSettings] = Field(min_length=1)
-    scaleengine: ScaleEngineSettings | None = None
-    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
-    notify: NotifySettings = Field(default_factory=NotifySettings)
 
     _source: str = PrivateAttr(BUILT_IN)
 
@@ -499,6 +500,18 @@ class Settings(BaseSettings):
     def source(self) -> str:
         """The config file path, or "<built-in>": for messages."""
         return self._source
+
+
+class Settings(LocalSettings):
+    """The whole configuration, every table validated (a typo is an error)."""
+
+    model_config = SettingsConfigDict(extra="forbid")
+
+    vault: VaultSettings
+    folders: list[FolderSettings] = Field(min_length=1)
+    scaleengine: ScaleEngineSettings | None = None
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
 
     def secrets(self) -> list[str]:
         """Plain secret values, for the log-redaction safety net."""
@@ -568,10 +581,13 @@ def _config_error(exc: ValidationError, source: str, environ: Mapping[str, str])
     return ConfigError("\n".join(lines))
 
 
-def _build(origin: _Origin, source: str, data: dict[str, Any]) -> Settings:
+AnySettings = TypeVar("AnySettings", bound=LocalSettings)
+
+
+def _build(origin: _Origin, source: str, data: dict[str, Any], model: type[AnySettings]) -> AnySettings:
     token = _ORIGIN.set(origin)
     try:
-        settings = Settings(**data)
+        settings = model(**data)
     except ValidationError as exc:
         raise _config_error(exc, source, origin.environ) from None
     except tomllib.TOMLDecodeError as exc:
@@ -591,13 +607,22 @@ def _build(origin: _Origin, source: str, data: dict[str, Any]) -> Settings:
 
 def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Settings:
     """Read the TOML file at `path`, overridden by `VAULTDROP_…` variables from `environ`."""
+    return _load(path, environ, Settings)
+
+
+def load_local_config(path: Path, environ: Mapping[str, str] | None = None) -> LocalSettings:
+    """Only [daemon] and [journal] of the file at `path`: for the commands that read the journal."""
+    return _load(path, environ, LocalSettings)
+
+
+def _load(path: Path, environ: Mapping[str, str] | None, model: type[AnySettings]) -> AnySettings:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found" if not path.exists() else f"{path}: not a file")
-    return _build(_Origin(path, os.environ if environ is None else environ), str(path), {})
+    return _build(_Origin(path, os.environ if environ is None else environ), str(path), {}, model)
 
 
 def settings_from_dict(
     data: dict[str, Any], *, source: str = BUILT_IN, environ: Mapping[str, str] | None = None
 ) -> Settings:
     """Validate an in-memory config exactly like a file (`vaultdrop run --sandbox`)."""
-    return _build(_Origin(None, os.environ if environ is None else environ), source, data)
+    return _build(_Origin(None, os.environ if environ is None else environ), source, data, Settings)

@@ -286,9 +286,12 @@ class Daemon:
             self._notifier.watchdog()
             self._notifier.status(self._status_line(run.journal))
             waiting = dict(run.intake.completeness.waiting())
+            missing = run.intake.missing
             run.run_state.tick(waiting)
+            run.run_state.missing_folders(missing)
             if run.metrics is not None:
                 run.metrics.recorder.files_waiting(waiting)
+                run.metrics.recorder.folders_missing(run.intake.folders, missing)
             await asyncio.sleep(min(interval, STATUS_INTERVAL))
 
     async def _drain(self, run: _Run) -> None:

@@ -70,6 +70,8 @@ class MetricsRecorder(Observer):
                                                     ("failed", "Webhook delivery attempts that failed (refused, "
                                                      "timeout, not 2xx)"),
                                                     ("given_up", "Webhook events given up after max_attempts"))}
+        self.missing = Gauge("vaultdrop_folder_missing", "1 while a watched folder does not exist (a mount not up "
+                             "yet): it is watched once it does", ["folder"], registry=registry)
         Info("vaultdrop_build", "The running vaultdrop", registry=registry).info({"version": __version__})
         self.vault_up.set(1)  # no evidence of an outage yet
         for reason in RETRY_REASONS:
@@ -84,8 +86,17 @@ class MetricsRecorder(Observer):
         """A webhook delivery attempt's outcome: sent, failed or given_up (notify.py)."""
         self.notifications[outcome].inc()
 
+    def folders_missing(self, folders: Collection[str], missing: Collection[str]) -> None:
+        """One series per configured folder: a folder a reload removed leaves no stale 1."""
+        for sample in self.missing.collect()[0].samples:
+            if sample.labels["folder"] not in folders:
+                self.missing.remove(sample.labels["folder"])
+        for folder in folders:
+            self.missing.labels(folder).set(1 if folder in missing else 0)
+
     def watching(self, folder: str) -> None:
         """Create a folder's series at zero, so its first failure is an increase, not a new series."""
+        self.missing.labels(folder)
         self.ingest.labels(folder)
         self.upload_bytes.labels(folder)
         for outcome in OUTCOMES.values():

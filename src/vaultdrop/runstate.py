@@ -40,6 +40,7 @@ class RunState:
     drain_deadline: float | None = None  # while draining: when uploads still running are cut off
     host: str | None = None  # this daemon's journal host_id: its leases are not another host's work
     upload_rates: dict[str, float] | None = None  # job id -> bytes/s sent over the last status interval
+    missing_folders: list[str] | None = None  # configured folders that do not exist (intake/folders.py)
 
 
 def daemon_running(state_dir: Path) -> bool:
@@ -97,6 +98,10 @@ class RunStateRecorder(logging.Handler, Observer):
         self._sent.clear()
         self._ticked = now
         self._update(waiting=waiting, upload_rates=rates)
+
+    def missing_folders(self, folders: list[str]) -> None:
+        """Which watched folders do not exist now (a mount not up yet)."""
+        self._update(missing_folders=folders)
 
     def _update(self, **changes: Any) -> None:
         state = replace(self._state, **changes)

@@ -17,7 +17,7 @@ import httpx
 from .clients.outage import Outages, Probe
 from .clients.throttle import Throttle
 from .clients.vault import VaultClient
-from .config import FolderSettings, Settings
+from .config import FolderSettings, LocalSettings, Settings
 from .errors import ConfigError
 from .events import Fanout, JobEvents
 from .job import Job
@@ -36,9 +36,10 @@ PROBE_KEY = "vaultdrop-probe"  # any answer to progress.xml for it, 404 included
 Clock = Callable[[], float]
 
 
-def open_journal(settings: Settings, *, clock: Clock = time.time, reader: bool = False) -> JournalStore:
-    """The configured journal, writing the notifications the config wants: PostgreSQL when
-    [journal] url is set, else SQLite in state_dir.
+def open_journal(settings: LocalSettings, *, clock: Clock = time.time, reader: bool = False) -> JournalStore:
+    """The configured journal, writing the notifications a whole config wants (the CLI's
+    LocalSettings have no [notify]: its commands end no job): PostgreSQL when [journal]
+    url is set, else SQLite in state_dir.
 
     The first start marks state_dir with the journal's id (journal.mark_used); from then
     on a missing, empty or other journal is refused, never set up in its place. A
@@ -66,7 +67,8 @@ def open_journal(settings: Settings, *, clock: Clock = time.time, reader: bool =
         except OSError as exc:
             journal.close()
             raise ConfigError(f"cannot use the state directory {state_dir}: {exc}") from None
-    journal.notify_states = notify_states(settings.notify)
+    if isinstance(settings, Settings):
+        journal.notify_states = notify_states(settings.notify)
     return journal
 
 

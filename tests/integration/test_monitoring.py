@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import socket
 import sqlite3
 import time
@@ -150,3 +151,39 @@ def test_one_shot_uploads_share_one_folder_series(runner: DaemonRunner) -> None:
     folders = {dict(labels).get("folder") for (name, labels) in samples if name == "vaultdrop_jobs"}
     assert folders == {"(other)"}, folders
     assert sample(samples, "vaultdrop_jobs", folder="(other)", state="done") == 2
+
+
+def test_a_folder_missing_at_start_is_a_warning_and_watched_once_it_exists(runner: DaemonRunner) -> None:
+    """A late mount (NFS/SMB after the service) must not stop the daemon (exit 78 would
+    end it for good under systemd): it says so once, in status and as a metric, and
+    uploads the folder's files once it is there."""
+    port = free_port()
+    runner.run_args = ["--metrics-addr", f"127.0.0.1:{port}"]
+    late = runner.base / "mnt" / "ingest"
+    runner.folder["path"] = str(late)
+    checked = vaultdrop(runner, "check-config")
+    assert checked.returncode == 0 and f"folders[0].path: {late} does not exist yet" in checked.stderr
+    runner.start()
+    assert runner.output().count(f"folder {late} does not exist") == 1
+    status = wait_for(lambda: (lambda out: "folder missing" in out and out)(vaultdrop(runner, "status").stdout),
+                      what="status names the missing folder")
+    assert f"folder missing: {late} (watched once it exists" in status
+    assert json.loads(vaultdrop(runner, "status", "--json").stdout)["daemon"]["missing_folders"] == [str(late)]
+    assert sample(scrape(port), "vaultdrop_folder_missing", folder=str(late)) == 1
+
+    late.mkdir(parents=True)
+    digest = write(late / "clip.mov", 20_000)
+    runner.wait_state("clip.mov", JobState.DONE)
+    assert [v["sha256"] for v in runner.uploads_of("clip.mov")] == [digest]
+    assert (runner.archive / "clip.mov").exists()
+    assert runner.saw(f"watching {late}: the folder is there now")
+    wait_for(lambda: sample(scrape(port), "vaultdrop_folder_missing", folder=str(late)) == 0, what="metric cleared")
+    assert "folder missing" not in vaultdrop(runner, "status").stdout
+    assert runner.output().count("does not exist") == 1, "said once"
+    assert runner.stop() == 0
+
+
+def test_a_folder_path_that_is_a_file_is_still_a_configuration_error(runner: DaemonRunner) -> None:
+    runner.folder["path"] = str(runner.base / "vaultdrop.toml")
+    result = vaultdrop(runner, "check-config")
+    assert result.returncode == 78 and "folders[0].path: not a directory" in result.stderr

@@ -349,3 +349,22 @@ def test_the_exit_status_table_in_help_is_the_readme_s() -> None:
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     in_readme = [int(code) for code in re.findall(r"^\| (\d+) \| ", readme.split("Exit statuses")[1].split("\n\n")[1], re.M)]
     assert in_help == in_readme == [0, 1, 2, 70, 75, 78, 130, 141]
+
+
+def test_reading_the_journal_needs_no_vault_secret(runner: DaemonRunner) -> None:
+    """The unit keeps the vault password as a systemd credential, so an operator's plain
+    `status` and `jobs` read a config without it; commands that talk to the vault still
+    ask for it."""
+    journal_with(runner.state, 2, failed=1)
+    del runner.vault["password"]
+    config = str(runner.write_config())
+    status = cli("status", "--config", config)
+    assert status.returncode == 0 and "jobs: queued 1  failed 1" in status.stdout, status.stderr
+    assert json.loads(cli("status", "--json", "--config", config).stdout)["counts"]["failed"] == 1
+    listing = cli("jobs", "--config", config)
+    assert listing.returncode == 0 and "sport/clip0.mov" in listing.stdout and "news/clip1.mov" in listing.stdout
+    assert json.loads(cli("jobs", "show", "2", "--json", "--config", config).stdout)["relpath"] == "clip1.mov"
+    for args in (["run"], ["upload", config], ["check-config"]):
+        refused = cli(*args, "--config", config)
+        assert refused.returncode == 78 and "vault.password: missing" in refused.stderr, (args, refused.stderr)
+        no_traceback(refused)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import random
 import signal
+import subprocess
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -17,11 +19,13 @@ from pathlib import Path
 
 import pytest
 
+from tests import pgcluster
 from tests.pgcluster import Cluster
 from vaultdrop.job import JobState
 from vaultdrop.sandbox.launcher import SandboxProcess
 
 from .harness import DaemonRunner, wait_for
+from .test_operator_cli import cli, journal_with, no_traceback
 
 LEASE = 2.0  # short, so a takeover happens within the test's patience
 
@@ -133,3 +137,35 @@ def test_hosts_wait_out_a_database_restart(hosts: list[DaemonRunner], pg_cluster
         assert runner.process is not None and runner.process.poll() is None
     assert not any(runner.saw("Traceback") for runner in hosts[:2])
 
+
+
+def test_the_journal_over_tls_verifies_the_server(tmp_path: Path) -> None:
+    """libpq's TLS settings ride in [journal] url: verify-full against the CA file works
+    (the cluster takes TCP only over TLS, so it was encrypted), a server the CA did not
+    sign is refused in one line, and so is an unencrypted connection."""
+    if not pgcluster.available():
+        pytest.skip("PostgreSQL 15 is not installed (make test installs it)")
+    journal_with(tmp_path / "single", 2)
+    password_file = tmp_path / "journal-password"
+    other_ca = pgcluster._make_certificates(Path(tempfile.mkdtemp(dir=tmp_path)))
+    with pgcluster.running_cluster(tls=True) as cluster:
+        password_file.write_text(cluster.password + "\n")
+        password_file.chmod(0o600)
+        url = f"{cluster.url()}?sslmode=verify-full&sslrootcert={cluster.ca_file}"
+        copied = cli("journal", "copy", "--to", url, "--password-file", str(password_file),
+                     "--state-dir", str(tmp_path / "single"))
+        assert copied.returncode == 0 and "copied 2 job(s)" in copied.stdout, copied.stderr
+
+        def status(url: str) -> subprocess.CompletedProcess[str]:
+            config = tmp_path / "vaultdrop.toml"
+            config.write_text(f'[daemon]\nstate_dir = "{tmp_path / "state"}"\n'
+                              f'[journal]\nurl = "{url}"\npassword_file = "{password_file}"\n')
+            return cli("status", "--config", str(config))
+
+        verified = status(url)
+        assert verified.returncode == 0 and "jobs: queued 2" in verified.stdout, verified.stderr
+        for bad, reason in ((url.replace(str(cluster.ca_file), str(other_ca)), "certificate verify failed"),
+                            (f"{cluster.url()}?sslmode=disable", "no encryption")):
+            refused = status(bad)
+            assert refused.returncode != 0 and reason in refused.stderr, refused.stderr
+            no_traceback(refused)

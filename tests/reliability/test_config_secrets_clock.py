@@ -46,7 +46,7 @@ INVALID = [
     ("daemon.bandwidth_limit", "fast", "daemon.bandwidth_limit"),
     ("daemon.dedupe", "md5", "daemon.dedupe"),
     ("folder.settle", "soon", "folders[0].settle"),
-    ("folder.path", "/nonexistent/drop", "folders[0].path"),
+    ("folder.path", "/dev/null", "folders[0].path"),  # not a directory (a missing one is a late mount)
     ("folder.after_upload", "shred", "folders[0].after_upload"),
     ("folder.archive_dir", None, "folders[0].archive_dir"),
     ("folder.ready_marker", "a/b", "folders[0].ready_marker"),

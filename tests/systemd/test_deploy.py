@@ -89,3 +89,18 @@ def test_alert_rules_use_only_metrics_the_daemon_exports(tmp_path: Path) -> None
     exported = {f.name for f in families} | {sample.name for f in families for sample in f.samples}
     used = set(re.findall(r"\b(vaultdrop_[a-z_]+)", (DEPLOY / "prometheus" / "vaultdrop-alerts.yml").read_text()))
     assert used and used <= exported, used - exported
+
+
+def test_postgresql_drop_in_waits_for_the_shared_mounts(tmp_path: Path) -> None:
+    """The several-hosts drop-in parses with the unit, and systemd mounts every shared
+    path the service writes (ReadWritePaths=) before it starts vaultdrop."""
+    require("systemd-analyze")
+    dropin = (DEPLOY / "vaultdrop-postgresql.conf").read_text()
+    unit = tmp_path / "vaultdrop.service"
+    unit.write_text((DEPLOY / "vaultdrop.service").read_text() + dropin)
+    out = subprocess.run(["systemd-analyze", "security", "--offline=yes", "--no-pager", str(unit)],
+                         capture_output=True, text=True).stdout
+    assert float(re.search(r"Overall exposure level for vaultdrop\.service: ([\d.]+)", out)[1]) <= SECURITY_TARGET
+    setting = {key: value.split() for key, _, value in
+               (line.partition("=") for line in dropin.splitlines() if "=" in line and not line.startswith("#"))}
+    assert setting["RequiresMountsFor"] and set(setting["ReadWritePaths"]) <= set(setting["RequiresMountsFor"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -44,11 +45,8 @@ def install(system: BootedSystem, sandbox: SandboxProcess, state: Path) -> Daemo
     password = root / "etc/vaultdrop/vault-password"
     password.write_text(sandbox.password + "\n")
     password.chmod(0o600)
-    dropin = ["[Service]", "WatchdogSec=5s", "RestartSec=1s", "Environment=VAULTDROP_TEST_HANG_ON_SIGUSR2=1"]
-    # The clone and its venv may live where the unit hides things (/root, a private /tmp).
-    dropin.append("BindReadOnlyPaths=" + " ".join(map(str, shared_paths())))
-    if any(p.is_relative_to(home) for p in shared_paths() for home in (Path("/home"), Path("/root"))):
-        dropin.append("ProtectHome=tmpfs")
+    dropin = ["[Service]", "WatchdogSec=5s", "RestartSec=1s", "Environment=VAULTDROP_TEST_HANG_ON_SIGUSR2=1",
+              *reach_the_checkout()]
     (root / "etc/systemd/system/vaultdrop.service.d").mkdir(parents=True)
     (root / "etc/systemd/system/vaultdrop.service.d/test.conf").write_text("\n".join(dropin) + "\n")
     system.run("systemctl", "daemon-reload")
@@ -61,8 +59,37 @@ def install(system: BootedSystem, sandbox: SandboxProcess, state: Path) -> Daemo
     del runner.vault["password"]
     runner.folder.update(path="/srv/vaultdrop/drop", archive_dir="/srv/vaultdrop/archive",
                          failed_dir="/srv/vaultdrop/failed")
-    runner.write_config()
+    write_service_config(system, runner)
     return runner
+
+
+def write_service_config(system: BootedSystem, runner: DaemonRunner) -> None:
+    """As an operator installs it, root:vaultdrop 0640: the service reads it as vaultdrop."""
+    runner.write_config()
+    system.run("chown", "root:vaultdrop", "/etc/vaultdrop/vaultdrop.toml")
+    system.run("chmod", "0640", "/etc/vaultdrop/vaultdrop.toml")
+
+
+def reach_the_checkout() -> list[str]:
+    """Service settings that let another user run this checkout's code: the clone and its
+    venv may live where a unit hides things (/root, a private /tmp), and the code under
+    test may be a PYTHONPATH away from the venv's own (a worktree)."""
+    settings = ["BindReadOnlyPaths=" + " ".join(map(str, shared_paths()))]
+    if any(p.is_relative_to(home) for p in shared_paths() for home in (Path("/home"), Path("/root"))):
+        settings.append("ProtectHome=tmpfs")
+    if os.environ.get("PYTHONPATH"):
+        settings.append(f"Environment=PYTHONPATH={os.environ['PYTHONPATH']}")
+    return settings
+
+
+def as_group_member(system: BootedSystem, *args: str) -> str:
+    """`vaultdrop ARGS` from the PATH as a member of the vaultdrop group: neither root nor
+    the service's user, and no credential; its output."""
+    properties = [f"--property={setting}" for setting in reach_the_checkout()]
+    result = system.run("systemd-run", "--wait", "--pipe", "--quiet", "--uid=nobody", "--gid=nogroup",
+                        "--property=SupplementaryGroups=vaultdrop", *properties, "vaultdrop", *args, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
 
 
 def unit_journal(system: BootedSystem, *matches: str) -> list[dict[str, Any]]:
@@ -87,6 +114,10 @@ def test_lifecycle_under_systemd(system: BootedSystem, sandbox: SandboxProcess, 
     first = runner.wait_state("first.mov", JobState.DONE)
     assert [v["sha256"] for v in runner.uploads_of("first.mov")] == [digest]
     assert (runner.archive / "first.mov").exists()
+
+    # a member of the vaultdrop group reads the live journal (its -shm is the service's)
+    assert as_group_member(system, "status").startswith("daemon: running since")
+    assert "first.mov" in as_group_member(system, "jobs")
 
     # reload: a new folder is watched by the same process
     drop2 = root / "srv/vaultdrop/drop2"
@@ -119,6 +150,12 @@ def test_lifecycle_under_systemd(system: BootedSystem, sandbox: SandboxProcess, 
     system.run("systemctl", "stop", "vaultdrop")
     stopped = system.show("vaultdrop", "ActiveState", "Result")
     assert stopped == {"ActiveState": "inactive", "Result": "success"}
+    # ... and the journal of a stopped service, whose last close removed the -shm file that
+    # such a reader cannot create (before this test reads it as root, which makes one again)
+    assert not (tmp_path / "state/vaultdrop.db-shm").exists()
+    assert "daemon: not running" in as_group_member(system, "status")
+    assert "later.mov" in as_group_member(system, "jobs", "--state", "queued")
+    assert json.loads(as_group_member(system, "jobs", "show", str(first.id), "--json"))["video_id"] == first.video_id
     assert runner.job_states() == {"first.mov": JobState.DONE, "second.mov": JobState.DONE,
                                    "big.mov": JobState.DONE, "later.mov": JobState.QUEUED}
     assert [v["sha256"] for v in runner.uploads_of("big.mov")] == [big] and runner.uploads_of("later.mov") == []
@@ -135,7 +172,7 @@ def test_lifecycle_under_systemd(system: BootedSystem, sandbox: SandboxProcess, 
 
     # a configuration error: exit 78, and no restart loop
     runner.vault["max_attempts"] = 0
-    runner.write_config()
+    write_service_config(system, runner)
     restarts = system.show("vaultdrop", "NRestarts")["NRestarts"]
     assert system.run("systemctl", "start", "vaultdrop", check=False).returncode != 0
     failed = {"ActiveState": "failed", "ExecMainStatus": "78", "NRestarts": restarts}

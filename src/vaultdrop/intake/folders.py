@@ -2,7 +2,8 @@
 
 One object holds what intake does while the daemon runs: a watcher per folder (started,
 replaced or stopped to match the configuration at start-up and on reload, and started
-again when a deleted folder comes back), the scans that find files no event announced
+once a folder that is missing comes, or comes back: a late mount, a deleted folder made
+again), the scans that find files no event announced
 (at start, every `rescan_interval`, after lost events), the settle step (Completeness)
 and admission. A path is filtered once, at the door (the watcher's event or the scan:
 watch.candidate_for), and stat()ed there; the settle check's own stat() is the version
@@ -42,8 +43,8 @@ class WatchedFolders:
         self._wake = wake
         self._on_watching = on_watching
         self.folders: dict[str, FolderSettings] = {}  # by path; the scheduler reads this live mapping
-        self._watches: dict[str, FolderWatch] = {}
-        self._missing: set[str] = set()  # watched folders that disappeared (logged once)
+        self._watches: dict[str, FolderWatch] = {}  # a folder missing since the start has none yet
+        self._missing: set[str] = set()  # configured folders that do not exist now (logged once)
         self._rescan_interval = 0.0
         self._admitting = asyncio.Lock()
         self.completeness = Completeness(self._loop, self._on_settled, self.folders)
@@ -52,51 +53,78 @@ class WatchedFolders:
     def folder_for(self, job: Job) -> FolderSettings | None:
         return self.folders.get(job.folder)
 
+    @property
+    def missing(self) -> list[str]:
+        """Configured folders that do not exist now, for `status` and the metrics."""
+        return sorted(self._missing)
+
     def apply(self, settings: Settings) -> None:
         """Start, replace or stop watchers so they match the configuration (start-up and reload)."""
         self._overflow.install()  # before the first watcher; logging adds a handler only once
         self._rescan_interval = settings.daemon.rescan_interval
         wanted = {str(f.path): f for f in settings.folders}
-        for key in list(self._watches):
+        for key in list(self.folders):
             if key not in wanted or wanted[key] != self.folders[key]:
-                self._watches.pop(key).stop()
+                watch = self._watches.pop(key, None)
+                if watch is not None:
+                    watch.stop()
                 self._missing.discard(key)
                 self.completeness.forget_folder(self.folders.pop(key))
                 log(logging.INFO, f"stopped watching {key}", folder=key)
         for key, folder in wanted.items():
-            if key not in self._watches:
+            if key not in self.folders:
                 self.folders[key] = folder
-                self._watches[key] = self._watch(folder)
-                self._rescan(folder)
                 self._on_watching(key)
-                log(logging.INFO, f"watching {key} ({folder.watcher}, settle {folder.settle:g} s, "
-                    f"after upload: {folder.after_upload})", folder=key)
+                if self._start(key, folder):
+                    log(logging.INFO, f"watching {key} ({folder.watcher}, settle {folder.settle:g} s, "
+                        f"after upload: {folder.after_upload})", folder=key)
+                else:
+                    self._gone(key, watched_before=False)
 
-    def _watch(self, folder: FolderSettings) -> FolderWatch:
-        return FolderWatch.start(folder, self._loop, self.completeness.event, self._rescan)
+    def _start(self, key: str, folder: FolderSettings) -> bool:
+        """Watch and rescan the folder; False when it is not there (it may also vanish
+        between the check and the watch). Any other reason not to watch it is raised."""
+        if not FolderWatch.folder_exists(folder):
+            return False
+        try:
+            self._watches[key] = FolderWatch.start(folder, self._loop, self.completeness.event, self._rescan)
+        except OSError:
+            if FolderWatch.folder_exists(folder):
+                raise
+            return False
+        self._missing.discard(key)
+        self._rescan(folder)
+        return True
+
+    def _gone(self, key: str, watched_before: bool) -> None:
+        """Say once that a folder is missing; status and the metrics show it meanwhile."""
+        if key not in self._missing:
+            self._missing.add(key)
+            what = ("disappeared: watching it again once it is back" if watched_before
+                    else "does not exist (yet: a mount not up?): watching it once it does")
+            log(logging.WARNING, f"folder {key} {what}", folder=key)
 
     async def keep_watching(self) -> None:
-        """A watch dies with its directory: a folder deleted or moved away and created again
-        is watched again (and rescanned) within WATCH_CHECK_INTERVAL."""
+        """A watch dies with its directory: a folder missing at the start (a late mount), or
+        deleted or moved away and created again, is watched (and rescanned) within
+        WATCH_CHECK_INTERVAL of being there."""
         while True:
             await asyncio.sleep(WATCH_CHECK_INTERVAL)
-            for key, watch in list(self._watches.items()):
-                if self._watches.get(key) is not watch or watch.is_live():
+            for key, folder in list(self.folders.items()):
+                watch = self._watches.get(key)
+                if self.folders.get(key) is not folder or (watch is not None and watch.is_live()):
                     continue  # replaced by a reload meanwhile, or fine
-                if not FolderWatch.folder_exists(watch.folder):
-                    if key not in self._missing:
-                        self._missing.add(key)
-                        log(logging.WARNING, f"folder {key} disappeared: watching it again once it is back",
-                            folder=key)
-                    continue
                 try:
-                    self._watches[key] = self._watch(watch.folder)
+                    started = self._start(key, folder)
                 except OSError:
-                    continue  # gone again before the watch started: the next check sees it
-                self._missing.discard(key)
-                self._rescan(watch.folder)
-                log(logging.INFO, f"watching {key} again: the folder is back", folder=key)
-                await asyncio.to_thread(watch.stop)
+                    continue  # there, but not watchable this time (a mount still settling): try again
+                if not started:
+                    self._gone(key, watched_before=watch is not None)
+                    continue
+                log(logging.INFO, f"watching {key} again: the folder is back" if watch is not None
+                    else f"watching {key}: the folder is there now", folder=key)
+                if watch is not None:
+                    await asyncio.to_thread(watch.stop)
 
     async def rescan_periodically(self) -> None:
         while True:

@@ -223,6 +223,27 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
+def _reader(path: Path) -> sqlite3.Connection:
+    """A read-only connection, also for a member of the service's group, who may read the
+    state_dir but not write it. SQLite reads a WAL journal through its -shm file: a running
+    or crashed daemon leaves one (read-only access to it is enough), a cleanly stopped one
+    removes it, and such a reader cannot create it. Then the database file alone holds the
+    whole journal (the last close checkpointed it) and is read as immutable: a daemon that
+    starts during that read may make it fail; reading again shows the new state."""
+    def connect(query: str) -> sqlite3.Connection:
+        return sqlite3.connect(f"file:{path}?{query}", uri=True, isolation_level=None, check_same_thread=False)
+
+    db = connect("mode=ro")
+    try:
+        db.execute("PRAGMA schema_version").fetchone()
+    except sqlite3.OperationalError as exc:
+        db.close()
+        if exc.sqlite_errorcode != sqlite3.SQLITE_READONLY_DIRECTORY:
+            raise
+        db = connect("immutable=1")
+    return db
+
+
 class Journal(SqlJournal):
     """One SQLite database; every method is one explicit transaction."""
 
@@ -252,8 +273,7 @@ class Journal(SqlJournal):
             if used is not None and not path.exists():
                 raise refuse_missing(str(path), "missing", used)
             if readonly:
-                uri = f"file:{path}?mode=ro"
-                self._db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+                self._db = _reader(path)
             else:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
