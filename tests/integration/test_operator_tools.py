@@ -1,0 +1,69 @@
+"""The tools an operator reaches for, as they run them: `vaultdrop scan`, the daemon's periodic
+stats line, `--log-format json`, shell completion and the man page."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from vaultdrop.job import FileIdentity, JobState
+from vaultdrop.journal import Journal
+
+from .harness import DaemonRunner, wait_for
+from .test_cli import vaultdrop
+from .test_daemon import write
+from .test_operator_cli import cli
+
+
+def test_scan_says_what_the_daemon_would_do_with_each_file_and_writes_nothing(runner: DaemonRunner) -> None:
+    runner.folder["after_upload"] = "keep"
+    runner.start()
+    write(runner.drop / "sent.mov", 2000)
+    done = runner.wait_state("sent.mov", JobState.DONE)
+    assert runner.stop() == 0
+    write(runner.drop / "lost.mov", 3000)
+    journal = Journal(runner.state / "vaultdrop.db")  # a job that failed, its file left in place
+    failed = journal.enqueue(FileIdentity.of(str(runner.drop), "lost.mov", os.stat(runner.drop / "lost.mov")))
+    assert failed is not None
+    journal.transition(failed, JobState.FAILED, "test", last_error="vault said no")
+    journal.close()
+    write(runner.drop / "ready.mov", 1000)
+    (runner.drop / "ready.mov.json").write_text("{}")
+    write(runner.drop / "copy.mov.part", 10)
+    runner.folder["settle"] = 3
+    time.sleep(3.1)  # past settle for what is there so far
+    write(runner.drop / "sub" / "fresh.mov", 10)
+    write(runner.drop / "odd\x1b[2J\nname.mov", 10)
+    db = (runner.state / "vaultdrop.db").read_bytes()
+
+    with (runner.drop / "rec.mxf").open("wb") as recording:  # a recorder still writing
+        recording.write(b"x")
+        recording.flush()
+        listing = vaultdrop(runner, "scan")
+    assert listing.returncode == 0, listing.stderr
+    lines = {line.split(" (")[0].split(":")[0].split(None, 1)[1]: line for line in listing.stdout.splitlines()}
+    assert lines["drop/sent.mov"].startswith("known") and f"already uploaded as job {done.id}" in lines["drop/sent.mov"]
+    assert lines["drop/lost.mov"].startswith("known") and f"failed as job {failed.id}: vault said no" \
+        in lines["drop/lost.mov"]
+    assert lines["drop/ready.mov"].startswith("upload") and "would upload" in lines["drop/ready.mov"]
+    assert lines["drop/ready.mov.json"].startswith("ignore") and "sidecar of ready.mov" in lines["drop/ready.mov.json"]
+    assert "temporary name" in lines["drop/copy.mov.part"]
+    assert lines["drop/sub/fresh.mov"].startswith("wait") and "waiting to settle" in lines["drop/sub/fresh.mov"]
+    assert "drop/odd\\x1b[2J\\nname.mov (10 B): waiting to settle" in listing.stdout  # a name is data, escaped
+    assert lines["drop/rec.mxf"].startswith("wait") and "open for writing" in lines["drop/rec.mxf"]
+    assert "\x1b" not in listing.stdout and len(listing.stdout.splitlines()) == 8
+    assert "8 file(s): 1 to upload, 3 waiting, 2 known to the journal, 2 ignored" in listing.stderr
+
+    plans = {plan["file"]: plan for plan in json.loads(vaultdrop(runner, "scan", "--json").stdout)}
+    assert plans["sent.mov"]["action"] == "known" and plans["sent.mov"]["job_id"] == done.id
+    assert plans["ready.mov"] == {"folder": str(runner.drop), "file": "ready.mov", "action": "upload",
+                                  "reason": "would upload", "size": 1000, "job_id": None}
+    assert plans["odd\x1b[2J\nname.mov"]["action"] == "wait"
+    assert (runner.state / "vaultdrop.db").read_bytes() == db  # nothing written, nothing sent
+    assert [v["filename"] for v in runner.sandbox.videos()] == ["sent.mov"]
