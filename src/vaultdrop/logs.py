@@ -124,10 +124,12 @@ class _ConsoleFormatter(logging.Formatter):
         return f"{line} {pairs}" if pairs else line
 
 
+# The numbers of the daemon's stats line (daemon.Throughput), which its words say already.
+STATS_FIELDS = ("FILES_DONE", "BYTES_DONE", "BYTES_SENT", "RATE_BPS", "QUEUE", "UPLOADING", "OLDEST_PENDING_S")
 # A console line leaves out what its message says (stage, size) or only queries need
 # (durations); a file, video id or upload key
 # (the sandbox's video id is the key) is shown only if not on the line already.
-_CONSOLE_HIDDEN = frozenset({"MESSAGE_ID", "STAGE", "DURATION_MS", "BYTES"})
+_CONSOLE_HIDDEN = frozenset({"MESSAGE_ID", "STAGE", "DURATION_MS", "BYTES", *STATS_FIELDS})
 _SAID_ONCE = frozenset({"FILE", "UPLOAD_KEY", "VIDEO_ID"})
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -67,3 +68,24 @@ def test_scan_says_what_the_daemon_would_do_with_each_file_and_writes_nothing(ru
     assert plans["odd\x1b[2J\nname.mov"]["action"] == "wait"
     assert (runner.state / "vaultdrop.db").read_bytes() == db  # nothing written, nothing sent
     assert [v["filename"] for v in runner.sandbox.videos()] == ["sent.mov"]
+
+
+def test_the_daemon_logs_a_stats_line_every_stats_interval_and_none_with_0(runner: DaemonRunner) -> None:
+    runner.daemon["stats_interval"] = "1s"
+    runner.start()
+    write(runner.drop / "a.mov", 3_000_000)
+    runner.wait_state("a.mov", JobState.DONE)
+    line = wait_for(lambda: next((x for x in runner.lines if "stats: 1 file(s) done (3.0 MB)" in x), None),
+                    what="a stats line with the upload")
+    assert "queue 0 (0 uploading)" in line and "/s;" in line and "files_done" not in line  # numbers once, in words
+    wait_for(lambda: runner.saw("stats: 0 file(s) done (0 B) in the last 1 s, sent 0 B/s; queue 0"),
+             what="the next line, counted anew")
+    runner.daemon["stats_interval"] = 0
+    runner.write_config()
+    runner.process.send_signal(signal.SIGHUP)
+    wait_for(lambda: runner.saw("configuration reloaded"), what="reload")
+    time.sleep(1.2)  # the line the old interval had in flight
+    count = sum("stats:" in x for x in runner.lines)
+    time.sleep(2.5)
+    assert sum("stats:" in x for x in runner.lines) == count
+    assert runner.stop() == 0
