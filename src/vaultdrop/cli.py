@@ -92,7 +92,8 @@ def _setup_logs(args: argparse.Namespace, settings: Settings | None = None) -> N
         level = "error"
     elif args.verbose:
         level = "debug"
-    logs.setup(level, settings.secrets() if settings is not None else (), libraries=args.verbose > 1)
+    logs.setup(level, settings.secrets() if settings is not None else (), libraries=args.verbose > 1,
+               log_format=args.log_format)
 
 
 def _local_time(epoch: float | None) -> str | None:
@@ -538,6 +539,9 @@ def build_parser() -> argparse.ArgumentParser:
     loudness.add_argument("-v", "--verbose", action="count", default=0,
                           help="debug lines (-vv: also httpx and watchdog); wins over log_level")
     loudness.add_argument("-q", "--quiet", action="store_true", help="errors only; wins over log_level")
+    verbosity.add_argument("--log-format", choices=logs.LOG_FORMATS, default="auto",
+                           help="log lines on stderr: text, or one JSON object per line with journald's fields "
+                                "(default auto: journald under systemd, else text)")
 
     def command(name: str, help: str, demo: bool = False, journal: bool = False,
                 config: bool = True) -> argparse.ArgumentParser:

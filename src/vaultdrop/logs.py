@@ -7,11 +7,13 @@ key=value. A redaction filter is the safety net that keeps secrets out of every 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 if TYPE_CHECKING:
     from .job import Job
@@ -133,6 +135,15 @@ _CONSOLE_HIDDEN = frozenset({"MESSAGE_ID", "STAGE", "DURATION_MS", "BYTES", *STA
 _SAID_ONCE = frozenset({"FILE", "UPLOAD_KEY", "VIDEO_ID"})
 
 
+def journal_fields(record: logging.LogRecord, message: str) -> dict[str, Any]:
+    """What journald stores of a record: its message and priority, where it came from, and
+    its operator-facing fields (JOB_ID, FOLDER, FILE, STAGE, ...)."""
+    fields: Mapping[str, Any] = getattr(record, "fields", {})
+    return {"MESSAGE": message, "PRIORITY": _priority(record.levelno), "SYSLOG_IDENTIFIER": "vaultdrop",
+            "LOGGER": record.name, "CODE_FILE": record.pathname, "CODE_LINE": record.lineno,
+            "CODE_FUNC": record.funcName, **{k: str(v) for k, v in fields.items()}}
+
+
 class _JournalHandler(logging.Handler):
     """Send straight to journald with the record's fields (systemd-python's sendv)."""
 
@@ -144,20 +155,19 @@ class _JournalHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            fields: Mapping[str, Any] = getattr(record, "fields", {})
-            message = self.format(record)
-            self._send(
-                message,
-                PRIORITY=_priority(record.levelno),
-                SYSLOG_IDENTIFIER="vaultdrop",
-                LOGGER=record.name,
-                CODE_FILE=record.pathname,
-                CODE_LINE=record.lineno,
-                CODE_FUNC=record.funcName,
-                **{k: str(v) for k, v in fields.items()},
-            )
+            self._send(**journal_fields(record, self.format(record)))
         except Exception:  # noqa: BLE001 - logging must never take the daemon down
             self.handleError(record)
+
+
+class _JsonFormatter(logging.Formatter):
+    """`--log-format json`, for hosts without journald: one JSON object per line with the
+    fields journald would get, plus the time (journald adds its own). ASCII only, so a
+    control character or an undecodable byte in a file name travels escaped."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        at = datetime.fromtimestamp(record.created).astimezone().isoformat(timespec="milliseconds")
+        return json.dumps({"TIMESTAMP": at, **journal_fields(record, super().format(record))})
 
 
 def _priority(levelno: int) -> int:
@@ -172,6 +182,11 @@ def _priority(levelno: int) -> int:
     return 7
 
 
+LogFormat = Literal["auto", "text", "json"]
+LOG_FORMATS: tuple[LogFormat, ...] = get_args(LogFormat)
+_log_format: LogFormat = "auto"
+
+
 def journald_available() -> bool:
     """Under systemd, stderr is a journal stream whose device:inode JOURNAL_STREAM names;
     a child whose stderr was redirected inherits the variable but not the stream."""
@@ -184,12 +199,19 @@ def journald_available() -> bool:
 
 
 def setup(level: str = "info", secrets: Iterable[str] = (), force_journal: bool | None = None,
-          libraries: bool = False) -> None:
+          libraries: bool = False, log_format: LogFormat | None = None) -> None:
     """Configure the vaultdrop logger once per process (re-callable on reload); `libraries`
-    (`-vv`) adds the debug lines of httpx, httpcore and watchdog."""
+    (`-vv`) adds the debug lines of httpx, httpcore and watchdog. `log_format` None keeps
+    the one chosen before (a reload keeps the command line's); "auto" is journald when
+    stderr is a journal stream, else text."""
+    global _log_format
+    _log_format = log_format or _log_format
     use_journal = journald_available() if force_journal is None else force_journal
     handler: logging.Handler
-    if use_journal:
+    if _log_format == "json":
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_JsonFormatter("%(message)s"))
+    elif use_journal and _log_format == "auto":
         handler = _JournalHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -89,3 +90,22 @@ def test_the_daemon_logs_a_stats_line_every_stats_interval_and_none_with_0(runne
     time.sleep(2.5)
     assert sum("stats:" in x for x in runner.lines) == count
     assert runner.stop() == 0
+
+
+def test_log_format_json_writes_journalds_fields_one_object_per_line_across_a_reload(runner: DaemonRunner) -> None:
+    runner.run_args = ["--log-format", "json"]
+    runner.start()
+    write(runner.drop / "odd\nname.mov", 1000)
+    runner.wait_state("odd\nname.mov", JobState.DONE)
+    runner.process.send_signal(signal.SIGHUP)
+    wait_for(lambda: runner.saw("configuration reloaded"), what="reload")
+    write(runner.drop / "b.mov", 1000)
+    runner.wait_state("b.mov", JobState.DONE)
+    assert runner.stop() == 0
+    records = [json.loads(line) for line in runner.lines]  # every line, the sandbox's none
+    done = next(r for r in records if r.get("STAGE") == "done" and r["FILE"] == "odd\nname.mov")
+    assert done["MESSAGE"].startswith("done: odd\nname.mov (1.0 kB") and done["PRIORITY"] == 6
+    assert done["JOB_ID"] == "1" and done["FOLDER"] == str(runner.drop) and done["SYSLOG_IDENTIFIER"] == "vaultdrop"
+    assert done["MESSAGE_ID"] and done["CODE_FUNC"] and re.match(r"\d{4}-\d\d-\d\dT", done["TIMESTAMP"])
+    assert any(r.get("FILE") == "b.mov" and r.get("STAGE") == "done" for r in records)  # still JSON after the reload
+    assert all("\n" not in line.rstrip("\n") for line in runner.lines)
