@@ -1,4 +1,4 @@
-"""Command line: `vaultdrop run | sandbox | status | jobs | scan | upload | delete | check-config | version`.
+"""Command line: `vaultdrop run | sandbox | status | jobs | scan | upload | delete | check-config | version | …`.
 
 Every command ends in one of three ways: its output and status 0; one line naming what is
 wrong and a non-zero status (2 for a usage mistake, 78 for the configuration, 1 for the
@@ -527,6 +527,20 @@ def cmd_version(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_completion(args: argparse.Namespace) -> int:
+    from .parserdoc import completion
+
+    print(completion(build_parser(), args.shell), end="")
+    return 0
+
+
+def cmd_manpage(args: argparse.Namespace) -> int:
+    from .parserdoc import manpage
+
+    print(manpage(build_parser(), __version__), end="")
+    return 0
+
+
 # -- parser -------------------------------------------------------------------------------
 
 
@@ -626,6 +640,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     version = command("version", "vaultdrop's version and its dependencies'", config=False)
     version.set_defaults(func=cmd_version)
+
+    completions = command("completion", "print a shell completion script (deploy/install.sh installs bash's)",
+                          config=False)
+    completions.add_argument("shell", choices=["bash", "zsh"])
+    completions.set_defaults(func=cmd_completion)
+
+    man = command("manpage", "print the vaultdrop(1) man page, in roff (man -l <(vaultdrop manpage))", config=False)
+    man.set_defaults(func=cmd_manpage)
     return parser
 
 

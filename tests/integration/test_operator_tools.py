@@ -109,3 +109,47 @@ def test_log_format_json_writes_journalds_fields_one_object_per_line_across_a_re
     assert done["MESSAGE_ID"] and done["CODE_FUNC"] and re.match(r"\d{4}-\d\d-\d\dT", done["TIMESTAMP"])
     assert any(r.get("FILE") == "b.mov" and r.get("STAGE") == "done" for r in records)  # still JSON after the reload
     assert all("\n" not in line.rstrip("\n") for line in runner.lines)
+
+
+def complete(script: Path, cwd: Path, *words: str) -> list[str]:
+    """What bash offers after `vaultdrop WORDS` (the last word is the one being completed)."""
+    line = " ".join(f"'{w}'" for w in ("vaultdrop", *words))
+    probe = (f"source {script}; COMP_WORDS=({line}); COMP_CWORD={len(words)}; _vaultdrop; "
+             'printf "%s\\n" "${COMPREPLY[@]}"')
+    result = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, cwd=cwd, timeout=30)
+    assert result.returncode == 0 and not result.stderr, result
+    return sorted(result.stdout.split())  # bash shows them sorted
+
+
+def test_bash_completion_is_generated_from_the_parser(tmp_path: Path) -> None:
+    script = tmp_path / "vaultdrop.bash"
+    generated = cli("completion", "bash")
+    assert generated.returncode == 0 and "complete -o filenames -F _vaultdrop vaultdrop" in generated.stdout
+    script.write_text(generated.stdout)
+    (tmp_path / "clip.mov").write_bytes(b"x")
+    assert complete(script, tmp_path, "s") == ["sandbox", "scan", "status"]
+    assert complete(script, tmp_path, "jobs", "s") == ["show"]
+    assert complete(script, tmp_path, "jobs", "--config", "x.toml", "--st") == ["--state", "--state-dir"]
+    assert complete(script, tmp_path, "jobs", "--state", "f") == ["failed", "finishing"]
+    assert complete(script, tmp_path, "journal", "c") == ["copy"]
+    assert complete(script, tmp_path, "journal", "copy", "--p") == ["--password-file"]
+    assert complete(script, tmp_path, "upload", "cl") == ["clip.mov"]  # its files
+    assert complete(script, tmp_path, "scan", "--log-format", "") == ["auto", "json", "text"]
+    assert complete(script, tmp_path, "run", "--port", "") == []  # a number only the operator knows
+    assert cli("completion", "zsh").stdout.startswith("autoload -U +X bashcompinit && bashcompinit\n")
+
+
+@pytest.mark.skipif(shutil.which("groff") is None, reason="groff is not installed")
+def test_the_man_page_is_generated_from_the_parser_and_renders_cleanly(tmp_path: Path) -> None:
+    page = cli("manpage")
+    assert page.returncode == 0 and page.stdout.startswith(".TH VAULTDROP 1 ")
+    for command in ("run", "status", "jobs", "scan", "upload", "delete", "journal copy", "journal reset",
+                    "check-config", "completion", "sandbox"):
+        assert f'.SS "vaultdrop {command}"' in page.stdout
+    (tmp_path / "vaultdrop.1").write_text(page.stdout)
+    rendered = subprocess.run(["groff", "-man", "-Tutf8", "-ww", str(tmp_path / "vaultdrop.1")],
+                              capture_output=True, text=True, timeout=30)
+    assert rendered.returncode == 0 and rendered.stderr == "", rendered.stderr
+    text = re.sub(r".\x08", "", rendered.stdout)  # no overstrike bold
+    assert "--log-format {auto,text,json}" in text and "default /etc/vaultdrop/vaultdrop.toml" in text
+
