@@ -10,12 +10,18 @@ import shutil
 import signal
 import subprocess
 import time
+from dataclasses import fields
 from pathlib import Path
 
+import httpx
 import pytest
 
+from vaultdrop.cli import demo_settings
 from vaultdrop.job import FileIdentity, JobState
 from vaultdrop.journal import Journal
+from vaultdrop.sandbox.faults import ACTIONS, CONTROL_ENDPOINTS, VAULT_ENDPOINTS, Fault
+from vaultdrop.sandbox.launcher import (DEFAULT_API_KEY, DEFAULT_API_SECRET, DEFAULT_PASSWORD, DEFAULT_STORAGE,
+                                        DEFAULT_USER, SandboxProcess)
 
 from .harness import DaemonRunner, wait_for
 from .test_cli import vaultdrop
@@ -153,3 +159,21 @@ def test_the_man_page_is_generated_from_the_parser_and_renders_cleanly(tmp_path:
     text = re.sub(r".\x08", "", rendered.stdout)  # no overstrike bold
     assert "--log-format {auto,text,json}" in text and "default /etc/vaultdrop/vaultdrop.toml" in text
 
+
+FAULT_FIELDS = [field.name for field in fields(Fault)]
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_the_readme_documents_the_demo_credentials_and_the_fault_json(sandbox: SandboxProcess, tmp_path: Path) -> None:
+    text = README.read_text()
+    section = text[text.index("## The sandbox"):text.index("## Tests")]
+    for value in (DEFAULT_USER, DEFAULT_PASSWORD, DEFAULT_API_KEY, DEFAULT_API_SECRET, DEFAULT_STORAGE):
+        assert f"`{value}`" in section, value
+    settings = demo_settings(tmp_path, sandbox.url)  # what `make run`'s daemon logs in with
+    assert (settings.vault.user, settings.vault.password.get_secret_value()) == (DEFAULT_USER, DEFAULT_PASSWORD)
+    for name in sorted(ACTIONS | VAULT_ENDPOINTS | CONTROL_ENDPOINTS | set(FAULT_FIELDS)):
+        assert f"`{name}`" in section, name
+    example = json.loads(re.search(r"-d '(\{.*?\})'", section)[1])  # the README's own example works
+    sandbox.add_fault(**example)
+    answer = httpx.get(f"{sandbox.url}/_sandbox/faults").json()
+    assert answer == [{**example, "bytes": 0, "seconds": 0.0, "body": "", "content_type": "application/xml"}]
