@@ -50,6 +50,11 @@ if [ -d /run/systemd/system ]; then
     systemctl daemon-reload
 fi
 
+echo "== bash completion and man page (generated from the program's own parser)"
+install -d /usr/share/bash-completion/completions /usr/local/share/man/man1
+"$PREFIX/bin/vaultdrop" completion bash > /usr/share/bash-completion/completions/vaultdrop
+"$PREFIX/bin/vaultdrop" manpage | gzip -9n > /usr/local/share/man/man1/vaultdrop.1.gz
+
 cat <<'NEXT'
 
 vaultdrop is installed. Next:

@@ -1,4 +1,4 @@
-"""Command line: `vaultdrop run | sandbox | status | jobs | upload | delete | check-config | version`.
+"""Command line: `vaultdrop run | sandbox | status | jobs | scan | upload | delete | check-config | version | …`.
 
 Every command ends in one of three ways: its output and status 0; one line naming what is
 wrong and a non-zero status (2 for a usage mistake, 78 for the configuration, 1 for the
@@ -110,7 +110,8 @@ def _setup_logs(args: argparse.Namespace, settings: Settings | None = None) -> N
         level = "error"
     elif args.verbose:
         level = "debug"
-    logs.setup(level, settings.secrets() if settings is not None else (), libraries=args.verbose > 1)
+    logs.setup(level, settings.secrets() if settings is not None else (), libraries=args.verbose > 1,
+               log_format=args.log_format)
 
 
 def _local_time(epoch: float | None) -> str | None:
@@ -419,6 +420,32 @@ def _retry(journal: JournalStore, args: argparse.Namespace) -> int:
     return 1 if refused else 0
 
 
+def cmd_scan(args: argparse.Namespace) -> int:
+    """What the daemon would do with each file in the watched folders now, and why: nothing
+    is uploaded, and the journal is only read."""
+    from .intake.preview import preview
+
+    settings = (demo_settings(args.demo_dir, "http://127.0.0.1")  # its vault is never asked
+                if args.sandbox else load_config(args.config))
+    journal = _journal_of(settings, readonly=True)
+    try:
+        plans = [plan for folder in settings.folders for plan in preview(folder, journal)]
+    finally:
+        if journal is not None:
+            journal.close()
+    if args.json:
+        print(json.dumps([asdict(plan) for plan in plans], indent=2))
+        return 0
+    for plan in plans:
+        size = f" ({logs.human_size(plan.size)})" if plan.size is not None else ""
+        print(f"{plan.action:<7} {printable(Path(plan.folder).name)}/{printable(plan.file)}{size}: "
+              f"{printable(plan.reason)}")
+    actions = [plan.action for plan in plans]
+    print(f"{len(plans)} file(s): {actions.count('upload')} to upload, {actions.count('wait')} waiting, "
+          f"{actions.count('known')} known to the journal, {actions.count('ignore')} ignored", file=sys.stderr)
+    return 0
+
+
 # -- one-shot upload and delete ---------------------------------------------------------
 
 
@@ -507,15 +534,15 @@ def cmd_delete(args: argparse.Namespace) -> int:
             sandbox.stop()
 
 
-def _journal_of(settings: Settings) -> JournalStore | None:
-    """The configured journal if it exists yet (`delete` also works before any daemon ran)."""
+def _journal_of(settings: Settings, readonly: bool = False) -> JournalStore | None:
+    """The configured journal if it exists yet (`delete` and `scan` also work before any daemon ran)."""
     if settings.journal.url is None:
         if not settings.daemon.journal_path.exists():
             return None
-        return _sqlite(settings.daemon.journal_path, readonly=False)
+        return _sqlite(settings.daemon.journal_path, readonly=readonly)
     from .wiring import open_journal
 
-    return open_journal(settings)
+    return open_journal(settings, reader=readonly)
 
 
 def cmd_journal_copy(args: argparse.Namespace) -> int:
@@ -615,6 +642,20 @@ def cmd_version(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_completion(args: argparse.Namespace) -> int:
+    from .parserdoc import completion
+
+    print(completion(build_parser(), args.shell), end="")
+    return 0
+
+
+def cmd_manpage(args: argparse.Namespace) -> int:
+    from .parserdoc import manpage
+
+    print(manpage(build_parser(), __version__), end="")
+    return 0
+
+
 # -- parser -------------------------------------------------------------------------------
 
 
@@ -670,6 +711,11 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_argument("--json", action="store_true", help="list, show: the raw journal records as JSON")
     jobs.set_defaults(func=cmd_jobs)
 
+    scan = command("scan", "what the daemon would do with each file in the watched folders now, and why",
+                   demo=True)
+    scan.add_argument("--json", action="store_true")
+    scan.set_defaults(func=cmd_scan)
+
     upload = command("upload", "upload files once, now, with a progress bar", demo=True)
     upload.add_argument("files", type=Path, nargs="+")
     upload.add_argument("--force", action="store_true", help="upload again even if this file was uploaded")
@@ -706,6 +752,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     version = command("version", "vaultdrop's version and its dependencies'", config=False)
     version.set_defaults(func=cmd_version)
+
+    completions = command("completion", "print a shell completion script (deploy/install.sh installs bash's)",
+                          config=False)
+    completions.add_argument("shell", choices=["bash", "zsh"])
+    completions.set_defaults(func=cmd_completion)
+
+    man = command("manpage", "print the vaultdrop(1) man page, in roff (man -l <(vaultdrop manpage))", config=False)
+    man.set_defaults(func=cmd_manpage)
     return parser
 
 

@@ -315,6 +315,7 @@ class DaemonSettings(_Section):
     dedupe: Literal["identity", "sha256"] = "identity"
     small_file_size: Size = 64 * 1024 * 1024
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    stats_interval: Duration = 900.0  # a stats line every 15 min; 0: none
 
     @property
     def journal_path(self) -> Path:

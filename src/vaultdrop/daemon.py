@@ -26,9 +26,9 @@ from typing import IO, Any
 from . import logs
 from .config import Settings
 from .errors import Busy, ConfigError, RetryLater
-from .events import Fanout
+from .events import Fanout, Observer
 from .intake.folders import WatchedFolders
-from .job import STARTED, Job, JobState
+from .job import ACTIVE, STARTED, Job, JobState
 from .journal import JournalStore, JournalUnavailable
 from .journal.committer import Committer
 from .logs import job_fields, log
@@ -43,6 +43,7 @@ from .wiring import build_pipeline, open_journal, open_reader
 
 STATUS_INTERVAL = 5.0
 RESUMING_LINES = 20  # jobs named one by one at a start; a few thousand S3 requests followed are not
+UPLOADING = (JobState.UPLOADING, JobState.CONFIRMING)
 # Test hook: with this set to 1, SIGUSR2 blocks the event loop for good, so a test can
 # prove that systemd's watchdog kills and restarts a hung daemon. Never set it in production.
 HANG_HOOK_ENV = "VAULTDROP_TEST_HANG_ON_SIGUSR2"
@@ -71,6 +72,43 @@ def lock_state_dir(state_dir: Path) -> IO[str]:
     return handle
 
 
+class Throughput(Observer):
+    """Files and bytes done, and bytes sent, since the last stats line: the events say so
+    as it happens (the journal keeps no running totals)."""
+
+    def __init__(self) -> None:
+        self.files = self.bytes_done = self.bytes_sent = 0
+
+    def changed(self, job: Job, previous: JobState | None, detail: str) -> None:
+        if job.state is JobState.DONE and previous is not JobState.DONE:
+            self.files += 1
+            self.bytes_done += job.size
+
+    def uploaded(self, job: Job, nbytes: int) -> None:
+        self.bytes_sent += nbytes
+
+    def line(self, journal: JournalStore, seconds: float, now: float) -> None:
+        """Log the stats of the last `seconds`, and start counting anew."""
+        pending = [group for group in journal.summary() if group.state in ACTIVE]
+        queued = sum(group.count for group in pending)
+        uploading = sum(group.count for group in pending if group.state in UPLOADING)
+        oldest = now - min((group.oldest_created_at for group in pending), default=now)
+        rate = self.bytes_sent / seconds if seconds > 0 else 0.0
+        log(logging.INFO, f"stats: {self.files} file(s) done ({logs.human_size(self.bytes_done)}) in the last "
+            f"{_span(seconds)}, sent {logs.human_size(rate)}/s; queue {queued} ({uploading} uploading)"
+            + (f", oldest pending {_span(oldest)}" if queued else ""),
+            files_done=self.files, bytes_done=self.bytes_done, bytes_sent=self.bytes_sent, rate_bps=int(rate),
+            queue=queued, uploading=uploading, oldest_pending_s=int(oldest))
+        self.files = self.bytes_done = self.bytes_sent = 0
+
+
+def _span(seconds: float) -> str:
+    """A duration as a person says it: 45 s, 15 min, 2.5 h."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
 @dataclass(frozen=True)
 class _Run:
     """What one run opened once it held the lock, handed to the steps that use it."""
@@ -80,6 +118,7 @@ class _Run:
     metrics: MetricsServer | None
     sender: NotificationSender
     events: Fanout
+    throughput: Throughput
     intake: WatchedFolders
     jobs: JobLoop
 
@@ -143,7 +182,8 @@ class Daemon:
         sender = NotificationSender(journal, lambda: self.settings.notify,
                                     on_outcome=metrics.recorder.notification if metrics else lambda outcome: None)
         stack.push_async_callback(sender.aclose)
-        events = Fanout(sender, run_state, *([metrics.recorder] if metrics else []))
+        throughput = Throughput()
+        events = Fanout(sender, run_state, throughput, *([metrics.recorder] if metrics else []))
         intake = WatchedFolders(Committer(journal, events), spawn=self._spawn, wake=self._wake.set,
                                 on_watching=metrics.recorder.watching if metrics else lambda folder: None)
         jobs = JobLoop(journal, self._build_pipeline(settings, journal, intake, events),
@@ -159,7 +199,7 @@ class Daemon:
         for signum, handler in handlers.items():
             loop.add_signal_handler(signum, handler)
             stack.callback(loop.remove_signal_handler, signum)
-        return _Run(journal, run_state, metrics, sender, events, intake, jobs)
+        return _Run(journal, run_state, metrics, sender, events, throughput, intake, jobs)
 
     async def _serve(self, run: _Run) -> None:
         """READY=1 once the folders are watched; schedule until stopped; then drain."""
@@ -177,6 +217,7 @@ class Daemon:
         self._spawn(run.jobs.delete_stale_videos())
         self._spawn(run.intake.keep_watching())
         self._spawn(run.sender.run())
+        self._spawn(self._stats(run))
         if run.metrics is not None:
             log(logging.INFO, f"metrics at http://{run.metrics.address}/metrics")
         self._spawn(run.jobs.heartbeat())
@@ -275,7 +316,7 @@ class Daemon:
             counts = journal.counts()
         except JournalUnavailable:
             return "journal unreachable: waiting for it"
-        uploading = sum(counts[s] for s in (JobState.UPLOADING, JobState.CONFIRMING))
+        uploading = sum(counts[s] for s in UPLOADING)
         return (f"{uploading} uploading, {counts[JobState.QUEUED]:,} queued, {counts[JobState.DONE]:,} done, "
                 f"{counts[JobState.FAILED]:,} failed")
 
@@ -293,6 +334,21 @@ class Daemon:
                 run.metrics.recorder.files_waiting(waiting)
                 run.metrics.recorder.folders_missing(run.intake.folders, missing)
             await asyncio.sleep(min(interval, STATUS_INTERVAL))
+
+    async def _stats(self, run: _Run) -> None:
+        """A stats line every `stats_interval` (0: none), read anew each time: a reload changes it."""
+        loop = asyncio.get_running_loop()
+        since = loop.time()
+        while True:
+            interval = self.settings.daemon.stats_interval
+            await asyncio.sleep(interval if interval > 0 else STATUS_INTERVAL)
+            if interval > 0:
+                try:
+                    run.throughput.line(run.journal, loop.time() - since, time.time())
+                except JournalUnavailable as exc:
+                    log(logging.WARNING, f"no stats line: {exc}", event="journal_outage")
+                    continue
+            since = loop.time()
 
     async def _drain(self, run: _Run) -> None:
         tasks = run.jobs.tasks()

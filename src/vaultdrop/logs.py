@@ -8,11 +8,13 @@ key=value. A redaction filter is the safety net that keeps secrets out of every 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 if TYPE_CHECKING:
     from .job import Job
@@ -44,8 +46,8 @@ def human_size(size: float) -> str:
     return f"{size:.0f} B" if power == 0 else f"{size:.1f} {units[power]}"
 
 
-def verbosity_options(keep_earlier: bool = False) -> argparse.ArgumentParser:
-    """-v/-vv/-q as a parent parser. A command's copy must `keep_earlier`: argparse copies
+def verbosity_options(keep_earlier: bool = False, formats: bool = True) -> argparse.ArgumentParser:
+    """-v/-vv/-q (and --log-format, unless not `formats`) as a parent parser. A command's copy must `keep_earlier`: argparse copies
     every value a subcommand's parser has over the main parser's, so with a default there
     `vaultdrop -v status` would lose its -v."""
     options = argparse.ArgumentParser(add_help=False)
@@ -54,6 +56,10 @@ def verbosity_options(keep_earlier: bool = False) -> argparse.ArgumentParser:
                           help="debug lines (-vv: also httpx and watchdog); wins over log_level")
     loudness.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS if keep_earlier else False,
                           help="errors only; wins over log_level")
+    if formats:
+        options.add_argument("--log-format", choices=LOG_FORMATS, default=argparse.SUPPRESS if keep_earlier else "auto",
+                             help="log lines on stderr: text, or one JSON object per line with journald's fields "
+                                  "(default auto: journald under systemd, else text)")
     return options
 
 
@@ -148,11 +154,22 @@ class _ConsoleFormatter(logging.Formatter):
         return f"{line} {pairs}" if pairs else line
 
 
+# The numbers of the daemon's stats line (daemon.Throughput), which its words say already.
+STATS_FIELDS = ("FILES_DONE", "BYTES_DONE", "BYTES_SENT", "RATE_BPS", "QUEUE", "UPLOADING", "OLDEST_PENDING_S")
 # A console line leaves out what its message says (stage, size) or only queries need
 # (durations); a file, video id or upload key
 # (the sandbox's video id is the key) is shown only if not on the line already.
-_CONSOLE_HIDDEN = frozenset({"MESSAGE_ID", "STAGE", "DURATION_MS", "BYTES"})
+_CONSOLE_HIDDEN = frozenset({"MESSAGE_ID", "STAGE", "DURATION_MS", "BYTES", *STATS_FIELDS})
 _SAID_ONCE = frozenset({"FILE", "UPLOAD_KEY", "VIDEO_ID"})
+
+
+def journal_fields(record: logging.LogRecord, message: str) -> dict[str, Any]:
+    """What journald stores of a record: its message and priority, where it came from, and
+    its operator-facing fields (JOB_ID, FOLDER, FILE, STAGE, ...)."""
+    fields: Mapping[str, Any] = getattr(record, "fields", {})
+    return {"MESSAGE": message, "PRIORITY": _priority(record.levelno), "SYSLOG_IDENTIFIER": "vaultdrop",
+            "LOGGER": record.name, "CODE_FILE": record.pathname, "CODE_LINE": record.lineno,
+            "CODE_FUNC": record.funcName, **{k: str(v) for k, v in fields.items()}}
 
 
 class _JournalHandler(logging.Handler):
@@ -166,20 +183,19 @@ class _JournalHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            fields: Mapping[str, Any] = getattr(record, "fields", {})
-            message = self.format(record)
-            self._send(
-                message,
-                PRIORITY=_priority(record.levelno),
-                SYSLOG_IDENTIFIER="vaultdrop",
-                LOGGER=record.name,
-                CODE_FILE=record.pathname,
-                CODE_LINE=record.lineno,
-                CODE_FUNC=record.funcName,
-                **{k: str(v) for k, v in fields.items()},
-            )
+            self._send(**journal_fields(record, self.format(record)))
         except Exception:  # noqa: BLE001 - logging must never take the daemon down
             self.handleError(record)
+
+
+class _JsonFormatter(logging.Formatter):
+    """`--log-format json`, for hosts without journald: one JSON object per line with the
+    fields journald would get, plus the time (journald adds its own). ASCII only, so a
+    control character or an undecodable byte in a file name travels escaped."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        at = datetime.fromtimestamp(record.created).astimezone().isoformat(timespec="milliseconds")
+        return json.dumps({"TIMESTAMP": at, **journal_fields(record, super().format(record))})
 
 
 def _priority(levelno: int) -> int:
@@ -194,6 +210,11 @@ def _priority(levelno: int) -> int:
     return 7
 
 
+LogFormat = Literal["auto", "text", "json"]
+LOG_FORMATS: tuple[LogFormat, ...] = get_args(LogFormat)
+_log_format: LogFormat = "auto"
+
+
 def journald_available() -> bool:
     """Under systemd, stderr is a journal stream whose device:inode JOURNAL_STREAM names;
     a child whose stderr was redirected inherits the variable but not the stream."""
@@ -206,12 +227,19 @@ def journald_available() -> bool:
 
 
 def setup(level: str = "info", secrets: Iterable[str] = (), force_journal: bool | None = None,
-          libraries: bool = False) -> None:
+          libraries: bool = False, log_format: LogFormat | None = None) -> None:
     """Configure the vaultdrop logger once per process (re-callable on reload); `libraries`
-    (`-vv`) adds the debug lines of httpx, httpcore and watchdog."""
+    (`-vv`) adds the debug lines of httpx, httpcore and watchdog. `log_format` None keeps
+    the one chosen before (a reload keeps the command line's); "auto" is journald when
+    stderr is a journal stream, else text."""
+    global _log_format
+    _log_format = log_format or _log_format
     use_journal = journald_available() if force_journal is None else force_journal
     handler: logging.Handler
-    if use_journal:
+    if _log_format == "json":
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_JsonFormatter("%(message)s"))
+    elif use_journal and _log_format == "auto":
         handler = _JournalHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
     else:

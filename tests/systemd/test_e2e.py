@@ -100,6 +100,9 @@ def unit_journal(system: BootedSystem, *matches: str) -> list[dict[str, Any]]:
 def test_lifecycle_under_systemd(system: BootedSystem, sandbox: SandboxProcess, tmp_path: Path) -> None:
     runner = install(system, sandbox, tmp_path / "state")
     root = system.root
+    completion = root / "usr/share/bash-completion/completions/vaultdrop"  # where bash and man look
+    assert "complete -o filenames -F _vaultdrop vaultdrop" in completion.read_text()
+    assert (root / "usr/local/share/man/man1/vaultdrop.1.gz").stat().st_size > 0
 
     # start: `systemctl start` returns once vaultdrop said READY=1, with its STATUS=
     system.run("systemctl", "start", "vaultdrop")

@@ -13,11 +13,13 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 from ..config import FolderSettings
 from ..errors import LocalFileError
 from ..files import sha256_of
 from ..job import FileIdentity, Job, JobState, StatLike, Transition
+from ..journal import JournalStore
 from ..journal.committer import Committer
 from ..logs import job_fields, log
 
@@ -63,6 +65,36 @@ async def _replaced(committer: Committer, job: Job, identity: FileIdentity) -> b
     return True
 
 
+Match = Literal["journalled", "link", "failed", "renamed", "dropped_again"]
+
+
+def match(journal: JournalStore, identity: FileIdentity) -> tuple[Match, Job] | None:
+    """Which journalled file a settled one is, by the identity rules alone (read-only: the
+    journal's `same_inode`, the disk's lstat); None: new to the journal, for `enqueue`.
+
+    `journalled`: this very file at its path (unless its bytes were replaced, which
+    admission checks by content); `link`: another name of a job's file; `failed`: a failed
+    job's file, moved back; `renamed`: a job's file at a new path; `dropped_again`: a
+    finished job's file dropped again (content decides whether it is the same)."""
+    for other in journal.same_inode(identity):
+        unchanged = (other.size, other.mtime_ns) == (identity.size, identity.mtime_ns)
+        if other.path == identity.path and not other.released:
+            if not unchanged:
+                continue  # changed in place: enqueue decides
+            return "journalled", other
+        if not other.released and _holds_inode(other, identity.inode):
+            return "link", other  # changed or not, the job at the first name sees its content
+        if not unchanged:
+            continue
+        if other.state is JobState.FAILED:  # moved back by the operator, or renamed after it failed
+            return "failed", other
+        if not other.released:
+            return "renamed", other
+        if other.sha256 and other.state in (JobState.DONE, JobState.SKIPPED):
+            return "dropped_again", other
+    return None
+
+
 async def admit(committer: Committer, folder: FolderSettings, relpath: str, info: StatLike, *,
                 look_again: Callable[[Path], None] = lambda path: None) -> Job | None:
     """Journal a settled file; the job when there is new work, None when there is none.
@@ -71,38 +103,32 @@ async def admit(committer: Committer, folder: FolderSettings, relpath: str, info
     followed away from its path leaves the path to what is there now, which the journal
     turned away while that job still held the path (journal.enqueue: it was uploading)."""
     identity = FileIdentity.of(str(folder.path), canonical(folder, relpath), info)
-    for other in committer.journal.same_inode(identity):
-        unchanged = (other.size, other.mtime_ns) == (identity.size, identity.mtime_ns)
-        if other.path == identity.path and not other.released:
-            if not unchanged:
-                continue  # changed in place: enqueue decides
-            if not await _replaced(committer, other, identity):
-                return None  # this very file, already journalled
-            break
-        if not other.released and _holds_inode(other, identity.inode):
-            log(logging.INFO, f"{identity.relpath} is the same file as {other.relpath}: "
-                f"job {other.id} uploads it once", **job_fields(other))
-            return None  # a hard link (changed or not, the job at the first name sees its content)
-        if not unchanged:
-            continue
-        if other.state is JobState.FAILED:  # moved back by the operator, or renamed after it failed
-            return committer.retry(other.id, identity)[0]
-        if not other.released:
-            committer.relocate(other, identity, f"renamed from {other.relpath}",
-                             f"renamed: {other.relpath} -> {identity.relpath}: job {other.id} follows it")
-            if other.path != identity.path:
-                look_again(other.path)
-            return None
-        if other.sha256 and other.state in (JobState.DONE, JobState.SKIPPED):
-            try:
-                digest = await asyncio.to_thread(sha256_of, Path(identity.path))
-            except LocalFileError as exc:  # gone or unreadable: it is looked at again if it settles again
-                log(logging.WARNING, f"{identity.relpath}: {exc}")
-                return None
-            if digest == other.sha256:
-                committer.relocate(other, identity, f"dropped again as {identity.relpath}",
-                                 f"{identity.relpath} is already in the vault as video {other.video_id}; left in "
-                                 f"place (`vaultdrop jobs forget {other.id}` uploads it again)")
-                return None
-            break  # same inode, other bytes: a new file that reuses a deleted file's inode
-    return committer.enqueue(identity)
+    found = match(committer.journal, identity)
+    if found is None:
+        return committer.enqueue(identity)
+    kind, other = found
+    if kind == "journalled":
+        return committer.enqueue(identity) if await _replaced(committer, other, identity) else None
+    if kind == "link":
+        log(logging.INFO, f"{identity.relpath} is the same file as {other.relpath}: "
+            f"job {other.id} uploads it once", **job_fields(other))
+        return None
+    if kind == "failed":
+        return committer.retry(other.id, identity)[0]
+    if kind == "renamed":
+        committer.relocate(other, identity, f"renamed from {other.relpath}",
+                           f"renamed: {other.relpath} -> {identity.relpath}: job {other.id} follows it")
+        if other.path != identity.path:
+            look_again(other.path)
+        return None
+    try:
+        digest = await asyncio.to_thread(sha256_of, Path(identity.path))
+    except LocalFileError as exc:  # gone or unreadable: it is looked at again if it settles again
+        log(logging.WARNING, f"{identity.relpath}: {exc}")
+        return None
+    if digest != other.sha256:  # same inode, other bytes: a new file that reuses a deleted file's inode
+        return committer.enqueue(identity)
+    committer.relocate(other, identity, f"dropped again as {identity.relpath}",
+                       f"{identity.relpath} is already in the vault as video {other.video_id}; left in "
+                       f"place (`vaultdrop jobs forget {other.id}` uploads it again)")
+    return None

@@ -64,6 +64,22 @@ class _Track:
         return self.opens > 0 and self.written
 
 
+def marker_missing(folder: FolderSettings, relpath: str) -> bool:
+    """In marker mode, whether the file's ready marker is not there yet."""
+    return bool(folder.ready_marker) and not (folder.path / (relpath + folder.ready_marker)).exists()
+
+
+def container_verdict(folder: FolderSettings, relpath: str,
+                      judge: Callable[[Path], containers.Verdict] = containers.judge) -> containers.Verdict:
+    """What the file's container says of its completeness, where the folder asks (`complete = "auto"`)."""
+    if folder.complete != "auto":
+        return containers.UNRECOGNISED
+    try:
+        return judge(folder.path / relpath)
+    except OSError:
+        return containers.UNRECOGNISED  # unreadable now: settle decides, the upload says why
+
+
 class Completeness:
     def __init__(self, loop: asyncio.AbstractEventLoop, on_ready: ReadyCallback,
                  folders: Mapping[str, FolderSettings],
@@ -192,7 +208,7 @@ class Completeness:
             self.touch(folder, relpath, version)
             return
         track.open_since = None
-        if folder.ready_marker and not (folder.path / (relpath + folder.ready_marker)).exists():
+        if marker_missing(folder, relpath):
             self._tracks.pop(key)
             return
         if is_sidecar(folder, relpath):  # the one part of the door's filter that moves: x.y appeared beside
@@ -221,12 +237,7 @@ class Completeness:
         return track is not None and track.writing
 
     def _verdict(self, folder: FolderSettings, relpath: str) -> containers.Verdict:
-        if folder.complete != "auto":
-            return containers.UNRECOGNISED
-        try:
-            return self._judge(folder.path / relpath)
-        except OSError:
-            return containers.UNRECOGNISED  # unreadable now: settle decides, the upload says why
+        return container_verdict(folder, relpath, self._judge)
 
     def _complete(self, key: tuple[str, str], folder: FolderSettings, relpath: str, version: FileVersion) -> None:
         self._forget(key)

@@ -14,7 +14,7 @@ import logging
 import os
 import stat
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -146,18 +146,24 @@ def regular_file_stat(folder: FolderSettings, relpath: str) -> os.stat_result | 
     return info
 
 
-def scan(folder: FolderSettings) -> list[tuple[str, FileVersion]]:
-    """Every candidate regular file in a folder (blocking: run it in a worker thread)."""
-    found: list[tuple[str, FileVersion]] = []
+def walk(folder: FolderSettings) -> Iterator[str]:
+    """The relative path of every file a scan looks at: hidden directories are not entered,
+    nor subfolders when the folder is not recursive (blocking)."""
     root = str(folder.path)
     for directory, subdirs, files in os.walk(root):
         subdirs[:] = [d for d in subdirs if not d.startswith(".")] if folder.recursive else []
         for name in files:
-            relpath = os.path.relpath(os.path.join(directory, name), root).replace(os.sep, "/")
-            if candidate_for(folder, relpath) == relpath:
-                info = regular_file_stat(folder, relpath)
-                if info is not None:
-                    found.append((relpath, FileVersion.of(info)))
+            yield os.path.relpath(os.path.join(directory, name), root).replace(os.sep, "/")
+
+
+def scan(folder: FolderSettings) -> list[tuple[str, FileVersion]]:
+    """Every candidate regular file in a folder (blocking: run it in a worker thread)."""
+    found: list[tuple[str, FileVersion]] = []
+    for relpath in walk(folder):
+        if candidate_for(folder, relpath) == relpath:
+            info = regular_file_stat(folder, relpath)
+            if info is not None:
+                found.append((relpath, FileVersion.of(info)))
     return found
 
 

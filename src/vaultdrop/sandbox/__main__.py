@@ -9,7 +9,7 @@ from .cli import add_sandbox_arguments, run_sandbox
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m vaultdrop.sandbox", description="SesameVault + ScaleEngine sandbox",
-                                     parents=[verbosity_options()])
+                                     parents=[verbosity_options(formats=False)])
     add_sandbox_arguments(parser)
     return run_sandbox(parser.parse_args())
 
